@@ -1,0 +1,282 @@
+"""The wasmtime engine, its epoch ticker, and the compiled-component cache.
+
+One ``Engine`` per process is the normal case.  Its configuration is checked
+in Python before wasmtime sees it (some bad combinations abort the process
+instead of raising), and it carries a fingerprint that keys the on-disk cache
+of compiled components: a second run of the same guest deserializes the
+compiled code (milliseconds) instead of compiling it (seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from importlib.metadata import version as _dist_version
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import wasmtime
+from wasmtime import component as wc
+
+from . import _capi as c
+from .errors import ComponentLoadError, ConfigError
+
+WASMTIME_VERSION = _dist_version("wasmtime")
+
+
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Engine settings.  Stack sizes in bytes, the epoch tick in seconds."""
+
+    max_wasm_stack: int = 1 << 20
+    async_stack_size: int = 2 << 20
+    epoch_tick: float = 0.002
+    opt_level: str = "speed"
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        # wasmtime aborts the process (not an exception) when the wasm stack
+        # limit exceeds the fiber stack, and host code running on the fiber
+        # needs headroom of its own.
+        if self.max_wasm_stack <= 0 or self.async_stack_size <= 0:
+            raise ConfigError("stack sizes must be positive")
+        if self.async_stack_size - self.max_wasm_stack < 256 * 1024:
+            raise ConfigError(
+                "async_stack_size must exceed max_wasm_stack by at least 256 KiB "
+                f"(got {self.async_stack_size} and {self.max_wasm_stack})"
+            )
+        if not 0.0001 <= self.epoch_tick <= 1.0:
+            raise ConfigError("epoch_tick must be between 0.1 ms and 1 s")
+        if self.opt_level not in ("none", "speed", "speed_and_size"):
+            raise ConfigError(f"unknown opt_level {self.opt_level!r}")
+
+    def fingerprint(self) -> str:
+        """What compiled code depends on (stack sizes do not matter)."""
+        return f"wasmtime={WASMTIME_VERSION};epoch=1;opt={self.opt_level}"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("FABRIC_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "fabric"
+
+
+class Component:
+    """A compiled component, ready to instantiate any number of times."""
+
+    def __init__(self, engine: Engine, inner: wc.Component, path: str, digest: str) -> None:
+        self.engine = engine
+        self.inner = inner
+        self.path = path
+        self.digest = digest
+        self._imports: dict[str, list[str]] | None = None
+        self._exports: dict[str, list[str]] | None = None
+
+    def ptr(self) -> Any:
+        return self.inner.ptr()
+
+    def _walk(self, items: dict[str, Any]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, ext in items.items():
+            ty = ext.ty
+            if isinstance(ty, wc.ComponentInstanceType):
+                out[name] = sorted(ty.exports(self.engine.inner).keys())
+            else:
+                out[name] = []
+        return out
+
+    @property
+    def imports(self) -> dict[str, list[str]]:
+        """Imported names, each with the names its instance holds (empty for a function)."""
+        if self._imports is None:
+            self._imports = self._walk(self.inner.type.imports(self.engine.inner))
+        return self._imports
+
+    @property
+    def exports(self) -> dict[str, list[str]]:
+        """Exported names, each with the functions of an exported instance."""
+        if self._exports is None:
+            self._exports = self._walk(self.inner.type.exports(self.engine.inner))
+        return self._exports
+
+    def __repr__(self) -> str:
+        return f"<Component {self.path} {self.digest[:12]}>"
+
+
+class Engine:
+    """A wasmtime engine with epoch interruption and a compiled-component cache."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.config.validate()
+        cfg = wasmtime.Config()
+        cfg.epoch_interruption = True
+        cfg.max_wasm_stack = self.config.max_wasm_stack
+        cfg.cranelift_opt_level = self.config.opt_level
+        c.lib.wasmtime_config_async_stack_size_set(cfg.ptr(), self.config.async_stack_size)
+        self.inner = wasmtime.Engine(cfg)
+        self._ptr = self.inner.ptr()
+        self.cache_dir = (
+            Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()
+        ) / "compiled"
+        self._components: dict[str, Component] = {}
+        self._stats = {"compiled": 0, "cache_hits": 0, "memory_hits": 0}
+        self._ticker = _EpochTicker(self._ptr, self.config.epoch_tick)
+        self._ticker.start()
+
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+    def statistics(self) -> dict[str, int]:
+        return dict(self._stats, loaded=len(self._components))
+
+    def __repr__(self) -> str:
+        s = self._stats
+        return (
+            f"<Engine wasmtime {WASMTIME_VERSION} components={len(self._components)} "
+            f"compiled={s['compiled']} cache_hits={s['cache_hits']}>"
+        )
+
+    # -- loading -------------------------------------------------------------
+    def load(self, path: str | os.PathLike[str]) -> Component:
+        """Load a component file, compiling it only when the cache has no copy."""
+        p = Path(path)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise ComponentLoadError(f"{p}: no such file") from None
+        if not p.is_file():
+            raise ComponentLoadError(f"{p}: not a file")
+        digest = self._digest(p, st)
+        hit = self._components.get(digest)
+        if hit is not None:
+            self._stats["memory_hits"] += 1
+            return hit
+        compiled = self.cache_dir / f"{digest}.cwasm"
+        inner: wc.Component | None = None
+        if compiled.exists():
+            try:
+                inner = wc.Component.deserialize_file(self.inner, str(compiled))
+                self._stats["cache_hits"] += 1
+            except wasmtime.WasmtimeError:
+                inner = None  # stale or truncated entry: compile again
+        if inner is None:
+            inner = self._compile(p)
+            self._store_compiled(inner, compiled)
+        comp = Component(self, inner, str(p), digest)
+        self._components[digest] = comp
+        return comp
+
+    def load_bytes(self, data: bytes, name: str = "<bytes>") -> Component:
+        digest = hashlib.sha256(data + self.config.fingerprint().encode()).hexdigest()
+        hit = self._components.get(digest)
+        if hit is not None:
+            return hit
+        compiled = self.cache_dir / f"{digest}.cwasm"
+        if compiled.exists():
+            inner = wc.Component.deserialize_file(self.inner, str(compiled))
+            self._stats["cache_hits"] += 1
+        else:
+            inner = self._compile_bytes(data, name)
+            self._store_compiled(inner, compiled)
+        comp = Component(self, inner, name, digest)
+        self._components[digest] = comp
+        return comp
+
+    def _compile(self, p: Path) -> wc.Component:
+        return self._compile_bytes(p.read_bytes(), str(p))
+
+    def _compile_bytes(self, data: bytes, name: str) -> wc.Component:
+        if data[:4] != b"\0asm":
+            raise ComponentLoadError(f"{name}: not a WebAssembly binary")
+        if data[4:8] == b"\x01\x00\x00\x00":
+            raise ComponentLoadError(
+                f"{name}: a core WebAssembly module, not a component "
+                "(fabric runs WASI 0.2 components)"
+            )
+        try:
+            inner = wc.Component(self.inner, data)
+        except wasmtime.WasmtimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid component"
+            raise ComponentLoadError(f"{name}: cannot compile component: {first}") from None
+        self._stats["compiled"] += 1
+        return inner
+
+    def _store_compiled(self, inner: wc.Component, target: Path) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(inner.serialize())
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a read-only cache only costs the next run a compile
+
+    def _digest(self, p: Path, st: os.stat_result) -> str:
+        """Content hash + engine fingerprint, memoized by file identity."""
+        ident = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        index = self.cache_dir / "index" / (hashlib.sha1(ident.encode()).hexdigest() + ".json")
+        try:
+            rec = json.loads(index.read_text())
+            if rec.get("ident") == ident and rec.get("fp") == self.config.fingerprint():
+                return str(rec["digest"])
+        except (OSError, ValueError, KeyError):
+            pass
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(self.config.fingerprint().encode())
+        digest = h.hexdigest()
+        try:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            tmp = index.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(
+                json.dumps({"ident": ident, "fp": self.config.fingerprint(), "digest": digest})
+            )
+            os.replace(tmp, index)
+        except OSError:
+            pass
+        return digest
+
+
+class _EpochTicker:
+    """Advances the engine's epoch from a thread.
+
+    The event loop cannot tick while a guest runs inside ``poll`` (the call
+    holds the loop's thread), but ``poll`` releases the GIL, so a thread can.
+    Each tick lets a running guest yield (fairness) and check its deadline.
+    """
+
+    def __init__(self, engine_ptr: Any, interval: float) -> None:
+        self._engine_ptr = engine_ptr
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fabric-epoch", daemon=True)
+        self.ticks = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        increment = c.engine_increment_epoch
+        ptr = self._engine_ptr
+        wait = self._stop.wait
+        interval = self._interval
+        while not wait(interval):
+            increment(ptr)
+            self.ticks += 1
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,528 @@
+"""Marshaling of component values between wasmtime's ``val_t`` and Python.
+
+A component type is compiled once into a tree of ``Codec`` objects; each codec
+lifts a ``wasmtime_component_val_t`` into a Python value and lowers a Python
+value into one.  Python representation:
+
+============================  ===============================================
+component type                Python value
+============================  ===============================================
+bool, integers, floats        ``bool``, ``int``, ``float``
+char                          ``str`` of length 1
+string                        ``str``
+``list<u8>``                  ``bytes`` (copied in bulk, never per element)
+``list<T>``                   ``list``
+record                        ``dict`` of field name to value
+tuple                         ``tuple``
+variant                       ``(case_name, payload_or_None)``
+enum                          ``str`` (the case name)
+option                        ``None`` or the value
+result                        :class:`Ok` / :class:`Err` (a host function may
+                              also return the bare ok value, or raise ``Err``)
+flags                         ``frozenset`` of the names that are set
+own / borrow of a host type   the Python object the host created
+============================  ===============================================
+
+Lowered values are built only from memory that wasmtime allocated (``*_new``
+functions), as the C API requires for host results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wasmtime.component import _types as wt
+
+from . import _capi as c
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+_string_at = ctypes.string_at
+_byref = ctypes.byref
+_VAL = c.VAL
+
+
+class Ok:
+    """The ok case of a ``result``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Ok({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ok) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Err(Exception):
+    """The error case of a ``result``.
+
+    A host function whose WIT result is ``result<T, E>`` returns ``T`` and
+    raises ``Err(e)`` to give the guest its error value.
+    """
+
+    def __init__(self, value: Any = None) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Err({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Err) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class HostResource:
+    """Base of every Python object handed to a guest as a resource.
+
+    ``resource_tag`` identifies the resource type; ``close()`` is called when
+    the guest drops its handle (or when the store goes away).
+    """
+
+    resource_tag: int = 0
+
+    def close(self) -> None:
+        """Release what the resource holds; the default holds nothing."""
+
+
+class ResourceScope(Protocol):
+    """What codecs need from a store to move resources across the boundary."""
+
+    def ctx(self) -> Any: ...
+
+    def lookup(self, rep: int) -> Any: ...
+
+    def take(self, rep: int) -> Any: ...
+
+    def insert(self, obj: HostResource) -> int: ...
+
+
+def _set_name(target: Any, data: bytes) -> None:
+    c.byte_vec_new(_byref(target), len(data), data)
+
+
+def _get_name(name: Any) -> str:
+    return _string_at(name.data, name.size).decode("utf-8")
+
+
+class Codec:
+    """Lifts and lowers one component type."""
+
+    kind: int = -1
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        raise NotImplementedError
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        raise NotImplementedError
+
+
+class BoolCodec(Codec):
+    kind = c.K_BOOL
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        return bool(val.of.boolean)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = c.K_BOOL
+        val.of.boolean = bool(value)
+
+
+class IntCodec(Codec):
+    def __init__(self, kind: int, field: str, lo: int, hi: int) -> None:
+        self.kind, self.field, self.lo, self.hi = kind, field, lo, hi
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        return getattr(val.of, self.field)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        val.kind = self.kind
+        setattr(val.of, self.field, value)
+
+
+class FloatCodec(Codec):
+    def __init__(self, kind: int, field: str) -> None:
+        self.kind, self.field = kind, field
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        return getattr(val.of, self.field)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = self.kind
+        setattr(val.of, self.field, float(value))
+
+
+class CharCodec(Codec):
+    kind = c.K_CHAR
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        return chr(val.of.character)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        code = ord(value)
+        # An invalid scalar value makes wasmtime abort the process: refuse it here.
+        if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+            raise ValueError(f"not a Unicode scalar value: U+{code:04X}")
+        val.kind = c.K_CHAR
+        val.of.character = code
+
+
+class StringCodec(Codec):
+    kind = c.K_STRING
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        s = val.of.string
+        return _string_at(s.data, s.size).decode("utf-8")
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"expected str, got {type(value).__name__}")
+        # str.encode always yields valid UTF-8 (lone surrogates raise here).
+        data = value.encode("utf-8")
+        val.kind = c.K_STRING
+        c.byte_vec_new(_byref(val.of.string), len(data), data)
+
+
+class BytesCodec(Codec):
+    """``list<u8>``: copied with strided slices over the 32-byte values."""
+
+    kind = c.K_LIST
+    _CHUNK = 16384
+
+    def __init__(self) -> None:
+        self._template = bytearray()
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        n = val.of.list.size
+        if n == 0:
+            return b""
+        base = c.addr(val.of.list.data)
+        if n <= self._CHUNK:
+            return _string_at(base, 32 * n)[8::32]
+        parts = []
+        for start in range(0, n, self._CHUNK):
+            count = min(self._CHUNK, n - start)
+            parts.append(_string_at(base + 32 * start, 32 * count)[8::32])
+        return b"".join(parts)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        n = len(value)
+        val.kind = c.K_LIST
+        if n == 0:
+            c.vallist_new(_byref(val.of.list), 0, None)
+            return
+        tmpl = self._template
+        if len(tmpl) < 32 * n:
+            size = 1 << max(12, math.ceil(math.log2(n)))
+            tmpl = bytearray(32 * size)
+            tmpl[0::32] = bytes([c.K_U8]) * size
+            self._template = tmpl
+        tmpl[8 : 32 * n : 32] = value
+        arr = (_VAL * n).from_buffer(tmpl)
+        c.vallist_new(_byref(val.of.list), n, arr)
+
+
+class ListCodec(Codec):
+    kind = c.K_LIST
+
+    def __init__(self, elem: Codec) -> None:
+        self.elem = elem
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        lst = val.of.list
+        lift = self.elem.lift
+        data = lst.data
+        return [lift(data[i], scope) for i in range(lst.size)]
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        items = list(value)
+        val.kind = c.K_LIST
+        c.vallist_new_uninit(_byref(val.of.list), len(items))
+        data = val.of.list.data
+        lower = self.elem.lower
+        for i, item in enumerate(items):
+            lower(item, data[i], scope)
+
+
+class RecordCodec(Codec):
+    kind = c.K_RECORD
+
+    def __init__(self, fields: Sequence[tuple[str, Codec]]) -> None:
+        self.fields = [(name, name.encode(), codec) for name, codec in fields]
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        data = val.of.record.data
+        return {
+            name: codec.lift(data[i].val, scope)
+            for i, (name, _, codec) in enumerate(self.fields)
+        }
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = c.K_RECORD
+        c.valrecord_new_uninit(_byref(val.of.record), len(self.fields))
+        data = val.of.record.data
+        for i, (name, raw, codec) in enumerate(self.fields):
+            entry = data[i]
+            _set_name(entry.name, raw)
+            codec.lower(value[name], entry.val, scope)
+
+
+class TupleCodec(Codec):
+    kind = c.K_TUPLE
+
+    def __init__(self, elems: Sequence[Codec]) -> None:
+        self.elems = list(elems)
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        data = val.of.tuple.data
+        return tuple(codec.lift(data[i], scope) for i, codec in enumerate(self.elems))
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = c.K_TUPLE
+        c.valtuple_new_uninit(_byref(val.of.tuple), len(self.elems))
+        data = val.of.tuple.data
+        for i, codec in enumerate(self.elems):
+            codec.lower(value[i], data[i], scope)
+
+
+def _box(codec: Codec, value: Any, scope: ResourceScope) -> Any:
+    tmp = _VAL()
+    codec.lower(value, tmp, scope)
+    return c.val_new(_byref(tmp))
+
+
+class VariantCodec(Codec):
+    kind = c.K_VARIANT
+
+    def __init__(self, cases: Sequence[tuple[str, Codec | None]]) -> None:
+        self.cases = {name: (name.encode(), codec) for name, codec in cases}
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        v = val.of.variant
+        name = _get_name(v.discriminant)
+        codec = self.cases[name][1]
+        if codec is None or not v.val:
+            return (name, None)
+        return (name, codec.lift(v.val.contents, scope))
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        name, payload = value if isinstance(value, tuple) else (value, None)
+        try:
+            raw, codec = self.cases[name]
+        except KeyError:
+            raise ValueError(f"unknown variant case {name!r}") from None
+        val.kind = c.K_VARIANT
+        _set_name(val.of.variant.discriminant, raw)
+        val.of.variant.val = _box(codec, payload, scope) if codec is not None else None
+
+
+class EnumCodec(Codec):
+    kind = c.K_ENUM
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = {name: name.encode() for name in names}
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        return _get_name(val.of.enumeration)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        name = getattr(value, "value", value)
+        try:
+            raw = self.names[name]
+        except KeyError:
+            raise ValueError(f"unknown enum case {name!r}") from None
+        val.kind = c.K_ENUM
+        _set_name(val.of.enumeration, raw)
+
+
+class OptionCodec(Codec):
+    kind = c.K_OPTION
+
+    def __init__(self, payload: Codec) -> None:
+        self.payload = payload
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        p = val.of.option
+        return self.payload.lift(p.contents, scope) if p else None
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = c.K_OPTION
+        val.of.option = None if value is None else _box(self.payload, value, scope)
+
+
+class ResultCodec(Codec):
+    kind = c.K_RESULT
+
+    def __init__(self, ok: Codec | None, err: Codec | None) -> None:
+        self.ok, self.err = ok, err
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        r = val.of.result
+        if r.is_ok:
+            return Ok(self.ok.lift(r.val.contents, scope) if self.ok and r.val else None)
+        return Err(self.err.lift(r.val.contents, scope) if self.err and r.val else None)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        val.kind = c.K_RESULT
+        r = val.of.result
+        if isinstance(value, Err):
+            r.is_ok = False
+            r.val = _box(self.err, value.value, scope) if self.err else None
+        else:
+            payload = value.value if isinstance(value, Ok) else value
+            r.is_ok = True
+            r.val = _box(self.ok, payload, scope) if self.ok else None
+
+
+class FlagsCodec(Codec):
+    kind = c.K_FLAGS
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = {name: name.encode() for name in names}
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        f = val.of.flags
+        return frozenset(_get_name(f.data[i]) for i in range(f.size))
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        names = [n for n in self.names if n in value]
+        val.kind = c.K_FLAGS
+        c.valflags_new_uninit(_byref(val.of.flags), len(names))
+        data = val.of.flags.data
+        for i, name in enumerate(names):
+            _set_name(data[i], self.names[name])
+
+
+class ResourceCodec(Codec):
+    """own<T> / borrow<T> of a host-defined resource type."""
+
+    kind = c.K_RESOURCE
+
+    def __init__(self, owned: bool) -> None:
+        self.owned = owned
+
+    def lift(self, val: Any, scope: ResourceScope) -> Any:
+        any_p = val.of.resource
+        host = c.RESOURCE_HOST_P()
+        err = c.resource_any_to_host(scope.ctx(), any_p, _byref(host))
+        if err:
+            msg, _ = c.take_error(err)
+            raise TypeError(f"not a host resource: {msg}")
+        try:
+            rep = c.resource_host_rep(host)
+        finally:
+            c.resource_host_delete(host)
+        # An own handle moved to the host: the guest's table no longer holds it.
+        return scope.take(rep) if self.owned else scope.lookup(rep)
+
+    def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        if not self.owned:
+            raise TypeError("a host cannot return a borrowed handle")
+        if not isinstance(value, HostResource):
+            raise TypeError(f"expected a host resource, got {type(value).__name__}")
+        rep = scope.insert(value)
+        host = c.resource_host_new(True, rep, value.resource_tag)
+        out = c.RESOURCE_ANY_P()
+        try:
+            err = c.resource_host_to_any(scope.ctx(), host, _byref(out))
+        finally:
+            c.resource_host_delete(host)
+        if err:
+            msg, _ = c.take_error(err)
+            raise TypeError(f"cannot hand resource to guest: {msg}")
+        val.kind = c.K_RESOURCE
+        val.of.resource = out
+
+
+_INTS = {
+    wt.S8: (c.K_S8, "s8", -(2**7), 2**7 - 1),
+    wt.U8: (c.K_U8, "u8", 0, 2**8 - 1),
+    wt.S16: (c.K_S16, "s16", -(2**15), 2**15 - 1),
+    wt.U16: (c.K_U16, "u16", 0, 2**16 - 1),
+    wt.S32: (c.K_S32, "s32", -(2**31), 2**31 - 1),
+    wt.U32: (c.K_U32, "u32", 0, 2**32 - 1),
+    wt.S64: (c.K_S64, "s64", -(2**63), 2**63 - 1),
+    wt.U64: (c.K_U64, "u64", 0, 2**64 - 1),
+}
+
+
+def compile_type(ty: Any) -> Codec:
+    """Build the codec for a wasmtime-py component ``ValType``."""
+    t = type(ty)
+    if t is wt.Bool:
+        return BoolCodec()
+    if t in _INTS:
+        return IntCodec(*_INTS[t])
+    if t is wt.F32:
+        return FloatCodec(c.K_F32, "f32")
+    if t is wt.F64:
+        return FloatCodec(c.K_F64, "f64")
+    if t is wt.Char:
+        return CharCodec()
+    if t is wt.String:
+        return StringCodec()
+    if t is wt.ListType:
+        elem = ty.element
+        return BytesCodec() if type(elem) is wt.U8 else ListCodec(compile_type(elem))
+    if t is wt.RecordType:
+        return RecordCodec([(name, compile_type(f)) for name, f in ty.fields])
+    if t is wt.TupleType:
+        return TupleCodec([compile_type(e) for e in ty.elements])
+    if t is wt.VariantType:
+        return VariantCodec(
+            [(name, None if p is None else compile_type(p)) for name, p in ty.cases]
+        )
+    if t is wt.EnumType:
+        return EnumCodec(ty.names)
+    if t is wt.OptionType:
+        return OptionCodec(compile_type(ty.payload))
+    if t is wt.ResultType:
+        ok, err = ty.ok, ty.err
+        return ResultCodec(
+            None if ok is None else compile_type(ok), None if err is None else compile_type(err)
+        )
+    if t is wt.FlagsType:
+        return FlagsCodec(ty.names)
+    if t is wt.OwnType:
+        return ResourceCodec(owned=True)
+    if t is wt.BorrowType:
+        return ResourceCodec(owned=False)
+    raise TypeError(f"component values of type {t.__name__} are not supported by the C API")
+
+
+class Signature:
+    """The compiled parameter and result codecs of one function type."""
+
+    __slots__ = ("params", "result", "param_names")
+
+    def __init__(self, param_names: list[str], params: list[Codec], result: Codec | None) -> None:
+        self.param_names = param_names
+        self.params = params
+        self.result = result
+
+    @classmethod
+    def from_func_type(cls, fty: Any) -> Signature:
+        """Compile a borrowed ``wasmtime_component_func_type_t*``."""
+        ft = wt.FuncType._from_ptr(fty, owner=True)
+        params = ft.params
+        result = ft.result
+        return cls(
+            [name for name, _ in params],
+            [compile_type(p) for _, p in params],
+            None if result is None else compile_type(result),
+        )
+
+    def lift_args(self, args: Any, scope: ResourceScope) -> list[Any]:
+        return [codec.lift(args[i], scope) for i, codec in enumerate(self.params)]
