@@ -1,0 +1,588 @@
+"""fabric_dbpool: client for the fabric dbpool service, for componentize-py guests.
+
+One module, standard library only (no C extensions exist inside a guest),
+speaking protocol version 1 (docs/dbpool-protocol.md) over a blocking
+`socket`.  Works on CPython 3.11 and later (componentize-py bundles 3.14).
+
+    import fabric_dbpool
+
+    with fabric_dbpool.connect(port=7432) as conn:
+        res = conn.execute("main", "SELECT id, name FROM users WHERE id = $1", (7,))
+        for row in res.rows: ...
+        with conn.transaction("main"):
+            conn.execute("main", "INSERT INTO t VALUES ($1)", (1,))
+            conn.executemany("main", "INSERT INTO t VALUES ($1)", [(2,), (3,)])
+
+SQL uses the database's own placeholders ($1 for PostgreSQL, %s for MySQL).
+Parameters and results map to Python values as in the protocol's type
+table: None, bool, int, float, str, bytes, list, dict natively;
+Decimal, date, time, datetime, timedelta and UUID as msgpack ext values.
+Errors raise `DbPoolError(code, sqlstate, message)`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Connection",
+    "DbPoolError",
+    "Result",
+    "connect",
+    "packb",
+    "unpackb",
+]
+
+PROTOCOL_VERSION = 1
+MAGIC = b"FDBP"
+_CLIENT_HELLO = struct.Struct(">4sHH")
+_SERVER_HELLO = struct.Struct(">4sHHII")
+_HEADER = struct.Struct(">I")
+_HANDSHAKE_STATUS = {1: "unsupported_version", 2: "too_many_clients", 3: "server_closing"}
+#: largest response frame this client will buffer
+MAX_RESPONSE_SIZE = 1 << 30
+
+
+class DbPoolError(Exception):
+    """An error reported by the service, or a failure talking to it.
+
+    ``code`` is the protocol's error code ("database_error",
+    "acquire_timeout", "disconnected", ...); ``sqlstate`` is the database's
+    SQLSTATE when the database raised the error, else None.
+    """
+
+    def __init__(self, code: str, sqlstate: str | None, message: str) -> None:
+        super().__init__(f"{code}{f' [{sqlstate}]' if sqlstate else ''}: {message}")
+        self.code = code
+        self.sqlstate = sqlstate
+        self.message = message
+
+
+class Result:
+    """Rows of one statement: ``columns``, ``rows`` (tuples), ``rowcount``."""
+
+    __slots__ = ("columns", "rowcount", "rows")
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there are no rows)."""
+        return self.rows[0][0] if self.rows else None
+
+    def __repr__(self) -> str:
+        return f"<Result columns={self.columns!r} rows={len(self.rows)} rowcount={self.rowcount}>"
+
+
+# ---------------------------------------------------------------------------- msgpack
+# Exactly the subset the protocol uses.  Ext codes as in the type table.
+
+EXT_DECIMAL, EXT_DATE, EXT_TIME, EXT_DATETIME, EXT_TIMEDELTA, EXT_UUID = 1, 2, 3, 4, 5, 6
+_TIMEDELTA = struct.Struct(">iii")
+_B = struct.Struct(">B")
+_H = struct.Struct(">H")
+_I = struct.Struct(">I")
+_Q = struct.Struct(">Q")
+_b = struct.Struct(">b")
+_h = struct.Struct(">h")
+_i = struct.Struct(">i")
+_q = struct.Struct(">q")
+_f = struct.Struct(">f")
+_d = struct.Struct(">d")
+_FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
+def _pack_len(
+    out: bytearray, n: int, fix_base: int, fix_max: int, c8: int | None, c16: int, c32: int
+) -> None:
+    if n <= fix_max:
+        out.append(fix_base | n)
+    elif c8 is not None and n < 0x100:
+        out.append(c8)
+        out.append(n)
+    elif n < 0x10000:
+        out.append(c16)
+        out += _H.pack(n)
+    elif n < 0x100000000:
+        out.append(c32)
+        out += _I.pack(n)
+    else:
+        raise ValueError(f"msgpack: object too large ({n})")
+
+
+def _pack_ext(out: bytearray, code: int, data: bytes) -> None:
+    n = len(data)
+    fix = _FIXEXT.get(n)
+    if fix is not None:
+        out.append(fix)
+    elif n < 0x100:
+        out.append(0xC7)
+        out.append(n)
+    elif n < 0x10000:
+        out.append(0xC8)
+        out += _H.pack(n)
+    else:
+        out.append(0xC9)
+        out += _I.pack(n)
+    out += _b.pack(code)
+    out += data
+
+
+def _pack_int(out: bytearray, v: int) -> None:
+    if 0 <= v < 0x80:
+        out.append(v)
+    elif -32 <= v < 0:
+        out.append(v & 0xFF)
+    elif 0 <= v <= 0xFFFFFFFFFFFFFFFF:
+        if v < 0x100:
+            out.append(0xCC)
+            out.append(v)
+        elif v < 0x10000:
+            out.append(0xCD)
+            out += _H.pack(v)
+        elif v < 0x100000000:
+            out.append(0xCE)
+            out += _I.pack(v)
+        else:
+            out.append(0xCF)
+            out += _Q.pack(v)
+    elif -(1 << 63) <= v < 0:
+        if v >= -0x80:
+            out.append(0xD0)
+            out += _b.pack(v)
+        elif v >= -0x8000:
+            out.append(0xD1)
+            out += _h.pack(v)
+        elif v >= -0x80000000:
+            out.append(0xD2)
+            out += _i.pack(v)
+        else:
+            out.append(0xD3)
+            out += _q.pack(v)
+    else:  # outside msgpack's int range: travels as a Decimal
+        _pack_ext(out, EXT_DECIMAL, str(v).encode("ascii"))
+
+
+def _pack(out: bytearray, obj: Any) -> None:
+    t = type(obj)
+    if obj is None:
+        out.append(0xC0)
+    elif t is bool:
+        out.append(0xC3 if obj else 0xC2)
+    elif t is int:
+        _pack_int(out, obj)
+    elif t is float:
+        out.append(0xCB)
+        out += _d.pack(obj)
+    elif t is str:
+        data = obj.encode("utf-8")
+        _pack_len(out, len(data), 0xA0, 31, 0xD9, 0xDA, 0xDB)
+        out += data
+    elif t is bytes or t is bytearray or t is memoryview:
+        data = bytes(obj)
+        n = len(data)
+        _pack_len(out, n, 0, -1, 0xC4, 0xC5, 0xC6)
+        out += data
+    elif t is list or t is tuple:
+        _pack_len(out, len(obj), 0x90, 15, None, 0xDC, 0xDD)
+        for item in obj:
+            _pack(out, item)
+    elif t is dict:
+        _pack_len(out, len(obj), 0x80, 15, None, 0xDE, 0xDF)
+        for key, value in obj.items():
+            _pack(out, key)
+            _pack(out, value)
+    elif isinstance(obj, decimal.Decimal):
+        _pack_ext(out, EXT_DECIMAL, str(obj).encode("ascii"))
+    elif isinstance(obj, datetime.datetime):  # before date: datetime is a date
+        _pack_ext(out, EXT_DATETIME, obj.isoformat().encode("ascii"))
+    elif isinstance(obj, datetime.date):
+        _pack_ext(out, EXT_DATE, obj.isoformat().encode("ascii"))
+    elif isinstance(obj, datetime.time):
+        _pack_ext(out, EXT_TIME, obj.isoformat().encode("ascii"))
+    elif isinstance(obj, datetime.timedelta):
+        _pack_ext(out, EXT_TIMEDELTA, _TIMEDELTA.pack(obj.days, obj.seconds, obj.microseconds))
+    elif isinstance(obj, uuid.UUID):
+        _pack_ext(out, EXT_UUID, obj.bytes)
+    elif isinstance(obj, bool):
+        out.append(0xC3 if obj else 0xC2)
+    elif isinstance(obj, int):
+        _pack_int(out, int(obj))
+    elif isinstance(obj, float):
+        _pack(out, float(obj))
+    elif isinstance(obj, str):
+        _pack(out, str(obj))
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        _pack(out, list(obj))
+    elif isinstance(obj, dict):
+        _pack(out, dict(obj))
+    else:
+        raise TypeError(f"fabric_dbpool cannot send values of type {t.__name__}")
+
+
+def packb(obj: Any) -> bytes:
+    """Encode ``obj`` as msgpack (the protocol's subset and ext types)."""
+    out = bytearray()
+    _pack(out, obj)
+    return bytes(out)
+
+
+def _unext(code: int, data: bytes) -> Any:
+    if code == EXT_DECIMAL:
+        return decimal.Decimal(data.decode("ascii"))
+    if code == EXT_DATE:
+        return datetime.date.fromisoformat(data.decode("ascii"))
+    if code == EXT_TIME:
+        return datetime.time.fromisoformat(data.decode("ascii"))
+    if code == EXT_DATETIME:
+        return datetime.datetime.fromisoformat(data.decode("ascii"))
+    if code == EXT_TIMEDELTA:
+        days, seconds, micros = _TIMEDELTA.unpack(data)
+        return datetime.timedelta(days=days, seconds=seconds, microseconds=micros)
+    if code == EXT_UUID:
+        return uuid.UUID(bytes=data)
+    raise ValueError(f"unknown ext code {code}")
+
+
+class _Unpacker:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _take(self, n: int) -> bytes:
+        start = self.pos
+        end = start + n
+        if end > len(self.data):
+            raise ValueError("msgpack: truncated data")
+        self.pos = end
+        return self.data[start:end]
+
+    def _num(self, st: struct.Struct) -> Any:
+        start = self.pos
+        self.pos = start + st.size
+        if self.pos > len(self.data):
+            raise ValueError("msgpack: truncated data")
+        return st.unpack_from(self.data, start)[0]
+
+    def _array(self, n: int) -> list[Any]:
+        return [self.read() for _ in range(n)]
+
+    def _map(self, n: int) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for _ in range(n):
+            key = self.read()
+            out[key] = self.read()
+        return out
+
+    def read(self) -> Any:
+        b = self._num(_B)
+        if b <= 0x7F:
+            return b
+        if b >= 0xE0:
+            return b - 0x100
+        if 0xA0 <= b <= 0xBF:
+            return self._take(b & 0x1F).decode("utf-8")
+        if 0x90 <= b <= 0x9F:
+            return self._array(b & 0x0F)
+        if 0x80 <= b <= 0x8F:
+            return self._map(b & 0x0F)
+        if b == 0xC0:
+            return None
+        if b == 0xC2:
+            return False
+        if b == 0xC3:
+            return True
+        if b == 0xCB:
+            return self._num(_d)
+        if b == 0xCA:
+            return self._num(_f)
+        if 0xCC <= b <= 0xCF:
+            return self._num((_B, _H, _I, _Q)[b - 0xCC])
+        if 0xD0 <= b <= 0xD3:
+            return self._num((_b, _h, _i, _q)[b - 0xD0])
+        if 0xD9 <= b <= 0xDB:
+            return self._take(self._num((_B, _H, _I)[b - 0xD9])).decode("utf-8")
+        if 0xC4 <= b <= 0xC6:
+            return bytes(self._take(self._num((_B, _H, _I)[b - 0xC4])))
+        if b == 0xDC or b == 0xDD:
+            return self._array(self._num(_H if b == 0xDC else _I))
+        if b == 0xDE or b == 0xDF:
+            return self._map(self._num(_H if b == 0xDE else _I))
+        if 0xD4 <= b <= 0xD8:
+            n = 1 << (b - 0xD4)
+        elif 0xC7 <= b <= 0xC9:
+            n = self._num((_B, _H, _I)[b - 0xC7])
+        else:
+            raise ValueError(f"msgpack: unused type byte 0x{b:02x}")
+        code = self._num(_b)
+        return _unext(code, bytes(self._take(n)))
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode one msgpack value that fills ``data`` exactly."""
+    u = _Unpacker(bytes(data))
+    value = u.read()
+    if u.pos != len(u.data):
+        raise ValueError(f"msgpack: {len(u.data) - u.pos} bytes of trailing data")
+    return value
+
+
+# ------------------------------------------------------------------------- connection
+
+
+class Connection:
+    """One connection to the service.  Not thread-safe; one request at a time.
+
+    A transaction (``begin``/``transaction``) belongs to this connection: it
+    pins one database connection until ``commit``/``rollback``, and is rolled
+    back by the service if this connection closes first.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        server_version: int,
+        max_frame_size: int,
+        max_in_flight: int,
+        timeout: float | None,
+    ) -> None:
+        self._sock = sock
+        self._next_id = 1
+        self._timeout = timeout
+        self.server_version = server_version
+        self.max_frame_size = max_frame_size
+        self.max_in_flight = max_in_flight
+        self.in_transaction: str | None = None  # the database while a transaction is open
+        self.closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        txn = f" transaction={self.in_transaction!r}" if self.in_transaction else ""
+        return f"<fabric_dbpool.Connection {state} requests={self._next_id - 1}{txn}>"
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public API
+
+    def execute(self, db: str, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement; returns a `Result` (empty ``columns`` for DML)."""
+        result: Result = self._call({"t": "query", "db": db, "sql": sql, "params": list(params)})
+        return result
+
+    def executemany(self, db: str, sql: str, params_seq: Iterable[Sequence[Any]]) -> int:
+        """Run one statement once per parameter sequence; returns the rowcount."""
+        seq = [list(p) for p in params_seq]
+        count: int = self._call({"t": "execute_many", "db": db, "sql": sql, "params_seq": seq})
+        return count
+
+    def begin(self, db: str) -> None:
+        self._call({"t": "begin", "db": db})
+        self.in_transaction = db
+
+    def commit(self) -> None:
+        """Commit; the transaction is over even when this raises (then it rolled back)."""
+        try:
+            self._call({"t": "commit"})
+        finally:
+            self.in_transaction = None
+
+    def rollback(self) -> None:
+        try:
+            self._call({"t": "rollback"})
+        finally:
+            self.in_transaction = None
+
+    def transaction(self, db: str) -> _Transaction:
+        """``with conn.transaction(db):`` begins, commits, or rolls back on exception."""
+        return _Transaction(self, db)
+
+    def ping(self) -> float:
+        """Round trip to the service; returns the seconds it took."""
+        start = time.monotonic()
+        self._call({"t": "ping"})
+        return time.monotonic() - start
+
+    def stats(self) -> dict[str, Any]:
+        """The service's statistics as a dict (see ServerStats in the protocol)."""
+        stats: dict[str, Any] = self._call({"t": "stats"})
+        return stats
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.in_transaction = None
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    # -- plumbing
+
+    def _broken(self, code: str, message: str) -> DbPoolError:
+        self.close()
+        return DbPoolError(code, None, message)
+
+    def _call(self, request: dict[str, Any]) -> Any:
+        if self.closed:
+            raise DbPoolError("disconnected", None, "connection is closed")
+        rid = self._next_id
+        self._next_id += 1
+        request["id"] = rid
+        body = packb(request)
+        if len(body) > self.max_frame_size:
+            raise DbPoolError(
+                "frame_too_large",
+                None,
+                f"request of {len(body)} bytes exceeds the server's limit of {self.max_frame_size}",
+            )
+        try:
+            self._sock.sendall(_HEADER.pack(len(body)) + body)
+            header = _recv_exact(self._sock, 4)
+            (size,) = _HEADER.unpack(header)
+            if size > MAX_RESPONSE_SIZE:
+                raise self._broken("protocol_error", f"response frame of {size} bytes")
+            body = _recv_exact(self._sock, size)
+        except TimeoutError:
+            raise self._broken("timeout", f"no response within {self._timeout} s") from None
+        except OSError as exc:
+            raise self._broken("disconnected", str(exc)) from None
+        try:
+            msg = unpackb(body)
+            tag = msg["t"]
+        except Exception as exc:
+            raise self._broken("protocol_error", f"malformed response: {exc}") from None
+        if tag == "error":
+            err = DbPoolError(msg.get("code"), msg.get("sqlstate"), msg.get("message"))
+            if msg.get("id") == 0:
+                self.close()  # connection-level: the server closes
+            raise err
+        if msg.get("id") != rid:
+            got = msg.get("id")
+            raise self._broken("protocol_error", f"response id {got!r} for request {rid}")
+        if tag == "rows":
+            rows = [tuple(r) for r in msg["rows"]]
+            return Result(msg["columns"], rows, msg["rowcount"])
+        if tag == "done":
+            return msg["rowcount"]
+        if tag == "pong":
+            return None
+        if tag == "stats_reply":
+            return msg["stats"]
+        raise self._broken("protocol_error", f"unexpected response {tag!r}")
+
+
+class _Transaction:
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, conn: Connection, db: str) -> None:
+        self._conn = conn
+        self._db = db
+
+    def __enter__(self) -> Connection:
+        self._conn.begin(self._db)
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._conn.commit()
+            return
+        try:
+            self._conn.rollback()
+        except DbPoolError:
+            pass  # the original exception matters more; the service rolls back on close
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ConnectionResetError("connection closed by the service")
+        buf += chunk
+    return bytes(buf)
+
+
+def _open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        # A literal address: connect without a name lookup (cheaper in a guest).
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection((host, port), timeout=timeout)
+    return sock
+
+
+def connect(port: int, host: str = "127.0.0.1", timeout: float | None = 60.0) -> Connection:
+    """Connect and handshake; ``timeout`` (seconds, None = no limit) bounds the
+    connect and each later request's wait for its response."""
+    try:
+        sock = _open_socket(host, port, timeout)
+    except TimeoutError:
+        raise DbPoolError("timeout", None, f"connect to {host}:{port} timed out") from None
+    except OSError as exc:
+        msg = f"connect to {host}:{port}: {exc}"
+        raise DbPoolError("disconnected", None, msg) from None
+    try:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not every socket layer has Nagle to turn off
+        sock.sendall(_CLIENT_HELLO.pack(MAGIC, PROTOCOL_VERSION, 0))
+        reply = _recv_exact(sock, _SERVER_HELLO.size)
+    except TimeoutError:
+        sock.close()
+        raise DbPoolError("timeout", None, "handshake timed out") from None
+    except OSError as exc:
+        sock.close()
+        raise DbPoolError("disconnected", None, f"handshake: {exc}") from None
+    magic, version, status, max_frame, max_in_flight = _SERVER_HELLO.unpack(reply)
+    if magic != MAGIC:
+        sock.close()
+        raise DbPoolError("bad_magic", None, f"not a dbpool service: {magic!r}")
+    if status != 0:
+        sock.close()
+        code = _HANDSHAKE_STATUS.get(status, f"status_{status}")
+        raise DbPoolError(code, None, f"service refused the handshake (server v{version})")
+    return Connection(sock, version, max_frame, max_in_flight, timeout)

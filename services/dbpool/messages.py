@@ -1,0 +1,178 @@
+"""Messages of the dbpool wire protocol, version 1.
+
+Every frame body is one msgpack map whose ``"t"`` key names the message
+(msgspec tagged union).  Requests go from client to server, responses back;
+each response carries the ``id`` of the request it answers.  ``id`` 0 is
+reserved for connection-level errors sent by the server just before it
+closes the connection.  ``docs/dbpool-protocol.md`` is the normative text;
+keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "Begin",
+    "Commit",
+    "DatabaseStats",
+    "Done",
+    "Error",
+    "ExecuteMany",
+    "Limits",
+    "Ping",
+    "Pong",
+    "Query",
+    "Request",
+    "Response",
+    "Rollback",
+    "Rows",
+    "ServerStats",
+    "Stats",
+    "StatsReply",
+]
+
+#: Request ids are chosen by the client; 0 is reserved for the server.
+RequestId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+#: Responses may carry id 0 (connection-level error).
+ResponseId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+DbName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class _Message(msgspec.Struct, frozen=True, tag_field="t", forbid_unknown_fields=False):
+    pass
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Query(_Message, frozen=True, tag="query"):
+    """Run one statement; answered by `Rows` (``columns`` empty for DML)."""
+
+    id: RequestId
+    db: DbName
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+class ExecuteMany(_Message, frozen=True, tag="execute_many"):
+    """Run one statement once per parameter tuple; answered by `Done`."""
+
+    id: RequestId
+    db: DbName
+    sql: str
+    params_seq: tuple[tuple[Any, ...], ...] = ()
+
+
+class Begin(_Message, frozen=True, tag="begin"):
+    """Pin a lease of ``db`` to this client connection and open a transaction."""
+
+    id: RequestId
+    db: DbName
+
+
+class Commit(_Message, frozen=True, tag="commit"):
+    id: RequestId
+
+
+class Rollback(_Message, frozen=True, tag="rollback"):
+    id: RequestId
+
+
+class Ping(_Message, frozen=True, tag="ping"):
+    id: RequestId
+
+
+class Stats(_Message, frozen=True, tag="stats"):
+    id: RequestId
+
+
+Request = Query | ExecuteMany | Begin | Commit | Rollback | Ping | Stats
+
+# -------------------------------------------------------------------------- responses
+
+
+class Rows(_Message, frozen=True, tag="rows"):
+    id: ResponseId
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+
+class Done(_Message, frozen=True, tag="done"):
+    id: ResponseId
+    rowcount: int = -1
+
+
+class Pong(_Message, frozen=True, tag="pong"):
+    id: ResponseId
+
+
+class DatabaseStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one database pool (mirrors ``pools.PoolStats``)."""
+
+    kind: str
+    size: int = 0
+    idle: int = 0
+    in_use: int = 0
+    waiting: int = 0
+    acquire_wait_p50_ms: float = 0.0
+    acquire_wait_p99_ms: float = 0.0
+    leases_served: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+
+
+class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What `DbPoolServer.statistics()` returns and `StatsReply` carries."""
+
+    clients_connected: int
+    clients_total: int
+    clients_rejected: int
+    requests_in_flight: int
+    transactions_open: int
+    #: transactions rolled back because their client went away or idled out
+    transactions_abandoned: int
+    #: replies sent, by request kind ("query", "begin", ...)
+    requests: dict[str, int]
+    #: error replies sent, by error code (including connection-level ones)
+    errors: dict[str, int]
+    databases: dict[str, DatabaseStats]
+
+
+class StatsReply(_Message, frozen=True, tag="stats_reply"):
+    id: ResponseId
+    stats: ServerStats
+
+
+class Error(_Message, frozen=True, tag="error"):
+    id: ResponseId
+    code: str
+    sqlstate: str | None
+    message: str
+
+
+Response = Rows | Done | Pong | StatsReply | Error
+
+# ----------------------------------------------------------------------------- limits
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-server limits; the first two are announced in the handshake."""
+
+    #: largest request frame body the server accepts (bytes)
+    max_frame_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 16 * 1024 * 1024
+    #: requests the server reads ahead per client before it stops reading
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16
+    #: largest response body; a bigger result is replaced by a result_too_large error
+    max_result_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 64 * 1024 * 1024
+    #: a client with no request in flight and no bytes received for this long is closed
+    idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: time allowed between accept and a complete client hello
+    handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: connected clients; more are refused in the handshake
+    max_clients: Annotated[int, msgspec.Meta(ge=1)] = 1024
