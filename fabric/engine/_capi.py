@@ -67,7 +67,9 @@ frame_module_name = _b._wasmtime_frame_module_name
 FRAME_VEC = _b.wasm_frame_vec_t
 
 # --- values -----------------------------------------------------------------
-byte_vec_new = _b._wasm_byte_vec_new
+byte_vec_new = lib.wasm_byte_vec_new
+byte_vec_new.restype = None
+byte_vec_new.argtypes = [ctypes.POINTER(NAME), ctypes.c_size_t, ctypes.c_char_p]
 byte_vec_delete = _b._wasm_byte_vec_delete
 val_new = _b._wasmtime_component_val_new
 val_delete = _b._wasmtime_component_val_delete

@@ -85,14 +85,15 @@ class Component:
         for name, ext in items.items():
             ty = ext.ty
             if isinstance(ty, wc.ComponentInstanceType):
-                out[name] = sorted(ty.exports(self.engine.inner).keys())
+                members = ty.exports(self.engine.inner)
+                out[name] = sorted(k for k, v in members.items() if isinstance(v.ty, wc.FuncType))
             else:
                 out[name] = []
         return out
 
     @property
     def imports(self) -> dict[str, list[str]]:
-        """Imported names, each with the names its instance holds (empty for a function)."""
+        """Imported names, each with the functions its instance holds (empty for a function)."""
         if self._imports is None:
             self._imports = self._walk(self.inner.type.imports(self.engine.inner))
         return self._imports

@@ -70,3 +70,7 @@ class GuestExit(EngineError):
 
 class InstanceDead(EngineError):
     """The instance failed earlier (trap, error, cancellation) and cannot be entered again."""
+
+
+class TrapError(EngineError):
+    """Raised by a host function to trap the guest (misuse the WIT forbids)."""

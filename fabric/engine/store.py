@@ -29,6 +29,7 @@ from .errors import (
     ExportNotFound,
     GuestTrap,
     InstanceDead,
+    TrapError,
 )
 from .linker import STORES, HostFunc, Linker
 from .values import Err, HostResource, Signature
@@ -200,6 +201,8 @@ class Store:
             self.dead = True
             failure = self.failure
             if failure is not None:
+                if isinstance(failure, TrapError):
+                    raise GuestTrap(str(failure), trace) from None
                 if isinstance(failure, EngineError):
                     raise failure
                 raise GuestTrap(

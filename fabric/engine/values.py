@@ -42,6 +42,14 @@ if TYPE_CHECKING:
 
 _string_at = ctypes.string_at
 _byref = ctypes.byref
+_memset = ctypes.memset
+
+
+def _zero(ptr: Any, n: int, size: int) -> None:
+    # Uninitialised elements become Bool(false) (or empty names), so that a
+    # lowering that fails half-way leaves a value wasmtime can safely drop.
+    if n:
+        _memset(c.addr(ptr), 0, n * size)
 _VAL = c.VAL
 
 
@@ -251,6 +259,7 @@ class ListCodec(Codec):
         val.kind = c.K_LIST
         c.vallist_new_uninit(_byref(val.of.list), len(items))
         data = val.of.list.data
+        _zero(data, len(items), 32)
         lower = self.elem.lower
         for i, item in enumerate(items):
             lower(item, data[i], scope)
@@ -273,6 +282,7 @@ class RecordCodec(Codec):
         val.kind = c.K_RECORD
         c.valrecord_new_uninit(_byref(val.of.record), len(self.fields))
         data = val.of.record.data
+        _zero(data, len(self.fields), 48)
         for i, (name, raw, codec) in enumerate(self.fields):
             entry = data[i]
             _set_name(entry.name, raw)
@@ -293,6 +303,7 @@ class TupleCodec(Codec):
         val.kind = c.K_TUPLE
         c.valtuple_new_uninit(_byref(val.of.tuple), len(self.elems))
         data = val.of.tuple.data
+        _zero(data, len(self.elems), 32)
         for i, codec in enumerate(self.elems):
             codec.lower(value[i], data[i], scope)
 
@@ -401,6 +412,7 @@ class FlagsCodec(Codec):
         val.kind = c.K_FLAGS
         c.valflags_new_uninit(_byref(val.of.flags), len(names))
         data = val.of.flags.data
+        _zero(data, len(names), 16)
         for i, name in enumerate(names):
             _set_name(data[i], self.names[name])
 

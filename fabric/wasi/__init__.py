@@ -1,0 +1,42 @@
+"""The WASI 0.2 host: one module per interface family.
+
+``define_wasi(linker)`` registers every interface once, under the newest
+0.2.x version fabric knows; wasmtime's linker matches imports of any other
+0.2.x version to it (semver), so components built against 0.2.0 and 0.2.9
+link alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fabric.engine import HostInterface, Linker
+
+from . import cli, clocks, io, random
+from .context import Preopen, WasiConfig, WasiCtx
+
+WASI_VERSION = "0.2.9"
+
+InterfaceFactory = Callable[[str], list[HostInterface]]
+
+
+def _families() -> list[InterfaceFactory]:
+    from . import filesystem, sockets
+
+    return [
+        io.interfaces,
+        clocks.interfaces,
+        random.interfaces,
+        cli.interfaces,
+        filesystem.interfaces,
+        sockets.interfaces,
+    ]
+
+
+def define_wasi(linker: Linker, version: str = WASI_VERSION) -> None:
+    for family in _families():
+        for iface in family(version):
+            linker.define(iface)
+
+
+__all__ = ["WASI_VERSION", "Preopen", "WasiConfig", "WasiCtx", "define_wasi"]

@@ -1,0 +1,103 @@
+"""The runtime: an engine, a linker holding the WASI host, and guest runs.
+
+``Runtime`` is what the CLI, the workload layer and the tests use to load a
+component and run it: ``run_command`` for a ``wasi:cli/run`` component,
+``instantiate`` + ``Instance.call`` for typed exports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .engine import (
+    Component,
+    ComponentLoadError,
+    Engine,
+    EngineConfig,
+    GuestExit,
+    Instance,
+    Linker,
+    Ok,
+    Store,
+)
+from .wasi import WasiCtx, define_wasi
+
+
+def run_export(component: Component) -> str:
+    """The name of a component's ``wasi:cli/run`` function export."""
+    for name, members in component.exports.items():
+        if name.startswith("wasi:cli/run@") and "run" in members:
+            return f"{name}#run"
+    raise ComponentLoadError(
+        f"{component.path}: does not export wasi:cli/run "
+        "(fabric exec runs wasi:cli/command components)"
+    )
+
+
+class Runtime:
+    """One engine and one WASI linker shared by every guest of the process."""
+
+    def __init__(self, config: EngineConfig | None = None, *, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine(config)
+        self.linker = self.new_linker()
+        self.guests_run = 0
+
+    def new_linker(self) -> Linker:
+        """A linker with the WASI host defined (add workload-specific interfaces to it)."""
+        linker = Linker(self.engine)
+        define_wasi(linker)
+        return linker
+
+    def load(self, path: str | os.PathLike[str], *, linker: Linker | None = None) -> Component:
+        """Load (from the compile cache when possible) and check the imports."""
+        component = self.engine.load(path)
+        (linker or self.linker).check(component)
+        return component
+
+    async def instantiate(
+        self,
+        component: Component,
+        ctx: WasiCtx,
+        *,
+        max_memory: int | None = None,
+        timeout: float | None = None,
+        linker: Linker | None = None,
+    ) -> Instance:
+        store = Store(self.engine, ctx, max_memory=max_memory)
+        try:
+            return await store.instantiate(linker or self.linker, component, timeout=timeout)
+        except BaseException:
+            store.close()
+            raise
+
+    async def run_command(
+        self,
+        component: Component,
+        ctx: WasiCtx,
+        *,
+        timeout: float | None = None,
+        max_memory: int | None = None,
+        linker: Linker | None = None,
+    ) -> int:
+        """Run ``wasi:cli/run`` and return the exit code (traps raise ``GuestTrap``)."""
+        export = run_export(component)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.guests_run += 1
+        store = Store(self.engine, ctx, max_memory=max_memory)
+        try:
+            inst = await store.instantiate(linker or self.linker, component, timeout=timeout)
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            result: Any = await inst.call(export, timeout=remaining)
+            return 0 if isinstance(result, Ok) else 1
+        except GuestExit as e:
+            return e.code
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self.engine!r} {self.linker!r} guests_run={self.guests_run}>"

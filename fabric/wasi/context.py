@@ -1,0 +1,63 @@
+"""Per-guest WASI state: what a guest sees as its process.
+
+``WasiConfig`` is the declarative part (arguments, environment, preopened
+directories); ``WasiCtx`` is the live object handed to every host function
+as its first argument (the store's ``data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .io import BytesInput, InputStream, OutputStream, SinkOutput
+
+
+class Preopen(msgspec.Struct, frozen=True, kw_only=True):
+    """A host directory made visible to the guest under ``guest``."""
+
+    host: str
+    guest: str
+    readonly: bool = False
+
+
+class WasiConfig(msgspec.Struct, kw_only=True):
+    args: list[str] = msgspec.field(default_factory=list)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    preopens: list[Preopen] = msgspec.field(default_factory=list)
+    cwd: str | None = None
+
+
+def _discard(data: bytes) -> None:
+    return None
+
+
+class WasiCtx:
+    """The host side of one guest instance."""
+
+    def __init__(
+        self,
+        config: WasiConfig | None = None,
+        *,
+        name: str = "guest",
+        stdin: InputStream | None = None,
+        stdout: Callable[[bytes], Any] = _discard,
+        stderr: Callable[[bytes], Any] = _discard,
+        sockets: Any = None,
+    ) -> None:
+        self.config = config or WasiConfig()
+        self.name = name
+        self.stdin = stdin if stdin is not None else BytesInput(b"")
+        self._stdout_sink = stdout
+        self._stderr_sink = stderr
+        self.stdout: OutputStream = SinkOutput(stdout)
+        self.stderr: OutputStream = SinkOutput(stderr)
+        #: the guest's view of the network (``fabric.wasi.sockets``); None denies all
+        self.sockets = sockets
+        self.exit_code: int | None = None
+        self.preopen_descriptors: list[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<WasiCtx {self.name} args={len(self.config.args)} env={len(self.config.env)}>"

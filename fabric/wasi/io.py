@@ -1,0 +1,403 @@
+"""``wasi:io`` — error, poll and streams.
+
+Every stream in fabric (stdio, files, virtual sockets, egress sockets) is one
+of two shapes, and the WIT semantics live here, once:
+
+* :class:`InputStream` subclasses implement ``_read(n)`` (non-blocking: the
+  bytes available now, possibly ``b""``; raise :class:`StreamClosed` at EOF or
+  :class:`StreamFailed` on error), ``_readable()`` and ``_wait_readable()``.
+* :class:`OutputStream` subclasses implement ``_check_write()`` (bytes
+  accepted now; 0 under backpressure), ``_write(data)``, ``_flush()``,
+  ``_flushed()``, ``_writable()`` and ``_wait_writable()``.
+
+``blocking-*`` variants, ``splice``, ``write-zeroes`` and ``subscribe`` are
+derived from those.  A :class:`Pollable` is a child of the object it watches:
+it asks ``ready()`` synchronously and awaits ``wait()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fabric.engine import Err, HostInterface, HostResource, TrapError
+
+# The largest write ``blocking-write-and-flush`` accepts, as in wasmtime.
+BLOCKING_WRITE_LIMIT = 4096
+DEFAULT_READ_CHUNK = 64 * 1024
+
+
+class StreamClosed(Exception):
+    """The stream reached EOF (input) or its peer went away (output)."""
+
+
+class StreamFailed(Exception):
+    """The last operation failed; ``error`` becomes a ``wasi:io/error``."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class IoError(HostResource):
+    """``wasi:io/error.error``: an opaque error with a debug string."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        self.message = message
+        self.code = code  # e.g. a wasi:sockets or wasi:filesystem error-code
+
+    def to_debug_string(self) -> str:
+        return self.message
+
+
+def _stream_error(exc: BaseException) -> Err:
+    if isinstance(exc, StreamClosed):
+        return Err(("closed", None))
+    code = getattr(exc, "code", None)
+    return Err(("last-operation-failed", IoError(str(exc) or type(exc).__name__, code)))
+
+
+# --- pollables -------------------------------------------------------------------
+class Pollable(HostResource):
+    """``wasi:io/poll.pollable``."""
+
+    def __init__(self, ready: Callable[[], bool], wait: Callable[[], Awaitable[None]]) -> None:
+        self._ready = ready
+        self._wait = wait
+
+    def ready(self) -> bool:
+        return self._ready()
+
+    async def block(self) -> None:
+        while not self._ready():
+            await self._wait()
+
+
+async def poll(pollables: list[Pollable]) -> list[int]:
+    if not pollables:
+        raise TrapError("poll: the list of pollables is empty")
+    if len(pollables) > 0xFFFFFFFF:
+        raise TrapError("poll: too many pollables")
+    while True:
+        ready = [i for i, p in enumerate(pollables) if p.ready()]
+        if ready:
+            return ready
+        if len(pollables) == 1:
+            await pollables[0].block()
+            continue
+        tasks = [asyncio.ensure_future(p._wait()) for p in pollables]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Signal:
+    """A level-triggered wake-up: waiters sleep until the next ``notify()``."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        fut, self._fut = self._fut, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def wait(self) -> None:
+        if self._fut is None or self._fut.done():
+            self._fut = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._fut)
+
+
+# --- streams ---------------------------------------------------------------------
+class InputStream(HostResource):
+    """``wasi:io/streams.input-stream``."""
+
+    closed = False
+
+    def _read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _readable(self) -> bool:
+        raise NotImplementedError
+
+    async def _wait_readable(self) -> None:
+        raise NotImplementedError
+
+    # WIT methods
+    def read(self, n: int) -> bytes:
+        try:
+            return self._read(n)
+        except (StreamClosed, StreamFailed) as e:
+            raise _stream_error(e) from None
+
+    async def blocking_read(self, n: int) -> bytes:
+        while True:
+            try:
+                data = self._read(n)
+            except (StreamClosed, StreamFailed) as e:
+                raise _stream_error(e) from None
+            if data or n == 0:
+                return data
+            await self._wait_readable()
+
+    def skip(self, n: int) -> int:
+        return len(self.read(n))
+
+    async def blocking_skip(self, n: int) -> int:
+        return len(await self.blocking_read(n))
+
+    def subscribe(self) -> Pollable:
+        return Pollable(self._readable, self._wait_readable)
+
+
+class OutputStream(HostResource):
+    """``wasi:io/streams.output-stream``."""
+
+    def _check_write(self) -> int:
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Start flushing what was written."""
+
+    def _flushed(self) -> bool:
+        return True
+
+    def _writable(self) -> bool:
+        raise NotImplementedError
+
+    async def _wait_writable(self) -> None:
+        raise NotImplementedError
+
+    # WIT methods
+    def check_write(self) -> int:
+        try:
+            return self._check_write()
+        except (StreamClosed, StreamFailed) as e:
+            raise _stream_error(e) from None
+
+    def write(self, data: bytes) -> None:
+        try:
+            permitted = self._check_write()
+            if len(data) > permitted:
+                raise TrapError(
+                    f"output-stream.write of {len(data)} bytes exceeds check-write ({permitted})"
+                )
+            if data:
+                self._write(data)
+        except (StreamClosed, StreamFailed) as e:
+            raise _stream_error(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._check_write()
+            self._flush()
+        except (StreamClosed, StreamFailed) as e:
+            raise _stream_error(e) from None
+
+    async def blocking_flush(self) -> None:
+        self.flush()
+        while not self._flushed():
+            await self._wait_writable()
+            self.check_write()  # surfaces a closed stream while waiting
+
+    async def blocking_write_and_flush(self, data: bytes) -> None:
+        if len(data) > BLOCKING_WRITE_LIMIT:
+            raise TrapError(
+                f"blocking-write-and-flush of {len(data)} bytes "
+                f"(at most {BLOCKING_WRITE_LIMIT} allowed)"
+            )
+        view = memoryview(data)
+        while view:
+            permitted = self.check_write()
+            if permitted == 0:
+                await self._wait_writable()
+                continue
+            chunk, view = view[:permitted], view[permitted:]
+            self.write(bytes(chunk))
+        await self.blocking_flush()
+
+    def write_zeroes(self, n: int) -> None:
+        self.write(bytes(n))
+
+    async def blocking_write_zeroes_and_flush(self, n: int) -> None:
+        await self.blocking_write_and_flush(bytes(n))
+
+    def splice(self, src: InputStream, n: int) -> int:
+        permitted = self.check_write()
+        data = src.read(min(n, permitted))
+        self.write(data)
+        return len(data)
+
+    async def blocking_splice(self, src: InputStream, n: int) -> int:
+        while True:
+            permitted = self.check_write()
+            if permitted:
+                break
+            await self._wait_writable()
+        data = await src.blocking_read(min(n, permitted))
+        self.write(data)
+        return len(data)
+
+    def subscribe(self) -> Pollable:
+        return Pollable(self._subscribe_ready, self._wait_writable)
+
+    def _subscribe_ready(self) -> bool:
+        try:
+            return self._check_write() > 0
+        except (StreamClosed, StreamFailed):
+            return True
+
+
+# --- simple concrete streams ---------------------------------------------------
+class BytesInput(InputStream):
+    """An input stream over a fixed byte string (EOF at its end)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._data = memoryview(data)
+
+    def _read(self, n: int) -> bytes:
+        if not self._data:
+            raise StreamClosed()
+        chunk, self._data = self._data[:n], self._data[n:]
+        return bytes(chunk)
+
+    def _readable(self) -> bool:
+        return True
+
+    async def _wait_readable(self) -> None:
+        return None
+
+
+class ReaderInput(InputStream):
+    """An input stream fed by an ``asyncio.StreamReader``."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self._buf = b""
+        self._eof = False
+        self._task: asyncio.Task[bytes] | None = None
+
+    def _take_task(self) -> None:
+        t = self._task
+        if t is not None and t.done():
+            self._task = None
+            data = t.result()
+            if data:
+                self._buf += data
+            else:
+                self._eof = True
+
+    def _read(self, n: int) -> bytes:
+        self._take_task()
+        if self._buf:
+            chunk, self._buf = self._buf[:n], self._buf[n:]
+            return chunk
+        if self._eof:
+            raise StreamClosed()
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._reader.read(DEFAULT_READ_CHUNK))
+        return b""
+
+    def _readable(self) -> bool:
+        self._take_task()
+        return bool(self._buf) or self._eof
+
+    async def _wait_readable(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._reader.read(DEFAULT_READ_CHUNK))
+        await asyncio.wait([self._task])
+        self._take_task()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class SinkOutput(OutputStream):
+    """An output stream that hands every write to a callable (never full)."""
+
+    def __init__(self, sink: Callable[[bytes], Any], capacity: int = 1 << 20) -> None:
+        self._sink = sink
+        self._capacity = capacity
+
+    def _check_write(self) -> int:
+        return self._capacity
+
+    def _write(self, data: bytes) -> None:
+        self._sink(data)
+
+    def _writable(self) -> bool:
+        return True
+
+    async def _wait_writable(self) -> None:
+        return None
+
+
+# --- registration ----------------------------------------------------------------
+def interfaces(version: str) -> list[HostInterface]:
+    err = HostInterface(f"wasi:io/error@{version}")
+    err.resource("error", IoError)
+    err.func("[method]error.to-debug-string", lambda cx, e: e.to_debug_string())
+
+    pl = HostInterface(f"wasi:io/poll@{version}")
+    pl.resource("pollable", Pollable)
+    pl.func("[method]pollable.ready", lambda cx, p: p.ready())
+
+    async def block(cx: Any, p: Pollable) -> None:
+        await p.block()
+
+    async def poll_(cx: Any, ps: list[Pollable]) -> list[int]:
+        return await poll(ps)
+
+    pl.func("[method]pollable.block", block)
+    pl.func("poll", poll_)
+
+    st = HostInterface(f"wasi:io/streams@{version}")
+    st.resource("input-stream", InputStream)
+    st.resource("output-stream", OutputStream)
+    i = "[method]input-stream."
+    o = "[method]output-stream."
+    st.func(i + "read", lambda cx, s, n: s.read(n))
+    st.func(i + "skip", lambda cx, s, n: s.skip(n))
+    st.func(i + "subscribe", lambda cx, s: s.subscribe())
+    st.func(o + "check-write", lambda cx, s: s.check_write())
+    st.func(o + "write", lambda cx, s, data: s.write(data))
+    st.func(o + "flush", lambda cx, s: s.flush())
+    st.func(o + "write-zeroes", lambda cx, s, n: s.write_zeroes(n))
+    st.func(o + "splice", lambda cx, s, src, n: s.splice(src, n))
+    st.func(o + "subscribe", lambda cx, s: s.subscribe())
+
+    async def blocking_read(cx: Any, s: InputStream, n: int) -> bytes:
+        return await s.blocking_read(n)
+
+    async def blocking_skip(cx: Any, s: InputStream, n: int) -> int:
+        return await s.blocking_skip(n)
+
+    async def bwf(cx: Any, s: OutputStream, data: bytes) -> None:
+        await s.blocking_write_and_flush(data)
+
+    async def bflush(cx: Any, s: OutputStream) -> None:
+        await s.blocking_flush()
+
+    async def bwz(cx: Any, s: OutputStream, n: int) -> None:
+        await s.blocking_write_zeroes_and_flush(n)
+
+    async def bsplice(cx: Any, s: OutputStream, src: InputStream, n: int) -> int:
+        return await s.blocking_splice(src, n)
+
+    st.func(i + "blocking-read", blocking_read)
+    st.func(i + "blocking-skip", blocking_skip)
+    st.func(o + "blocking-write-and-flush", bwf)
+    st.func(o + "blocking-flush", bflush)
+    st.func(o + "blocking-write-zeroes-and-flush", bwz)
+    st.func(o + "blocking-splice", bsplice)
+    return [err, pl, st]
