@@ -404,7 +404,17 @@ class Connection:
         return count
 
     def begin(self, db: str) -> None:
-        self._call({"t": "begin", "db": db})
+        """Open a transaction on ``db``, pinned to this connection."""
+        try:
+            self._call({"t": "begin", "db": db})
+        except DbPoolError as exc:
+            if exc.code != "already_in_transaction" and not self.closed:
+                # A failed begin still opens the scope on the server; close it.
+                try:
+                    self._call({"t": "rollback"})
+                except DbPoolError:
+                    pass
+            raise
         self.in_transaction = db
 
     def commit(self) -> None:

@@ -1,0 +1,143 @@
+"""The dbpool server: lends pooled database connections to clients over a stream.
+
+`DbPoolServer.handle_connection(reader, writer)` serves one client; it
+works with asyncio streams (``asyncio.start_server(server.handle_connection,
+...)``) and with any reader/writer pair of the same shape (the virtual
+network's).  The server does not own the pools: whoever created them closes
+them after `DbPoolServer.close`.  Per-connection behaviour lives in
+`session.Session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+
+import msgspec
+
+from pools import Lease, Pool
+
+from .messages import DatabaseStats, Error, Limits, Response, ServerStats
+from .protocol import HandshakeStatus
+from .session import Session, StreamReader, StreamWriter
+
+__all__ = ["DbPoolServer"]
+
+log = logging.getLogger("services.dbpool")
+
+
+class DbPoolServer:
+    def __init__(self, pools: Mapping[str, Pool], limits: Limits | None = None) -> None:
+        self.pools: Mapping[str, Pool] = dict(pools)
+        self.limits = limits or Limits()
+        self._sessions: dict[Session, asyncio.Task[None] | None] = {}
+        self._releases: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._clients_total = 0
+        self._clients_rejected = 0
+        self._requests: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self.transactions_abandoned = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<DbPoolServer databases={sorted(self.pools)} clients={self._connected()}"
+            f" requests={sum(self._requests.values())} errors={sum(self._errors.values())}"
+            f"{' closing' if self._closing else ''}>"
+        )
+
+    # -------------------------------------------------------------- connections
+
+    async def handle_connection(self, reader: StreamReader, writer: StreamWriter) -> None:
+        """Serve one client until it disconnects; never raises for client behaviour."""
+        session = Session(self, reader, writer)
+        self._sessions[session] = asyncio.current_task()
+        try:
+            await session.run()
+        except Exception:
+            log.exception("dbpool: session failed")
+        finally:
+            del self._sessions[session]
+
+    def admission(self) -> HandshakeStatus | None:
+        """Why a new client is refused, or None to accept it."""
+        if self._closing:
+            return HandshakeStatus.SERVER_CLOSING
+        if self._connected() >= self.limits.max_clients:
+            return HandshakeStatus.TOO_MANY_CLIENTS
+        return None
+
+    def note_accepted(self) -> None:
+        self._clients_total += 1
+
+    def _connected(self) -> int:
+        return sum(1 for s in self._sessions if s.accepted)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Refuse new clients, tell connected ones, roll back their transactions and
+        wait for every lease to be back in its pool."""
+        self._closing = True
+        for session in list(self._sessions):
+            session.shutdown()
+        tasks = [t for t in self._sessions.values() if t is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
+    # ------------------------------------------------------------------- leases
+
+    async def give_back(self, pool: Pool, lease: Lease, *, discard: bool, rollback: bool) -> None:
+        """Return a lease to its pool, rolling back an open transaction first when
+        asked.  Shielded: cancelling the caller does not stop the release."""
+        task = asyncio.ensure_future(self._give_back(pool, lease, discard, rollback))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+        await asyncio.shield(task)
+
+    async def _give_back(self, pool: Pool, lease: Lease, discard: bool, rollback: bool) -> None:
+        if not discard and rollback and lease.in_transaction:
+            try:
+                await lease.rollback()
+            except Exception:
+                discard = True
+        try:
+            await pool.release(lease, discard=discard)
+        except Exception:
+            log.exception("dbpool: releasing a lease failed")
+
+    # --------------------------------------------------------------- statistics
+
+    def count_reply(self, kind: str, msg: Response) -> None:
+        self._requests[kind] += 1
+        if isinstance(msg, Error):
+            self._errors[msg.code] += 1
+
+    def count_error(self, code: str) -> None:
+        self._errors[code] += 1
+
+    def note_rejected(self, code: str) -> None:
+        self._clients_rejected += 1
+        self._errors[code] += 1
+
+    def statistics(self) -> ServerStats:
+        return ServerStats(
+            clients_connected=self._connected(),
+            clients_total=self._clients_total,
+            clients_rejected=self._clients_rejected,
+            requests_in_flight=sum(s.in_flight for s in self._sessions),
+            transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None),
+            transactions_abandoned=self.transactions_abandoned,
+            requests=dict(self._requests),
+            errors=dict(self._errors),
+            databases={
+                name: msgspec.convert(pool.statistics(), DatabaseStats, from_attributes=True)
+                for name, pool in self.pools.items()
+            },
+        )

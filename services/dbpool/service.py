@@ -1,0 +1,123 @@
+"""The dbpool service: pools from a config plus a listening `DbPoolServer`.
+
+Framework-neutral: the listener comes from a ``start_server(handler, host,
+port)`` callable, ``asyncio.start_server`` by default; the workload layer
+passes the virtual network's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Annotated, Any, Protocol
+
+import msgspec
+
+from pools import DatabaseConfig, Pool, create_pool
+
+from .messages import Limits, ServerStats
+from .server import DbPoolServer
+from .session import StreamReader, StreamWriter
+
+__all__ = ["DEFAULT_PORT", "DbPoolConfig", "DbPoolService", "Listener", "StartServer"]
+
+DEFAULT_PORT = 7432
+
+
+class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """``databases`` maps the names clients use (the ``db`` field) to pools."""
+
+    databases: dict[str, DatabaseConfig]
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = DEFAULT_PORT
+    host: str = "127.0.0.1"
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+
+class Listener(Protocol):
+    """What ``start_server`` returns (asyncio.Server has this shape)."""
+
+    def close(self) -> None: ...
+
+    def wait_closed(self) -> Awaitable[None]: ...
+
+
+Handler = Callable[[StreamReader, StreamWriter], Awaitable[None]]
+StartServer = Callable[[Handler, str, int], Awaitable[Listener]]
+
+
+async def _asyncio_start_server(handler: Handler, host: str, port: int) -> Listener:
+    return await asyncio.start_server(handler, host, port)
+
+
+class DbPoolService:
+    """Starts the pools, then the server; ``close`` undoes both in reverse."""
+
+    def __init__(self, config: DbPoolConfig, start_server: StartServer | None = None) -> None:
+        self.config = config
+        self._start_server = start_server or _asyncio_start_server
+        self.pools: dict[str, Pool] = {}
+        self.server: DbPoolServer | None = None
+        self._listener: Listener | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._listener is not None else "stopped"
+        return f"<DbPoolService {state} port={self.port} databases={sorted(self.config.databases)}>"
+
+    @property
+    def port(self) -> int:
+        """The bound port (resolves port 0 when the listener exposes its sockets)."""
+        sockets: Any = getattr(self._listener, "sockets", None)
+        if sockets:
+            return int(sockets[0].getsockname()[1])
+        return self.config.port
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            raise RuntimeError("DbPoolService already started")
+        pools = {name: create_pool(cfg) for name, cfg in self.config.databases.items()}
+        results = await asyncio.gather(*(p.start() for p in pools.values()), return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
+            raise failure
+        self.pools = pools
+        self.server = DbPoolServer(pools, self.config.limits)
+        try:
+            self._listener = await self._start_server(
+                self.server.handle_connection, self.config.host, self.config.port
+            )
+        except BaseException:
+            await self._close_pools()
+            raise
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self.server is not None:
+            await self.server.close()
+        if listener is not None:
+            await listener.wait_closed()
+        await self._close_pools()
+
+    async def _close_pools(self) -> None:
+        pools, self.pools = self.pools, {}
+        await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
+
+    def statistics(self) -> ServerStats:
+        if self.server is None:
+            raise RuntimeError("DbPoolService not started")
+        return self.server.statistics()
+
+    async def __aenter__(self) -> DbPoolService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

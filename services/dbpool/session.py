@@ -1,0 +1,467 @@
+"""One client connection of the dbpool server: handshake, dispatch, transactions.
+
+Theory of operation
+-------------------
+The read loop feeds bytes into a `ServerConnection` and dispatches each
+request as it arrives, after taking one of ``max_in_flight`` slots (when
+none is free the loop stops reading: backpressure).  A slot is given back
+once the request's response is written.
+
+* Outside a transaction a ``query``/``execute_many`` runs in its own task:
+  acquire a lease, run, release, respond.  Such requests may run
+  concurrently and complete in any order.
+* ``begin`` creates a `_Txn` with its own queue and worker task; the worker
+  acquires and pins one lease and runs, strictly in arrival order, every
+  later request addressed to the same database until ``commit`` or
+  ``rollback``.  The dispatcher's view of "in a transaction" changes when
+  the request is *read*, so pipelined clients get the order they wrote.
+* On EOF, a reset, an idle timeout, a protocol error or server shutdown the
+  session tears down: running tasks are cancelled; a pinned lease that was
+  idle is rolled back and released, a lease interrupted in the middle of an
+  operation is discarded (its state is unknown).  Releases are shielded
+  from cancellation, so the pool never loses or reuses a dirty connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError
+
+from .protocol import (
+    NEED_DATA,
+    Begin,
+    ClientHello,
+    Commit,
+    ConnectionClosed,
+    Done,
+    Error,
+    ExecuteMany,
+    FrameTooLarge,
+    Ping,
+    Pong,
+    Query,
+    RemoteProtocolError,
+    Request,
+    Response,
+    Rollback,
+    Rows,
+    ServerConnection,
+    State,
+    Stats,
+    StatsReply,
+)
+
+if TYPE_CHECKING:
+    from .server import DbPoolServer
+
+__all__ = ["Session", "StreamReader", "StreamWriter", "error_reply"]
+
+log = logging.getLogger("services.dbpool")
+
+READ_SIZE = 65536
+
+
+class StreamReader(Protocol):
+    """What the server needs of a reader (asyncio.StreamReader or the virtual network's)."""
+
+    def read(self, n: int = -1, /) -> Awaitable[bytes]: ...
+
+
+class StreamWriter(Protocol):
+    def write(self, data: bytes, /) -> None: ...
+
+    def drain(self) -> Awaitable[None]: ...
+
+    def close(self) -> None: ...
+
+    def wait_closed(self) -> Awaitable[None]: ...
+
+    def get_extra_info(self, name: str, default: Any = None, /) -> Any: ...
+
+
+REQUEST_KINDS: dict[type, str] = {
+    Query: "query",
+    ExecuteMany: "execute_many",
+    Begin: "begin",
+    Commit: "commit",
+    Rollback: "rollback",
+    Ping: "ping",
+    Stats: "stats",
+}
+
+
+def error_reply(rid: int, exc: BaseException) -> Error:
+    """The one place that maps exceptions to wire error codes."""
+    if isinstance(exc, DatabaseError):
+        return Error(rid, "database_error", exc.sqlstate, exc.message)
+    if isinstance(exc, PoolError):
+        code = _POOL_ERROR_CODES.get(type(exc).__name__, "pool_error")
+        return Error(rid, code, None, str(exc) or type(exc).__name__)
+    return Error(rid, "internal_error", None, f"{type(exc).__name__}: {exc}")
+
+
+_POOL_ERROR_CODES = {
+    "AcquireTimeout": "acquire_timeout",
+    "PoolClosed": "pool_closed",
+    "ConnectionLost": "connection_lost",
+}
+
+
+class _Txn:
+    """A transaction pinned to this session; owned by its worker task."""
+
+    __slots__ = ("busy", "db", "lease", "pool", "queue", "task")
+
+    def __init__(self, db: str, pool: Pool | None) -> None:
+        self.db = db
+        self.pool = pool
+        self.queue: asyncio.Queue[Request] = asyncio.Queue()
+        self.lease: Lease | None = None
+        self.busy = False  # an operation is running on the lease
+        self.task: asyncio.Task[None] | None = None
+
+
+class Session:
+    def __init__(self, server: DbPoolServer, reader: StreamReader, writer: StreamWriter) -> None:
+        self._server = server
+        self._reader = reader
+        self._writer = writer
+        self._limits = server.limits
+        self._conn = ServerConnection(server.limits)
+        self._slots = asyncio.Semaphore(server.limits.max_in_flight)
+        self._write_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._txn: _Txn | None = None  # the transaction new requests are routed to
+        self.txns: set[_Txn] = set()  # transactions whose worker is still alive
+        self.in_flight = 0
+        self.accepted = False
+        self.requests = 0
+        self._last_activity = time.monotonic()
+        self._peer = writer.get_extra_info("peername")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session peer={self._peer!r} {self._conn.state.name} requests={self.requests}"
+            f" in_flight={self.in_flight} transaction={self._txn.db if self._txn else None!r}>"
+        )
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        try:
+            if await self._handshake():
+                await self._serve()
+        except (ConnectionError, OSError):
+            pass  # the client went away; teardown handles the rest
+        finally:
+            await self._teardown()
+
+    async def _handshake(self) -> bool:
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self._limits.handshake_timeout):
+                while True:
+                    ev = conn.next_event()
+                    if isinstance(ev, ClientHello):
+                        break
+                    if isinstance(ev, ConnectionClosed):
+                        return False
+                    conn.receive_data(await self._reader.read(READ_SIZE))
+        except TimeoutError:
+            self._server.count_error("handshake_timeout")
+            return False
+        except RemoteProtocolError as exc:
+            self._server.count_error(exc.code)
+            return False
+        refusal = self._server.admission()
+        if refusal is not None:
+            self._server.note_rejected(refusal.name.lower())
+            await self._write(conn.reject(refusal))
+            return False
+        reply = conn.accept()
+        await self._write(reply)
+        if conn.state is not State.OPEN:
+            self._server.note_rejected("unsupported_version")
+            return False
+        self.accepted = True
+        self._server.note_accepted()
+        return True
+
+    async def _serve(self) -> None:
+        conn = self._conn
+        while True:
+            try:
+                ev = conn.next_event()
+            except RemoteProtocolError as exc:
+                await self._close_with(exc.code, exc.message)
+                return
+            if ev is NEED_DATA:
+                data = await self._read()
+                if data is None:
+                    await self._close_with(
+                        "idle_timeout", f"no request for {self._limits.idle_timeout} s"
+                    )
+                    return
+                conn.receive_data(data)
+                continue
+            if isinstance(ev, ConnectionClosed):
+                return
+            assert not isinstance(ev, ClientHello)
+            await self._slots.acquire()
+            self.in_flight += 1
+            self.requests += 1
+            await self._dispatch(ev)
+
+    async def _read(self) -> bytes | None:
+        """Bytes from the client (b"" at EOF), or None once it has idled out."""
+        idle = self._limits.idle_timeout
+        while True:
+            remaining = self._last_activity + idle - time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    data = await self._reader.read(READ_SIZE)
+            except TimeoutError:
+                if self.in_flight:
+                    self._last_activity = time.monotonic()
+                    continue
+                if time.monotonic() - self._last_activity >= idle:
+                    return None
+                continue
+            self._last_activity = time.monotonic()
+            return data
+
+    # --------------------------------------------------------------- dispatching
+
+    async def _dispatch(self, req: Request) -> None:
+        txn = self._txn
+        match req:
+            case Query(db=db) | ExecuteMany(db=db) if txn is not None and txn.db == db:
+                txn.queue.put_nowait(req)
+            case Query() | ExecuteMany():
+                self._spawn(self._run_autocommit(req))
+            case Begin(id=rid, db=db):
+                if txn is not None:
+                    msg = f"transaction open on {txn.db!r}"
+                    await self._respond(req, Error(rid, "already_in_transaction", None, msg))
+                else:
+                    # Even a Begin that fails opens the transaction scope: requests
+                    # pipelined behind it must not run outside it.  Only Commit or
+                    # Rollback end the scope.
+                    txn = self._txn = _Txn(db, self._server.pools.get(db))
+                    self.txns.add(txn)
+                    txn.task = self._spawn(self._run_transaction(txn, req))
+            case Commit(id=rid) | Rollback(id=rid):
+                if txn is None:
+                    msg = "no open transaction"
+                    await self._respond(req, Error(rid, "no_transaction", None, msg))
+                else:
+                    txn.queue.put_nowait(req)
+                    self._txn = None
+            case Ping(id=rid):
+                await self._respond(req, Pong(rid))
+            case Stats(id=rid):
+                await self._respond(req, StatsReply(rid, self._server.statistics()))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dbpool request task failed", exc_info=task.exception())
+
+    def _unknown_db(self, rid: int, db: str) -> Error:
+        return Error(rid, "unknown_database", None, f"no database named {db!r}")
+
+    # ----------------------------------------------------------------- execution
+
+    @staticmethod
+    async def _execute(lease: Lease, req: Query | ExecuteMany) -> Response:
+        if isinstance(req, Query):
+            res = await lease.query(req.sql, req.params)
+            return Rows(req.id, list(res.columns), list(res.rows), res.rowcount)
+        count = await lease.execute_many(req.sql, req.params_seq)
+        return Done(req.id, count)
+
+    async def _run_autocommit(self, req: Query | ExecuteMany) -> None:
+        pool = self._server.pools.get(req.db)
+        if pool is None:
+            await self._respond(req, self._unknown_db(req.id, req.db))
+            return
+        try:
+            lease = await pool.acquire()
+        except PoolError as exc:
+            await self._respond(req, error_reply(req.id, exc))
+            return
+        discard = True
+        try:
+            resp: Response = await self._execute(lease, req)
+            discard = False
+        except DatabaseError as exc:
+            discard = False  # the statement failed, the connection is fine
+            resp = error_reply(req.id, exc)
+        except Exception as exc:
+            resp = error_reply(req.id, exc)
+            if not isinstance(exc, PoolError):
+                log.exception("dbpool: unexpected error running %s", REQUEST_KINDS[type(req)])
+        finally:
+            # Runs on cancellation too; the release itself cannot be cancelled.
+            await self._server.give_back(pool, lease, discard=discard, rollback=True)
+        await self._respond(req, resp)
+
+    async def _run_transaction(self, txn: _Txn, begin: Begin) -> None:
+        try:
+            await self._open_transaction(txn, begin)
+            while True:
+                req = await txn.queue.get()
+                if isinstance(req, Commit | Rollback):
+                    await self._finish_transaction(txn, req)
+                    return
+                assert isinstance(req, Query | ExecuteMany)
+                await self._in_transaction(txn, req)
+        finally:
+            self.txns.discard(txn)
+            if txn.lease is not None and txn.pool is not None:  # the client went away
+                lease, txn.lease = txn.lease, None
+                self._server.transactions_abandoned += 1
+                await self._server.give_back(txn.pool, lease, discard=txn.busy, rollback=True)
+
+    async def _open_transaction(self, txn: _Txn, begin: Begin) -> None:
+        pool = txn.pool
+        if pool is None:
+            await self._respond(begin, self._unknown_db(begin.id, begin.db))
+            return
+        try:
+            lease = txn.lease = await pool.acquire()
+        except PoolError as exc:
+            await self._respond(begin, error_reply(begin.id, exc))
+            return
+        try:
+            txn.busy = True
+            await lease.begin()
+            txn.busy = False
+        except Exception as exc:
+            txn.lease = None
+            discard = not isinstance(exc, DatabaseError)
+            await self._server.give_back(pool, lease, discard=discard, rollback=True)
+            await self._respond(begin, error_reply(begin.id, exc))
+            return
+        await self._respond(begin, Done(begin.id))
+
+    async def _in_transaction(self, txn: _Txn, req: Query | ExecuteMany) -> None:
+        lease = txn.lease
+        if lease is None or txn.pool is None:
+            await self._respond(req, _aborted(req.id))
+            return
+        try:
+            txn.busy = True
+            resp = await self._execute(lease, req)
+            txn.busy = False
+        except DatabaseError as exc:
+            txn.busy = False
+            resp = error_reply(req.id, exc)
+        except Exception as exc:
+            # The connection is gone or in an unknown state: the transaction is lost.
+            txn.lease = None
+            txn.busy = False
+            await self._server.give_back(txn.pool, lease, discard=True, rollback=False)
+            resp = error_reply(req.id, exc)
+            if not isinstance(exc, ConnectionLost):
+                log.exception("dbpool: unexpected error in a transaction")
+        await self._respond(req, resp)
+
+    async def _finish_transaction(self, txn: _Txn, req: Commit | Rollback) -> None:
+        lease = txn.lease
+        if lease is None or txn.pool is None:
+            resp: Response = Done(req.id) if isinstance(req, Rollback) else _aborted(req.id)
+            await self._respond(req, resp)
+            return
+        discard = True
+        try:
+            txn.busy = True
+            await (lease.commit() if isinstance(req, Commit) else lease.rollback())
+            discard = False
+            resp = Done(req.id)
+        except DatabaseError as exc:
+            discard = False
+            resp = error_reply(req.id, exc)
+        except Exception as exc:
+            resp = error_reply(req.id, exc)
+        finally:
+            if txn.lease is not None:
+                txn.lease = None
+                await self._server.give_back(txn.pool, lease, discard=discard, rollback=True)
+            txn.busy = False
+        await self._respond(req, resp)
+
+    # ------------------------------------------------------------------- output
+
+    async def _respond(self, req: Request, msg: Response) -> None:
+        """Write the one response of ``req`` and give its slot back."""
+        try:
+            if self._conn.state is not State.OPEN:
+                return  # closing: the response has nowhere to go
+            try:
+                data = self._conn.send(msg)
+            except FrameTooLarge as exc:
+                msg = Error(req.id, "result_too_large", None, exc.message)
+                data = self._conn.send(msg)
+            except Exception as exc:  # a value msgspec cannot encode
+                msg = Error(req.id, "unencodable_result", None, f"{type(exc).__name__}: {exc}")
+                data = self._conn.send(msg)
+            self._server.count_reply(REQUEST_KINDS[type(req)], msg)
+            await self._write(data)
+        except (ConnectionError, OSError):
+            pass  # the read loop sees the disconnect
+        finally:
+            self._last_activity = time.monotonic()
+            self.in_flight -= 1
+            self._slots.release()
+
+    async def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        async with self._write_lock:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _close_with(self, code: str, message: str) -> None:
+        self._server.count_error(code)
+        try:
+            await self._write(self._conn.close(code, message))
+        except (ConnectionError, OSError):
+            pass
+
+    def shutdown(self) -> None:
+        """Server shutdown: tell the client and close; the read loop then ends."""
+        if self._conn.state is State.OPEN:
+            self._server.count_error("server_closing")
+            self._writer.write(self._conn.close("server_closing", "the service is shutting down"))
+        self._writer.close()
+
+    async def _teardown(self) -> None:
+        if self._conn.state is not State.CLOSED:
+            self._conn.close("closed", "")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            self._writer.close()
+            async with asyncio.timeout(5.0):
+                await self._writer.wait_closed()
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+
+
+def _aborted(rid: int) -> Error:
+    msg = "the transaction failed to begin or lost its connection; send rollback"
+    return Error(rid, "transaction_aborted", None, msg)
