@@ -1,0 +1,441 @@
+"""The per-workload virtual network and each guest's view of it.
+
+`VirtualNetwork` is one workload's loopback: a TCP and a UDP port table, the
+name table, the policy, the egress routes, the ingress servers and the
+socket count (`new-socket-limit`). Guests never touch it directly: each guest
+instance gets a `GuestNetwork` from `attach(name, role)`; that object is the
+WIT `network` resource the guest passes to `start-bind` / `start-connect`,
+the factory of its sockets (`create-tcp-socket`, `create-udp-socket`) and
+of its name lookups, and the identity that makes a component's ephemeral
+ports private. Native Python code is the guest `net.native` (a service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .address import IpAddress, IpAddressFamily, SocketAddress
+from .errors import ErrorCode, SocketError
+from .names import NameResolver, ResolveAddressStream
+from .pipe import pipe_pair
+from .policy import (
+    EgressRule,
+    NetworkPolicy,
+    Role,
+    SocketAddrCheck,
+    SocketAddrUse,
+    is_local,
+    role_check,
+)
+from .ports import PortBinding, PortTable
+from .readiness import Notifier, wait_until
+from .tcp import ConnectAttempt, Listener, TcpSocket, _Pending
+from .udp import UdpSocket
+
+if TYPE_CHECKING:
+    from .bridge import IngressServer
+    from .streams import VirtualServer, VirtualStreamReader, VirtualStreamWriter
+
+__all__ = ["GuestNetwork", "GuestStatistics", "NetworkStatistics", "VirtualNetwork"]
+
+logger = logging.getLogger("fabric.net")
+
+Socket = TcpSocket | UdpSocket
+
+
+class GuestStatistics(msgspec.Struct, frozen=True):
+    name: str
+    role: str
+    tcp_sockets: int
+    udp_sockets: int
+
+
+class NetworkStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one workload's network."""
+
+    name: str
+    guests: int
+    sockets: int
+    max_sockets: int
+    tcp_ports: tuple[int, ...]
+    tcp_listening: tuple[int, ...]
+    udp_ports: tuple[int, ...]
+    connections: int  # connections established since creation (loopback + egress)
+    refused: int
+    denied: int
+    egress_active: int
+    egress_total: int
+    ingress_servers: int
+    datagrams_delivered: int
+    datagrams_dropped: int
+
+
+class GuestNetwork:
+    """One guest instance's handle on the workload network (the WIT `network`)."""
+
+    def __init__(
+        self, network: VirtualNetwork, name: str, role: Role, check: SocketAddrCheck
+    ) -> None:
+        self.network = network
+        self.name = name
+        self.role = role
+        self._check = check
+        self._sockets: set[Socket] = set()
+        self._closed = False
+
+    # -- factories -----------------------------------------------------------
+
+    def create_tcp_socket(self, family: IpAddressFamily) -> TcpSocket:
+        """`create-tcp-socket`; `new-socket-limit` past the workload's cap."""
+        self._admit()
+        sock = TcpSocket(self, family)
+        self._sockets.add(sock)
+        self.network._socket_count += 1
+        return sock
+
+    def create_udp_socket(self, family: IpAddressFamily) -> UdpSocket:
+        """`create-udp-socket`; `access-denied` when the policy disables UDP."""
+        if not self.network.policy.allow_udp:
+            self._deny(None, "udp")
+        self._admit()
+        sock = UdpSocket(self, family)
+        self._sockets.add(sock)
+        self.network._socket_count += 1
+        return sock
+
+    def resolve_addresses(self, name: str) -> ResolveAddressStream:
+        """`resolve-addresses`."""
+        return self.network.resolver.resolve(name)
+
+    def _admit(self) -> None:
+        if self._closed:
+            raise SocketError(ErrorCode.INVALID_STATE, "guest network closed")
+        net = self.network
+        if net.socket_count >= net.policy.max_sockets:
+            raise SocketError(ErrorCode.NEW_SOCKET_LIMIT, f"{net.policy.max_sockets} sockets")
+
+    def forget(self, sock: Socket) -> None:
+        """Called by a socket when it is dropped."""
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+            self.network._socket_count -= 1
+
+    @property
+    def sockets(self) -> frozenset[Socket]:
+        return frozenset(self._sockets)
+
+    # -- policy -------------------------------------------------------------
+
+    def check(self, addr: SocketAddress, use: SocketAddrUse) -> None:
+        """Run the address check; `access-denied` (logged) when it refuses."""
+        if not self._check(addr, use):
+            self._deny(addr, use.value)
+
+    def _deny(self, addr: SocketAddress | None, use: str) -> None:
+        self.network._denied += 1
+        logger.warning(
+            "access denied: workload=%s guest=%s role=%s use=%s address=%s",
+            self.network.name,
+            self.name,
+            self.role.value,
+            use,
+            addr,
+        )
+        raise SocketError(ErrorCode.ACCESS_DENIED, f"{use} {addr} refused by policy")
+
+    # -- used by the sockets ----------------------------------------------------
+
+    def _bind(self, table: PortTable, addr: SocketAddress) -> tuple[PortBinding, SocketAddress]:
+        if not is_local(addr):
+            raise SocketError(ErrorCode.ADDRESS_NOT_BINDABLE, f"{addr} is not on this network")
+        private = self.role is Role.COMPONENT and addr.port == 0
+        binding = table.bind(addr.port, self, private=private)
+        return binding, addr.with_port(binding.port)
+
+    def bind_tcp(self, sock: TcpSocket, addr: SocketAddress) -> tuple[PortBinding, SocketAddress]:
+        return self._bind(self.network.tcp_ports, addr)
+
+    def bind_udp(self, sock: UdpSocket, addr: SocketAddress) -> tuple[PortBinding, SocketAddress]:
+        binding, local = self._bind(self.network.udp_ports, addr)
+        self.network.udp_ports.attach(binding, sock)
+        return binding, local
+
+    def listen_tcp(self, binding: PortBinding, listener: Listener) -> None:
+        self.network.tcp_ports.listen(binding, listener)
+        self.network._listening.notify()
+
+    def connect_tcp(
+        self, sock: TcpSocket, local: SocketAddress, remote: SocketAddress
+    ) -> ConnectAttempt:
+        return self.network._connect_tcp(self, sock, local, remote)
+
+    def send_datagram(self, sock: UdpSocket, data: bytes, dest: SocketAddress) -> None:
+        self.network._send_datagram(self, sock, data, dest)
+
+    # -- lifetime ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """The guest instance is gone: drop every socket it still holds."""
+        self._closed = True
+        for sock in list(self._sockets):
+            sock.close()
+        self.network._guests.discard(self)
+
+    def statistics(self) -> GuestStatistics:
+        tcp = sum(1 for s in self._sockets if isinstance(s, TcpSocket))
+        return GuestStatistics(self.name, self.role.value, tcp, len(self._sockets) - tcp)
+
+    def __repr__(self) -> str:
+        return (
+            f"<GuestNetwork {self.network.name}/{self.name} {self.role.value}"
+            f" sockets={len(self._sockets)}>"
+        )
+
+
+class VirtualNetwork:
+    """The virtual loopback network of one workload."""
+
+    def __init__(
+        self,
+        name: str,
+        policy: NetworkPolicy | None = None,
+        *,
+        check: SocketAddrCheck | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy if policy is not None else NetworkPolicy()
+        self._extra_check = check
+        self.tcp_ports = PortTable("tcp", reuse_bound=True)
+        self.udp_ports = PortTable("udp", reuse_bound=False)
+        self.resolver = NameResolver(allow_dns=self.policy.allow_dns)
+        self._guests: set[GuestNetwork] = set()
+        self._egress: dict[tuple[IpAddress, int], EgressRule] = {}
+        self._listening = Notifier()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ingress: list[IngressServer] = []
+        self._socket_count = 0
+        self._connections = 0
+        self._refused = 0
+        self._denied = 0
+        self._egress_active = 0
+        self._egress_total = 0
+        self._datagrams_delivered = 0
+        self._datagrams_dropped = 0
+        for name_, literal in self.policy.names.items():
+            self.resolver.add(name_, [IpAddress.parse(literal)])
+        for rule in self.policy.egress:
+            ip = rule.destination_ip or self.resolver.synthetic(rule.destination)
+            self._egress[(ip, rule.port)] = rule
+        self.native = self.attach("native", Role.SERVICE)
+
+    # -- guests -------------------------------------------------------------------
+
+    def attach(self, guest: str, role: Role = Role.COMPONENT) -> GuestNetwork:
+        """A network handle for one guest instance with `role`."""
+        base = role_check(role, self.egress_route)
+        extra = self._extra_check
+        check: SocketAddrCheck = (
+            base if extra is None else (lambda a, u: base(a, u) and extra(a, u))
+        )
+        handle = GuestNetwork(self, guest, role, check)
+        self._guests.add(handle)
+        return handle
+
+    @property
+    def guests(self) -> frozenset[GuestNetwork]:
+        return frozenset(self._guests)
+
+    @property
+    def socket_count(self) -> int:
+        return self._socket_count
+
+    def add_name(self, name: str, address: str | IpAddress) -> None:
+        """Make `name` resolvable inside the workload."""
+        ip = address if isinstance(address, IpAddress) else IpAddress.parse(address)
+        self.resolver.add(name, [ip])
+
+    def egress_route(self, addr: SocketAddress) -> EgressRule | None:
+        return self._egress.get((addr.ip, addr.port))
+
+    # -- connections --------------------------------------------------------------
+
+    def _connect_tcp(
+        self, guest: GuestNetwork, sock: TcpSocket, local: SocketAddress, remote: SocketAddress
+    ) -> ConnectAttempt:
+        rule = self.egress_route(remote)
+        if rule is not None:
+            return self._connect_egress(rule)
+        if not is_local(remote):
+            self._refused += 1
+            return ConnectAttempt.failed(ErrorCode.REMOTE_UNREACHABLE, f"no route to {remote}")
+        binding = self.tcp_ports.find(remote.port, guest)
+        listener = binding.endpoint if binding is not None else None
+        if not isinstance(listener, Listener):
+            self._refused += 1
+            return ConnectAttempt.failed(
+                ErrorCode.CONNECTION_REFUSED, f"nothing listens on {remote}"
+            )
+        client_end, server_end = pipe_pair(self.policy.high_water)
+        accepted_local = listener.local
+        if accepted_local.ip.is_unspecified or accepted_local.family is not remote.family:
+            accepted_local = SocketAddress.of(
+                remote.ip
+                if remote.family is accepted_local.family
+                else IpAddress.loopback(accepted_local.family),
+                accepted_local.port,
+            )
+        peer = local
+        if peer.family is not accepted_local.family:
+            peer = SocketAddress.of(IpAddress.loopback(accepted_local.family), local.port)
+        pending = _Pending(server_end, accepted_local, peer, listener.options_snapshot())
+        if not listener.offer(pending):
+            self._refused += 1
+            return ConnectAttempt.failed(ErrorCode.CONNECTION_REFUSED, f"backlog of {remote} full")
+        self._connections += 1
+        attempt = ConnectAttempt()
+        attempt.succeed(client_end)
+        return attempt
+
+    def _connect_egress(self, rule: EgressRule) -> ConnectAttempt:
+        from .bridge import run_egress
+
+        attempt = ConnectAttempt()
+        client_end, bridge_end = pipe_pair(self.policy.high_water)
+        self._egress_active += 1
+        self._egress_total += 1
+
+        async def egress() -> None:
+            try:
+                ok = await run_egress(
+                    rule, attempt, client_end, bridge_end, self.policy.egress_connect_timeout
+                )
+                if ok:
+                    self._connections += 1
+            finally:
+                self._egress_active -= 1
+
+        task = self._spawn(egress())
+
+        def cancel() -> None:
+            task.cancel()
+
+        attempt.on_cancel(cancel)
+        return attempt
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _send_datagram(
+        self, guest: GuestNetwork, sock: UdpSocket, data: bytes, dest: SocketAddress
+    ) -> None:
+        target = self.udp_ports.find(dest.port, guest) if is_local(dest) else None
+        receiver = target.endpoint if target is not None else None
+        if isinstance(receiver, UdpSocket) and receiver.deliver(data, sock.source_address):
+            self._datagrams_delivered += 1
+        else:
+            self._datagrams_dropped += 1
+
+    # -- native asyncio-shaped API ----------------------------------------------------
+
+    async def start_server(
+        self,
+        handler: Callable[[VirtualStreamReader, VirtualStreamWriter], Awaitable[None]],
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        backlog: int = 128,
+        guest: GuestNetwork | None = None,
+    ) -> VirtualServer:
+        """Like `asyncio.start_server`, on this workload's loopback."""
+        from .streams import start_server
+
+        return await start_server(guest or self.native, handler, port, host=host, backlog=backlog)
+
+    async def open_connection(
+        self, port: int, host: str = "127.0.0.1", *, guest: GuestNetwork | None = None
+    ) -> tuple[VirtualStreamReader, VirtualStreamWriter]:
+        """Like `asyncio.open_connection`, on this workload's loopback (or an egress route)."""
+        from .streams import open_connection
+
+        return await open_connection(guest or self.native, port, host)
+
+    def is_listening(self, port: int, guest: GuestNetwork | None = None) -> bool:
+        """Whether something that `guest` (default: native code) can reach listens on `port`."""
+        return self.tcp_ports.find(port, guest or self.native) is not None
+
+    async def wait_listening(
+        self,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (asked for by the API)
+    ) -> None:
+        """Wait until `port` has a listener; `TimeoutError` after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            await wait_until(lambda: self.is_listening(port), self._listening)
+
+    # -- ingress and lifetime -------------------------------------------------------------
+
+    async def start_ingress(self) -> list[IngressServer]:
+        """Open a real listener for every ingress rule of the policy."""
+        from .bridge import IngressServer
+
+        for rule in self.policy.ingress:
+            server = IngressServer(self, rule)
+            await server.start()
+            self._ingress.append(server)
+        return list(self._ingress)
+
+    @property
+    def ingress_servers(self) -> list[IngressServer]:
+        return list(self._ingress)
+
+    async def aclose(self) -> None:
+        """Stop ingress, drop every guest's sockets, cancel egress pumps."""
+        for server in self._ingress:
+            server.close()
+        for server in self._ingress:
+            await server.wait_closed()
+        self._ingress.clear()
+        for guest in list(self._guests):
+            guest.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def statistics(self) -> NetworkStatistics:
+        listening = tuple(sorted({b.port for b in self.tcp_ports.bindings() if b.listening}))
+        return NetworkStatistics(
+            name=self.name,
+            guests=len(self._guests),
+            sockets=self.socket_count,
+            max_sockets=self.policy.max_sockets,
+            tcp_ports=tuple(self.tcp_ports.ports()),
+            tcp_listening=listening,
+            udp_ports=tuple(self.udp_ports.ports()),
+            connections=self._connections,
+            refused=self._refused,
+            denied=self._denied,
+            egress_active=self._egress_active,
+            egress_total=self._egress_total,
+            ingress_servers=len(self._ingress),
+            datagrams_delivered=self._datagrams_delivered,
+            datagrams_dropped=self._datagrams_dropped,
+        )
+
+    def __repr__(self) -> str:
+        stats = self.statistics()
+        return (
+            f"<VirtualNetwork {self.name!r} guests={stats.guests} sockets={stats.sockets}"
+            f" tcp_ports={len(stats.tcp_ports)} listening={len(stats.tcp_listening)}"
+            f" udp_ports={len(stats.udp_ports)} connections={stats.connections}"
+            f" egress={stats.egress_active}>"
+        )

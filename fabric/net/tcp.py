@@ -1,0 +1,636 @@
+"""The WASI 0.2 `tcp-socket` as a sans-IO state machine.
+
+Theory of operation
+-------------------
+A `TcpSocket` is one guest socket. Its state is one of the eight states of
+`TcpSocketOperationalSemantics.md` (`TcpState`), and the payload of the
+state lives on the socket: the port binding once bound, the `Listener`
+(accept queue) once listening, the `ConnectAttempt` while connecting, the
+`PipeEnd` once connected. Every WIT method is one method here that either
+returns its value or raises `SocketError(ErrorCode.X)`; the host binding
+converts arguments and results and nothing else.
+
+Transitions are data (`TRANSITIONS`): an operation is allowed in the states
+listed for it, and a call from any other state is refused without changing
+the state:
+
+- a `finish-*` outside its `*-in-progress` state: `not-in-progress`;
+- `start-connect` while a connect is in progress: `concurrency-conflict`;
+- any other operation in the wrong state: `invalid-state`.
+
+This follows wasmtime exactly (also where it answers `invalid-state` to a
+second `start-bind` / `start-listen`), because wasi-libc aborts the guest on
+codes it does not expect. One deliberate difference: `local-address`
+answers in every bound-or-higher state, including `connect-in-progress`
+(wasmtime: `invalid-state`, which makes wasi-libc trap on `getsockname()`
+right after a non-blocking `connect()`).
+
+Errors are checked in wasmtime's order: the policy check first
+(`access-denied`), then state, then arguments (`invalid-argument`), then the
+port table (`address-in-use`, `address-not-bindable`). Connecting starts in
+`start-connect` (implicit ephemeral bind, policy, finding the listener or
+the egress route); its outcome (`connection-refused`, a real connect error
+of an egress route) is reported by `finish-connect`, which then moves the
+socket to `closed`, as a kernel reports it through SO_ERROR. A connect to a
+virtual listener completes at once, before `accept`, as a kernel completes
+the handshake before `accept`: the connection waits in the listener's
+queue, bounded by the backlog (`set-listen-backlog-size`, default 128);
+a full queue refuses the connection.
+
+Readiness (`ready()` / `await wait_ready()`) is that of the spec:
+in-progress operations are ready when their result is known, a listener
+when its queue is not empty, everything else always.
+
+Socket options are stored, validated as the WIT says (0 is
+`invalid-argument`), clamped as wasmtime clamps them, inherited by accepted
+sockets, and reported back. They do not change the pipe's buffering.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .address import (
+    IpAddress,
+    IpAddressFamily,
+    SocketAddress,
+    is_valid_address_family,
+    is_valid_remote_address,
+    is_valid_unicast_address,
+)
+from .errors import ErrorCode, SocketError
+from .pipe import PipeEnd
+from .policy import SocketAddrUse
+from .readiness import Notifier, wait_until
+
+if TYPE_CHECKING:
+    from .network import GuestNetwork
+    from .ports import PortBinding
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "MAX_BACKLOG",
+    "TRANSITIONS",
+    "ConnectAttempt",
+    "Listener",
+    "ShutdownType",
+    "TcpInputStream",
+    "TcpOptions",
+    "TcpOutputStream",
+    "TcpSocket",
+    "TcpState",
+]
+
+SECOND = 1_000_000_000
+DEFAULT_BACKLOG = 128
+MAX_BACKLOG = 4096  # Linux somaxconn; larger requests are clamped silently
+_I32_MAX = 2**31 - 1
+
+
+class TcpState(enum.Enum):
+    UNBOUND = "unbound"
+    BIND_IN_PROGRESS = "bind-in-progress"
+    BOUND = "bound"
+    LISTEN_IN_PROGRESS = "listen-in-progress"
+    LISTENING = "listening"
+    CONNECT_IN_PROGRESS = "connect-in-progress"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class ShutdownType(enum.Enum):
+    RECEIVE = "receive"
+    SEND = "send"
+    BOTH = "both"
+
+
+S = TcpState
+# operation -> {state it is allowed in: state after success}
+TRANSITIONS: dict[str, dict[TcpState, TcpState]] = {
+    "start-bind": {S.UNBOUND: S.BIND_IN_PROGRESS},
+    "finish-bind": {S.BIND_IN_PROGRESS: S.BOUND},
+    "start-connect": {S.UNBOUND: S.CONNECT_IN_PROGRESS, S.BOUND: S.CONNECT_IN_PROGRESS},
+    "finish-connect": {S.CONNECT_IN_PROGRESS: S.CONNECTED},
+    "start-listen": {S.BOUND: S.LISTEN_IN_PROGRESS},
+    "finish-listen": {S.LISTEN_IN_PROGRESS: S.LISTENING},
+    "accept": {S.LISTENING: S.LISTENING},
+    "shutdown": {S.CONNECTED: S.CONNECTED},
+}
+# state after a failure (other than would-block) of an operation in its allowed state
+FAILURE_STATE: dict[str, TcpState | None] = {
+    "start-bind": None,  # unchanged
+    "start-connect": None,  # unchanged (wasmtime validates before changing state)
+    "finish-connect": S.CLOSED,
+    "finish-listen": S.CLOSED,
+}
+_FINISH = {"finish-bind", "finish-connect", "finish-listen"}
+_BOUND_STATES = frozenset(
+    {S.BOUND, S.LISTEN_IN_PROGRESS, S.LISTENING, S.CONNECT_IN_PROGRESS, S.CONNECTED}
+)
+_LISTEN_BACKLOG_STATES = frozenset(
+    {S.UNBOUND, S.BIND_IN_PROGRESS, S.BOUND, S.LISTEN_IN_PROGRESS, S.LISTENING}
+)
+
+
+class TcpOptions(msgspec.Struct):
+    """Socket options; defaults are what wasmtime reports on Linux."""
+
+    keep_alive_enabled: bool = False
+    keep_alive_idle_time: int = 7200 * SECOND
+    keep_alive_interval: int = 75 * SECOND
+    keep_alive_count: int = 9
+    hop_limit: int = 64
+    receive_buffer_size: int = 65536
+    send_buffer_size: int = 8192
+
+
+class ConnectAttempt:
+    """The outcome of a connect: a `PipeEnd` or an error, maybe known only later."""
+
+    __slots__ = ("_on_cancel", "end", "error", "notifier")
+
+    def __init__(self) -> None:
+        self.end: PipeEnd | None = None
+        self.error: SocketError | None = None
+        self.notifier = Notifier()
+        self._on_cancel: Callable[[], None] | None = None
+
+    @classmethod
+    def failed(cls, code: ErrorCode, detail: str = "") -> ConnectAttempt:
+        attempt = cls()
+        attempt.fail(code, detail)
+        return attempt
+
+    def done(self) -> bool:
+        return self.end is not None or self.error is not None
+
+    def succeed(self, end: PipeEnd) -> None:
+        if self.done():
+            end.abort()
+            return
+        self.end = end
+        self.notifier.notify()
+
+    def fail(self, code: ErrorCode, detail: str = "") -> None:
+        if self.done():
+            return
+        self.error = SocketError(code, detail)
+        self.notifier.notify()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        self._on_cancel = callback
+
+    def cancel(self) -> None:
+        """The connecting socket was dropped."""
+        if self.end is not None:
+            self.end.close()
+        elif self.error is None:
+            self.error = SocketError(ErrorCode.CONNECTION_ABORTED, "socket dropped")
+            callback, self._on_cancel = self._on_cancel, None
+            if callback is not None:
+                callback()
+
+
+class _Pending(msgspec.Struct):
+    """A connection waiting in a listener's queue."""
+
+    end: PipeEnd
+    local: SocketAddress
+    remote: SocketAddress
+    options: TcpOptions
+
+
+class Listener:
+    """A listening socket's accept queue."""
+
+    __slots__ = (
+        "accepted",
+        "backlog",
+        "closed",
+        "local",
+        "notifier",
+        "options",
+        "queue",
+        "refused",
+    )
+
+    def __init__(self, local: SocketAddress, backlog: int, options: TcpOptions) -> None:
+        self.local = local
+        self.backlog = backlog
+        self.options = options  # the listening socket's, live: accepted sockets inherit them
+        self.queue: deque[_Pending] = deque()
+        self.notifier = Notifier()
+        self.closed = False
+        self.accepted = 0
+        self.refused = 0
+
+    def options_snapshot(self) -> TcpOptions:
+        return msgspec.structs.replace(self.options)
+
+    def offer(self, pending: _Pending) -> bool:
+        """Queue a new connection; False (refused) if closed or the backlog is full."""
+        if self.closed or len(self.queue) >= self.backlog:
+            self.refused += 1
+            return False
+        self.queue.append(pending)
+        self.notifier.notify()
+        return True
+
+    def close(self) -> None:
+        """Reset every connection still waiting to be accepted."""
+        self.closed = True
+        while self.queue:
+            self.queue.popleft().end.abort()
+        self.notifier.notify()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Listener {self.local} queued={len(self.queue)}/{self.backlog}"
+            f" accepted={self.accepted} refused={self.refused}>"
+        )
+
+
+class _Connection:
+    """A connected `PipeEnd` shared by a socket and its two streams (ref-counted)."""
+
+    __slots__ = ("end", "refs")
+
+    def __init__(self, end: PipeEnd) -> None:
+        self.end = end
+        self.refs = 1
+
+    def acquire(self) -> None:
+        self.refs += 1
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            self.end.close()
+
+
+class TcpInputStream:
+    """The socket's `input-stream`: a child of the socket."""
+
+    __slots__ = ("_conn", "closed")
+
+    def __init__(self, conn: _Connection) -> None:
+        conn.acquire()
+        self._conn = conn
+        self.closed = False
+
+    @property
+    def end(self) -> PipeEnd:
+        return self._conn.end
+
+    def read(self, n: int) -> bytes:
+        return self._conn.end.read(n)
+
+    def ready(self) -> bool:
+        return self._conn.end.readable()
+
+    async def wait_ready(self) -> None:
+        await self._conn.end.wait_readable()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._conn.release()
+
+
+class TcpOutputStream:
+    """The socket's `output-stream`: a child of the socket."""
+
+    __slots__ = ("_conn", "closed")
+
+    def __init__(self, conn: _Connection) -> None:
+        conn.acquire()
+        self._conn = conn
+        self.closed = False
+
+    @property
+    def end(self) -> PipeEnd:
+        return self._conn.end
+
+    def check_write(self) -> int:
+        return self._conn.end.check_write()
+
+    def write(self, data: bytes) -> None:
+        self._conn.end.write(data)
+
+    def flush(self) -> None:
+        self._conn.end.flush()
+
+    def ready(self) -> bool:
+        return self._conn.end.writable()
+
+    async def wait_ready(self) -> None:
+        await self._conn.end.wait_writable()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._conn.release()
+
+
+def _positive(value: int, low: int, high: int) -> int:
+    if value <= 0:
+        raise SocketError(ErrorCode.INVALID_ARGUMENT, "value must be positive")
+    return min(max(value, low), high)
+
+
+class TcpSocket:
+    """A WASI `tcp-socket` on a virtual network. Create with `GuestNetwork.create_tcp_socket`."""
+
+    def __init__(self, guest: GuestNetwork, family: IpAddressFamily) -> None:
+        self._guest = guest
+        self._family = family
+        self._state = TcpState.UNBOUND
+        self.options = TcpOptions()
+        self._backlog = DEFAULT_BACKLOG
+        self._binding: PortBinding | None = None
+        self._local: SocketAddress | None = None
+        self._remote: SocketAddress | None = None
+        self._listener: Listener | None = None
+        self._attempt: ConnectAttempt | None = None
+        self._conn: _Connection | None = None
+        self._dropped = False
+
+    # -- state layer --------------------------------------------------------
+
+    @property
+    def state(self) -> TcpState:
+        return self._state
+
+    @property
+    def guest(self) -> GuestNetwork:
+        return self._guest
+
+    def _require(self, op: str) -> TcpState:
+        allowed = TRANSITIONS[op]
+        if self._state in allowed:
+            return allowed[self._state]
+        if op in _FINISH:
+            raise SocketError(ErrorCode.NOT_IN_PROGRESS, f"{op} in state {self._state.value}")
+        if op == "start-connect" and self._state is TcpState.CONNECT_IN_PROGRESS:
+            raise SocketError(ErrorCode.CONCURRENCY_CONFLICT, "a connect is in progress")
+        raise SocketError(ErrorCode.INVALID_STATE, f"{op} in state {self._state.value}")
+
+    def _check_network(self, network: GuestNetwork) -> None:
+        if network is not self._guest:
+            raise SocketError(ErrorCode.INVALID_ARGUMENT, "socket belongs to another network")
+
+    def _validate(self, addr: SocketAddress) -> None:
+        ip = addr.ip
+        if not is_valid_unicast_address(ip) or not is_valid_address_family(ip, self._family):
+            raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {addr}")
+
+    # -- bind ---------------------------------------------------------------
+
+    def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
+        network.check(local_address, SocketAddrUse.TCP_BIND)
+        self._validate(local_address)
+        nxt = self._require("start-bind")
+        self._check_network(network)
+        self._binding, self._local = network.bind_tcp(self, local_address)
+        self._state = nxt
+
+    def finish_bind(self) -> None:
+        self._state = self._require("finish-bind")
+
+    # -- connect --------------------------------------------------------------
+
+    def start_connect(self, network: GuestNetwork, remote_address: SocketAddress) -> None:
+        network.check(remote_address, SocketAddrUse.TCP_CONNECT)
+        nxt = self._require("start-connect")
+        self._validate(remote_address)
+        if not is_valid_remote_address(remote_address):
+            raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad remote address {remote_address}")
+        self._check_network(network)
+        if self._binding is None:
+            self._binding, self._local = network.bind_tcp(
+                self, SocketAddress.of(IpAddress.unspecified(self._family), 0)
+            )
+        assert self._local is not None
+        if self._local.ip.is_unspecified:
+            self._local = self._local.with_ip(_loopback_for(remote_address, self._family))
+        self._remote = remote_address
+        self._attempt = network.connect_tcp(self, self._local, remote_address)
+        self._state = nxt
+
+    def finish_connect(self) -> tuple[TcpInputStream, TcpOutputStream]:
+        nxt = self._require("finish-connect")
+        attempt = self._attempt
+        assert attempt is not None
+        if not attempt.done():
+            raise SocketError(ErrorCode.WOULD_BLOCK, "connect in progress")
+        self._attempt = None
+        if attempt.end is None:
+            self._fail_to_closed()
+            assert attempt.error is not None
+            raise attempt.error
+        self._state = nxt
+        self._conn = _Connection(attempt.end)
+        return TcpInputStream(self._conn), TcpOutputStream(self._conn)
+
+    def _fail_to_closed(self) -> None:
+        self._state = TcpState.CLOSED
+        if self._binding is not None:
+            self._binding.release()
+            self._binding = None
+
+    # -- listen / accept ------------------------------------------------------
+
+    def start_listen(self) -> None:
+        self._state = self._require("start-listen")
+
+    def finish_listen(self) -> None:
+        nxt = self._require("finish-listen")
+        assert self._binding is not None and self._local is not None
+        listener = Listener(self._local, self._backlog, self.options)
+        try:
+            self._guest.listen_tcp(self._binding, listener)
+        except SocketError:
+            self._fail_to_closed()
+            raise
+        self._listener = listener
+        self._state = nxt
+
+    def accept(self) -> tuple[TcpSocket, TcpInputStream, TcpOutputStream]:
+        self._require("accept")
+        listener = self._listener
+        assert listener is not None
+        if not listener.queue:
+            raise SocketError(ErrorCode.WOULD_BLOCK, "no pending connections")
+        child = self._guest.create_tcp_socket(self._family)  # new-socket-limit
+        pending = listener.queue.popleft()
+        listener.accepted += 1
+        child._accepted(pending)
+        assert child._conn is not None
+        return child, TcpInputStream(child._conn), TcpOutputStream(child._conn)
+
+    def _accepted(self, pending: _Pending) -> None:
+        self._state = TcpState.CONNECTED
+        self._local = pending.local
+        self._remote = pending.remote
+        self.options = pending.options
+        self._conn = _Connection(pending.end)
+
+    # -- addresses and flags ------------------------------------------------------
+
+    def local_address(self) -> SocketAddress:
+        if self._state not in _BOUND_STATES or self._local is None:
+            raise SocketError(ErrorCode.INVALID_STATE, "not bound")
+        return self._local
+
+    def remote_address(self) -> SocketAddress:
+        if self._state is not TcpState.CONNECTED or self._remote is None:
+            raise SocketError(ErrorCode.INVALID_STATE, "not connected")
+        return self._remote
+
+    def is_listening(self) -> bool:
+        return self._state is TcpState.LISTENING
+
+    def address_family(self) -> IpAddressFamily:
+        return self._family
+
+    # -- options ----------------------------------------------------------------------
+
+    def _options(self) -> TcpOptions:
+        if self._state is TcpState.CLOSED:
+            raise SocketError(ErrorCode.INVALID_STATE, "socket closed")
+        return self.options
+
+    def set_listen_backlog_size(self, value: int) -> None:
+        if value == 0:
+            raise SocketError(ErrorCode.INVALID_ARGUMENT, "backlog must not be 0")
+        if self._state not in _LISTEN_BACKLOG_STATES:
+            raise SocketError(ErrorCode.INVALID_STATE, f"state {self._state.value}")
+        self._backlog = min(max(value, 1), MAX_BACKLOG)
+        if self._listener is not None:
+            self._listener.backlog = self._backlog
+
+    @property
+    def listen_backlog_size(self) -> int:
+        return self._backlog
+
+    def keep_alive_enabled(self) -> bool:
+        return self._options().keep_alive_enabled
+
+    def set_keep_alive_enabled(self, value: bool) -> None:
+        self._options().keep_alive_enabled = bool(value)
+
+    def keep_alive_idle_time(self) -> int:
+        return self._options().keep_alive_idle_time
+
+    def set_keep_alive_idle_time(self, value: int) -> None:
+        opts = self._options()
+        opts.keep_alive_idle_time = _positive(value, SECOND, 32767 * SECOND)
+
+    def keep_alive_interval(self) -> int:
+        return self._options().keep_alive_interval
+
+    def set_keep_alive_interval(self, value: int) -> None:
+        opts = self._options()
+        opts.keep_alive_interval = _positive(value, SECOND, 32767 * SECOND)
+
+    def keep_alive_count(self) -> int:
+        return self._options().keep_alive_count
+
+    def set_keep_alive_count(self, value: int) -> None:
+        opts = self._options()
+        opts.keep_alive_count = _positive(value, 1, 127)
+
+    def hop_limit(self) -> int:
+        return self._options().hop_limit
+
+    def set_hop_limit(self, value: int) -> None:
+        opts = self._options()
+        opts.hop_limit = _positive(value, 1, 255)
+
+    def receive_buffer_size(self) -> int:
+        return self._options().receive_buffer_size
+
+    def set_receive_buffer_size(self, value: int) -> None:
+        opts = self._options()
+        opts.receive_buffer_size = _positive(value, 1, _I32_MAX)
+
+    def send_buffer_size(self) -> int:
+        return self._options().send_buffer_size
+
+    def set_send_buffer_size(self, value: int) -> None:
+        opts = self._options()
+        opts.send_buffer_size = _positive(value, 1, _I32_MAX)
+
+    # -- shutdown, readiness, drop ------------------------------------------------------
+
+    def shutdown(self, how: ShutdownType) -> None:
+        self._require("shutdown")
+        assert self._conn is not None
+        end = self._conn.end
+        if how is not ShutdownType.SEND:
+            end.shutdown_receive()
+        if how is not ShutdownType.RECEIVE:
+            end.shutdown_send()
+
+    def ready(self) -> bool:
+        if self._state is TcpState.CONNECT_IN_PROGRESS:
+            return self._attempt is None or self._attempt.done()
+        if self._state is TcpState.LISTENING:
+            return self._listener is None or bool(self._listener.queue)
+        return True
+
+    async def wait_ready(self) -> None:
+        if self._state is TcpState.CONNECT_IN_PROGRESS and self._attempt is not None:
+            await wait_until(self.ready, self._attempt.notifier)
+        elif self._state is TcpState.LISTENING and self._listener is not None:
+            await wait_until(self.ready, self._listener.notifier)
+
+    @property
+    def connection(self) -> PipeEnd | None:
+        """The pipe end of a connected socket."""
+        return None if self._conn is None else self._conn.end
+
+    @property
+    def closed(self) -> bool:
+        return self._dropped
+
+    def close(self) -> None:
+        """Drop the socket (streams keep the connection open until they are dropped)."""
+        if self._dropped:
+            return
+        self._dropped = True
+        self._state = TcpState.CLOSED
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+            self._attempt = None
+        if self._conn is not None:
+            self._conn.release()
+        if self._binding is not None:
+            self._binding.release()
+            self._binding = None
+        self._guest.forget(self)
+
+    def __repr__(self) -> str:
+        parts = [f"<TcpSocket {self._family.value} {self._state.value}"]
+        if self._local is not None:
+            parts.append(f"local={self._local}")
+        if self._remote is not None:
+            parts.append(f"remote={self._remote}")
+        if self._listener is not None:
+            parts.append(f"queued={len(self._listener.queue)}/{self._listener.backlog}")
+        if self._dropped:
+            parts.append("dropped")
+        return " ".join(parts) + ">"
+
+
+def _loopback_for(remote: SocketAddress, family: IpAddressFamily) -> IpAddress:
+    """The source address a kernel picks to reach `remote` from an unbound socket."""
+    return IpAddress.loopback(family)
