@@ -1,0 +1,318 @@
+"""Semantic checks of a decoded manifest (what msgspec's types cannot say).
+
+``validate(manifest)`` raises one ``ManifestError`` listing every problem, each
+located at its field path and line.  ``check_manifest`` returns the list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ._decode_errors import format_path as _fmt
+from ._toml_lines import Path
+from .errors import ManifestError, ManifestIssue, NativeServiceError
+from .native import NATIVE_HINT, load_service_class, parse_native_spec
+from .units import format_duration
+
+if TYPE_CHECKING:
+    from .manifest import DirSpec, Manifest, RestartSpec, ServiceSpec, WorkloadSpec
+
+__all__ = ["check_manifest", "validate"]
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_HINT = 'a name of letters, digits, "_", "-" and "." that starts with a letter or digit'
+HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?"
+)
+_WIT_WORD = r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*"
+INTERFACE = re.compile(
+    rf"{_WIT_WORD}(?::{_WIT_WORD})+/{_WIT_WORD}(?:@\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)?"
+)
+INTERFACE_HINT = 'an interface like "fabric:guests/job" or "wasi:http/incoming-handler@0.2.0"'
+
+Issue = tuple[Path, str]
+
+
+def validate(manifest: Manifest, *, check_files: bool = False, import_native: bool = False) -> None:
+    """Raise ``ManifestError`` with every problem found, or return None.
+
+    ``check_files``: wasm files, preopened host directories and ``python_path``
+    entries must exist.  ``import_native``: native service classes must import.
+    """
+    issues = check_manifest(manifest, check_files=check_files, import_native=import_native)
+    if issues:
+        raise ManifestError(issues)
+
+
+def check_manifest(
+    manifest: Manifest, *, check_files: bool = False, import_native: bool = False
+) -> list[ManifestIssue]:
+    """Every semantic problem in ``manifest``, in file order."""
+    found = list(_check(manifest, check_files=check_files, import_native=import_native))
+    issues = [manifest.issue(path, message) for path, message in found]
+    issues.sort(key=lambda issue: issue.line or 0)
+    return issues
+
+
+def _check(manifest: Manifest, *, check_files: bool, import_native: bool) -> Iterator[Issue]:
+    if not manifest.workloads:
+        yield ("workloads",), "no workloads defined (add a [[workloads]] table with a name)"
+    seen_workloads: dict[str, Path] = {}
+    published: dict[int, list[tuple[str, str, Path]]] = {}  # host_port -> (host, workload, path)
+    for w, workload in enumerate(manifest.workloads):
+        base: Path = ("workloads", w)
+        yield from _name(workload.name, (*base, "name"))
+        if workload.name in seen_workloads:
+            first = _fmt(seen_workloads[workload.name])
+            yield (*base, "name"), f'duplicate workload name "{workload.name}" (also {first})'
+        else:
+            seen_workloads[workload.name] = base
+        yield from _workload(manifest, workload, base, check_files, import_native)
+        for i, rule in enumerate(workload.ingress):
+            path = (*base, "ingress", i)
+            for host, other, other_path in published.get(rule.host_port, []):
+                if host == rule.host or _wildcard(host) or _wildcard(rule.host):
+                    yield (*path, "host_port"), (
+                        f'host port {rule.host_port} is already published by workload "{other}" '
+                        f"({_fmt(other_path)})"
+                    )
+                    break
+            published.setdefault(rule.host_port, []).append((rule.host, workload.name, path))
+    for p, entry in enumerate(manifest.python_path):
+        if check_files and not os.path.isdir(entry):
+            yield ("python_path", p), f"directory {entry} does not exist"
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _name(name: str, path: Path) -> Iterator[Issue]:
+    if not NAME.fullmatch(name):
+        yield path, f'expected {NAME_HINT}, got "{name}"'
+
+
+def _workload(
+    manifest: Manifest, workload: WorkloadSpec, base: Path, check_files: bool, import_native: bool
+) -> Iterator[Issue]:
+    for host, address in workload.names.items():
+        path = (*base, "names", host)
+        if not HOSTNAME.fullmatch(host):
+            yield path, f'"{host}" is not a valid host name'
+        if not _is_ip(address):
+            yield path, f'expected an IP address like "127.0.0.1", got "{address}"'
+
+    members: dict[str, Path] = {}  # service and component names share one namespace
+    ports: dict[int, tuple[str, Path]] = {}
+    for s, service in enumerate(workload.services):
+        path = (*base, "services", s)
+        yield from _member(service.name, path, members)
+        yield from _service(manifest, service, path, ports, check_files, import_native)
+    for c, component in enumerate(workload.components):
+        path = (*base, "components", c)
+        yield from _member(component.name, path, members)
+        if component.timeout <= 0:
+            yield (*path, "timeout"), "expected a positive duration, got 0s"
+        if check_files and not os.path.isfile(component.wasm):
+            yield (*path, "wasm"), f"file {component.wasm} does not exist"
+        yield from _dirs(component.dirs, path, check_files)
+
+    yield from _links(workload, base)
+
+    declared = sorted(ports)
+    for i, rule in enumerate(workload.ingress):
+        path = (*base, "ingress", i)
+        if not _is_ip(rule.host):
+            yield (*path, "host"), f'expected an IP address like "127.0.0.1", got "{rule.host}"'
+        if rule.port not in ports:
+            listed = ", ".join(map(str, declared)) or "none"
+            yield (*path, "port"), (
+                f'no service of workload "{workload.name}" declares port {rule.port} '
+                f"(declared: {listed})"
+            )
+    seen_egress: dict[tuple[str, int], Path] = {}
+    for i, egress in enumerate(workload.egress):
+        path = (*base, "egress", i)
+        if not (HOSTNAME.fullmatch(egress.dest) or _is_ip(egress.dest)):
+            yield (*path, "dest"), f'expected a host name or IP address, got "{egress.dest}"'
+        if egress.to is not None and _split_host_port(egress.to) is None:
+            yield (*path, "to"), f'expected "host:port" like "127.0.0.1:5432", got "{egress.to}"'
+        key = (egress.dest.lower(), egress.port)
+        if key in seen_egress:
+            also = _fmt(seen_egress[key])
+            yield path, f"duplicate egress rule for {egress.dest}:{egress.port} (also {also})"
+        else:
+            seen_egress[key] = path
+
+
+def _member(name: str, path: Path, members: dict[str, Path]) -> Iterator[Issue]:
+    yield from _name(name, (*path, "name"))
+    if name in members:
+        yield (*path, "name"), f'duplicate name "{name}" (also {_fmt(members[name])})'
+    else:
+        members[name] = path
+
+
+def _service(
+    manifest: Manifest,
+    service: ServiceSpec,
+    path: Path,
+    ports: dict[int, tuple[str, Path]],
+    check_files: bool,
+    import_native: bool,
+) -> Iterator[Issue]:
+    if service.wasm is not None and service.native is not None:
+        yield (*path, "native"), 'give either "wasm" or "native", not both'
+    elif service.wasm is None and service.native is None:
+        yield path, 'missing "wasm" (a component path) or "native" (a Python "module:Class")'
+    if service.native is not None:
+        try:
+            parse_native_spec(service.native)
+        except ValueError:
+            yield (*path, "native"), f'expected {NATIVE_HINT}, got "{service.native}"'
+        else:
+            if import_native:
+                try:
+                    load_service_class(service.native, manifest.python_path)
+                except NativeServiceError as exc:
+                    yield (*path, "native"), str(exc)
+        for key, present in (
+            ("args", bool(service.args)),
+            ("dirs", bool(service.dirs)),
+            ("max_memory", service.max_memory is not None),
+        ):
+            if present:
+                yield (*path, key), (
+                    f'only wasm services take "{key}" (native services get "config")'
+                )
+    elif service.config:
+        yield (*path, "config"), (
+            'only native services take "config" (wasm services get "args" and "env")'
+        )
+    if service.wasm is not None and check_files and not os.path.isfile(service.wasm):
+        yield (*path, "wasm"), f"file {service.wasm} does not exist"
+
+    for p, port in enumerate(service.ports):
+        if port in ports:
+            owner, owner_path = ports[port]
+            if owner == service.name:
+                yield (*path, "ports", p), f"port {port} is listed twice"
+            else:
+                yield (*path, "ports", p), (
+                    f'port {port} is already declared by service "{owner}" ({_fmt(owner_path)})'
+                )
+        else:
+            ports[port] = (service.name, (*path, "ports", p))
+    yield from _restart(service.restart, (*path, "restart"))
+    if service.ready_timeout <= 0:
+        yield (*path, "ready_timeout"), "expected a positive duration, got 0s"
+    yield from _dirs(service.dirs, path, check_files)
+
+
+def _restart(restart: RestartSpec, path: Path) -> Iterator[Issue]:
+    for key in ("initial_backoff", "window"):
+        if getattr(restart, key) <= 0:
+            yield (*path, key), "expected a positive duration, got 0s"
+    if restart.max_backoff < restart.initial_backoff:
+        yield (*path, "max_backoff"), (
+            f"must be at least initial_backoff ({format_duration(restart.initial_backoff)}), "
+            f"got {format_duration(restart.max_backoff)}"
+        )
+
+
+def _dirs(dirs: tuple[DirSpec, ...], path: Path, check_files: bool) -> Iterator[Issue]:
+    guests: dict[str, Path] = {}
+    for d, spec in enumerate(dirs):
+        at = (*path, "dirs", d)
+        guest = spec.guest.rstrip("/") or "/"
+        if not spec.guest.startswith("/"):
+            yield (*at, "guest"), f'expected an absolute path like "/data", got "{spec.guest}"'
+        elif guest in guests:
+            yield (*at, "guest"), f'guest path "{guest}" is already mapped ({_fmt(guests[guest])})'
+        else:
+            guests[guest] = at
+        if check_files and not os.path.isdir(spec.host):
+            yield (*at, "host"), f"directory {spec.host} does not exist"
+
+
+def _links(workload: WorkloadSpec, base: Path) -> Iterator[Issue]:
+    services = {s.name for s in workload.services}
+    components = {c.name for c in workload.components}
+    seen: dict[tuple[str, str], Path] = {}
+    edges: dict[str, set[str]] = {}  # component importer -> exporting components
+    for i, link in enumerate(workload.links):
+        path = (*base, "links", i)
+        known = link.importer in services or link.importer in components
+        if not known:
+            yield (*path, "importer"), (
+                f'no service or component named "{link.importer}" in workload "{workload.name}"'
+            )
+        if not INTERFACE.fullmatch(link.interface):
+            yield (*path, "interface"), f'expected {INTERFACE_HINT}, got "{link.interface}"'
+        if link.component in services:
+            yield (*path, "component"), (
+                f'"{link.component}" is a service; a link must name a component '
+                "(instantiated per call)"
+            )
+        elif link.component not in components:
+            listed = ", ".join(sorted(components)) or "none"
+            yield (*path, "component"), (
+                f'no component named "{link.component}" in workload "{workload.name}" '
+                f"(components: {listed})"
+            )
+        elif link.component == link.importer:
+            yield (*path, "component"), f'"{link.component}" cannot satisfy its own import'
+        key = (link.importer, link.interface)
+        if key in seen:
+            yield (*path, "interface"), (
+                f'"{link.importer}" already imports "{link.interface}" ({_fmt(seen[key])})'
+            )
+        else:
+            seen[key] = path
+        if link.importer in components and link.component in components:
+            edges.setdefault(link.importer, set()).add(link.component)
+            cycle = _find_cycle(edges, link.importer)
+            if cycle:
+                yield path, (
+                    "links form a cycle: " + " -> ".join(cycle)
+                    + " (every call would instantiate the next one forever)"
+                )
+                edges[link.importer].discard(link.component)
+
+
+def _find_cycle(edges: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path start -> ... -> start through ``edges``, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    visited: set[str] = set()
+    while stack:
+        node, trail = stack.pop()
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                return [*trail, start]
+            if nxt not in visited:
+                visited.add(nxt)
+                stack.append((nxt, [*trail, nxt]))
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_host_port(text: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if match is None:
+        return None
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        return None
+    return host, port

@@ -1,0 +1,349 @@
+"""The control endpoint: a Unix socket speaking newline-delimited msgspec JSON.
+
+Each request and each response is one JSON object on one line, tagged by its
+``"type"``::
+
+    → {"type":"status"}
+    ← {"type":"status-reply","report":{...StatusReport...}}
+    → {"type":"invoke","workload":"shop","component":"handler","export":"run","args":[1]}
+    ← {"type":"invoke-reply","result":...}
+    ← {"type":"error","kind":"Overloaded","message":"component 'handler' is overloaded: ..."}
+
+A connection may carry any number of requests, answered in order.  The server
+calls an object implementing ``ControlTarget``; errors become ``error`` replies
+whose ``kind`` is the exception's class name.  After ``stop_invocations()``
+(shutdown), ``invoke`` is answered with kind ``ShuttingDown`` while ``status``
+still works.
+
+Socket path (``default_control_path``): ``$FABRIC_CONTROL`` if set; otherwise
+``<runtime dir>/<manifest stem>-<12 hex of sha256(absolute manifest path)>.sock``
+where the runtime dir is ``$XDG_RUNTIME_DIR/fabric`` or ``/tmp/fabric-<uid>``
+(created with mode 0700); without a manifest, ``<runtime dir>/fabric.sock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from .errors import ControlError, ControlUnavailable, RemoteError
+from .status import StatusReport
+
+__all__ = [
+    "MAX_LINE",
+    "ControlServer",
+    "ControlStats",
+    "ControlTarget",
+    "ErrorReply",
+    "Invoke",
+    "InvokeReply",
+    "Request",
+    "Response",
+    "Status",
+    "StatusReply",
+    "default_control_path",
+    "remote_invoke",
+    "remote_status",
+    "request",
+]
+
+MAX_LINE = 64 * 1024 * 1024
+_log = logging.getLogger("fabric.workload.control")
+
+
+class Status(msgspec.Struct, tag="status", frozen=True):
+    """Ask for the status report."""
+
+
+class Invoke(msgspec.Struct, tag="invoke", frozen=True, kw_only=True):
+    """Invoke ``export`` (None: the component's default export) of a component."""
+
+    workload: str
+    component: str
+    export: str | None = None
+    args: list[Any] = []
+
+
+class StatusReply(msgspec.Struct, tag="status-reply", frozen=True):
+    report: StatusReport
+
+
+class InvokeReply(msgspec.Struct, tag="invoke-reply", frozen=True):
+    result: Any = None
+
+
+class ErrorReply(msgspec.Struct, tag="error", frozen=True):
+    kind: str
+    message: str
+
+
+Request = Status | Invoke
+Response = StatusReply | InvokeReply | ErrorReply
+
+_encoder = msgspec.json.Encoder()
+_request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
+_response_decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Response)
+
+
+class ControlTarget(Protocol):
+    """What the control server serves (the running fabric)."""
+
+    def status(self) -> StatusReport: ...
+
+    async def invoke(
+        self, workload: str, component: str, export: str | None, args: list[Any]
+    ) -> Any: ...
+
+
+class ControlStats(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    listening: bool
+    draining: bool
+    connections: int
+    requests: int
+    errors: int
+    in_flight: int
+
+
+def _runtime_dir(environ: Mapping[str, str]) -> Path:
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "fabric"
+    return Path("/tmp") / f"fabric-{os.getuid()}"
+
+
+def default_control_path(
+    manifest: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where the control socket of the fabric running ``manifest`` lives (see module doc)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("FABRIC_CONTROL")
+    if explicit:
+        return Path(explicit)
+    base = _runtime_dir(env)
+    if manifest is None:
+        return base / "fabric.sock"
+    absolute = os.path.abspath(os.fspath(manifest))
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    stem = Path(absolute).stem[:40] or "manifest"
+    return base / f"{stem}-{digest}.sock"
+
+
+class ControlServer:
+    """Serves a ``ControlTarget`` on a Unix socket."""
+
+    def __init__(self, target: ControlTarget, path: str | os.PathLike[str]) -> None:
+        self.target = target
+        self.path = Path(path)
+        self.draining = False
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = 0
+        self.total_connections = 0
+        self.requests = 0
+        self.errors = 0
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one; refusing if another fabric serves it)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self._clear_stale()
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_LINE
+        )
+        os.chmod(self.path, 0o600)
+        self._inode = self.path.stat().st_ino
+
+    async def _clear_stale(self) -> None:
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlError(f"{self.path} exists and is not a socket")
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.path.unlink(missing_ok=True)
+            return
+        writer.close()
+        raise ControlError(f"another fabric is already serving {self.path}")
+
+    def stop_invocations(self) -> None:
+        """Answer new ``invoke`` requests with ``ShuttingDown`` from now on."""
+        self.draining = True
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop listening, give requests in flight up to ``grace`` seconds, then hang up."""
+        self.draining = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        if self._in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections)
+        if server is not None:
+            await server.wait_closed()
+        with contextlib.suppress(OSError):
+            if self._inode is not None and self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        self._inode = None
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self.total_connections += 1
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than MAX_LINE
+                    reply = ErrorReply("bad-request", f"request longer than {MAX_LINE} bytes")
+                    writer.write(_encoder.encode(reply) + b"\n")
+                    await writer.drain()
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                writer.write(await self._answer(line) + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _answer(self, line: bytes) -> bytes:
+        self.requests += 1
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            reply = await self._dispatch(line)
+            try:
+                return _encoder.encode(reply)
+            except (TypeError, msgspec.EncodeError) as exc:
+                reply = ErrorReply("unencodable-result", f"result cannot be sent as JSON: {exc}")
+                return _encoder.encode(reply)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _dispatch(self, line: bytes) -> Response:
+        try:
+            message = _request_decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            self.errors += 1
+            return ErrorReply("bad-request", str(exc))
+        try:
+            if isinstance(message, Status):
+                return StatusReply(self.target.status())
+            if self.draining:
+                self.errors += 1
+                return ErrorReply("ShuttingDown", "fabric is shutting down")
+            result = await self.target.invoke(
+                message.workload, message.component, message.export, message.args
+            )
+            return InvokeReply(result)
+        except Exception as exc:
+            self.errors += 1
+            _log.debug("control request failed", exc_info=True)
+            return ErrorReply(type(exc).__name__, str(exc))
+
+    def statistics(self) -> ControlStats:
+        return ControlStats(
+            path=str(self.path),
+            listening=self._server is not None,
+            draining=self.draining,
+            connections=len(self._connections),
+            requests=self.requests,
+            errors=self.errors,
+            in_flight=self._in_flight,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ControlServer {str(self.path)!r} connections={len(self._connections)} "
+            f"requests={self.requests} errors={self.errors} in_flight={self._in_flight}>"
+        )
+
+
+async def request(path: str | os.PathLike[str], message: Request) -> Response:
+    """Send one request and return the reply (bound the wait with ``asyncio.timeout``)."""
+    where = os.fspath(path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(where, limit=MAX_LINE)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise ControlUnavailable(
+            f"no fabric is running at {where} ({exc.strerror}); "
+            "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
+        ) from None
+    try:
+        writer.write(_encoder.encode(message) + b"\n")
+        await writer.drain()
+        line = await reader.readline()
+    except ConnectionError as exc:
+        raise ControlError(f"control connection to {where} failed: {exc}") from exc
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    if not line:
+        raise ControlError(f"{where} closed the connection without a reply")
+    try:
+        return _response_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ControlError(f"{where} sent a malformed reply: {exc}") from None
+
+
+async def remote_status(path: str | os.PathLike[str]) -> StatusReport:
+    """``fabric status``: the report of the fabric serving ``path``."""
+    match await request(path, Status()):
+        case StatusReply(report=report):
+            return report
+        case ErrorReply(kind=kind, message=message):
+            raise RemoteError(kind, message)
+        case other:
+            raise ControlError(f"unexpected reply to status: {other!r}")
+
+
+async def remote_invoke(
+    path: str | os.PathLike[str],
+    workload: str,
+    component: str,
+    export: str | None = None,
+    args: Sequence[Any] = (),
+) -> Any:
+    """``fabric invoke``: run a component through the fabric serving ``path``."""
+    message = Invoke(workload=workload, component=component, export=export, args=list(args))
+    match await request(path, message):
+        case InvokeReply(result=result):
+            return result
+        case ErrorReply(kind=kind, message=text):
+            raise RemoteError(kind, text)
+        case other:
+            raise ControlError(f"unexpected reply to invoke: {other!r}")

@@ -1,0 +1,304 @@
+"""Native Python services: the public API a service class is written against.
+
+A native service is named in the manifest as ``native = "package.module:Class"``.
+fabric imports the module (after putting the manifest's ``python_path`` in
+front of ``sys.path``), constructs ``Class(config)`` with the service's
+``config`` table (a fresh deep copy for every start) and awaits
+``serve(ctx)``::
+
+    class EchoService:
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.port = int(config.get("port", 8080))
+
+        async def serve(self, ctx: ServiceContext) -> None:
+            await ctx.network.start_server(self.handle, self.port)
+            await asyncio.Event().wait()   # serve until cancelled
+
+``serve`` runs for as long as the service runs: returning is an exit, raising
+is a crash (both restart per the restart policy); stopping cancels it.  When
+an instance ends, every server it started and every connection it accepted
+or opened through ``ctx.network`` is closed, so the next instance can bind
+the same ports.  The service is *ready* once it listens on all its declared
+``ports``.
+
+``ctx.network`` is the workload's virtual loopback network (the same one wasm
+guests see); ``ctx.invoke(component, export, args)`` runs a component of the
+same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
+dict) part of ``fabric status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib
+import inspect
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
+
+import msgspec
+
+from .errors import NativeServiceError, WorkloadError
+
+__all__ = [
+    "ConnectionHandler",
+    "Invoker",
+    "NativeRunner",
+    "NativeService",
+    "Network",
+    "ServerLike",
+    "ServiceContext",
+    "StreamReaderLike",
+    "StreamWriterLike",
+    "load_service_class",
+    "parse_native_spec",
+]
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+NATIVE_SPEC = re.compile(rf"({_IDENT}(?:\.{_IDENT})*):({_IDENT}(?:\.{_IDENT})*)")
+NATIVE_HINT = '"module:Class" like "services.dbpool.service:DbPoolService"'
+
+
+class StreamReaderLike(Protocol):
+    """The reading half of a connection (``asyncio.StreamReader`` fits)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+    async def readexactly(self, n: int) -> bytes: ...
+    async def readline(self) -> bytes: ...
+    def at_eof(self) -> bool: ...
+
+
+class StreamWriterLike(Protocol):
+    """The writing half of a connection (``asyncio.StreamWriter`` fits)."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def write_eof(self) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    async def wait_closed(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+class ServerLike(Protocol):
+    """What ``start_server`` returns (``asyncio.Server`` fits)."""
+
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
+
+
+ConnectionHandler = Callable[[StreamReaderLike, StreamWriterLike], Awaitable[None]]
+
+
+class Network(Protocol):
+    """A workload's virtual loopback network, asyncio-shaped (provided by the runtime)."""
+
+    async def start_server(
+        self, handler: ConnectionHandler, port: int, *, host: str = "127.0.0.1"
+    ) -> ServerLike: ...
+
+    async def open_connection(
+        self, port: int, *, host: str = "127.0.0.1"
+    ) -> tuple[StreamReaderLike, StreamWriterLike]: ...
+
+
+Invoker = Callable[[str, str | None, Sequence[Any]], Awaitable[Any]]
+"""``invoker(component, export, args)``: run a component of the same workload."""
+
+
+class ServiceContext:
+    """What a native service gets: names, network, invoke, stats, logger, env."""
+
+    def __init__(
+        self,
+        *,
+        workload: str,
+        service: str,
+        network: Network,
+        invoker: Invoker | None = None,
+        env: Mapping[str, str] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.workload = workload
+        self.service = service
+        self.network = network
+        self.env: Mapping[str, str] = dict(env or {})
+        self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
+        self._invoker = invoker
+        self._stats: Callable[[], Any] | None = None
+
+    async def invoke(
+        self, component: str, export: str | None = None, args: Sequence[Any] = ()
+    ) -> Any:
+        """Invoke ``export`` (default: the component's only export) of ``component``."""
+        if self._invoker is None:
+            raise WorkloadError(
+                f"service {self.service!r} of workload {self.workload!r} has no invoker"
+            )
+        return await self._invoker(component, export, list(args))
+
+    def publish_stats(self, source: Callable[[], Any]) -> None:
+        """Show ``source()`` (a msgspec Struct, dict or other builtins) in ``fabric status``."""
+        self._stats = source
+
+    def stats(self) -> Any:
+        """The published stats as builtins, ``None`` if nothing is published."""
+        if self._stats is None:
+            return None
+        try:
+            return msgspec.to_builtins(self._stats())
+        except Exception as exc:  # a broken stats callback must not break status
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def __repr__(self) -> str:
+        return f"<ServiceContext {self.workload}/{self.service}>"
+
+
+class NativeService(Protocol):
+    """The shape of a native service class."""
+
+    def __init__(self, config: dict[str, Any]) -> None: ...
+    async def serve(self, ctx: ServiceContext) -> None: ...
+
+
+def parse_native_spec(spec: str) -> tuple[str, str]:
+    """``"pkg.mod:Class"`` → ``("pkg.mod", "Class")``; ``ValueError`` if malformed."""
+    match = NATIVE_SPEC.fullmatch(spec)
+    if match is None:
+        raise ValueError(f"expected {NATIVE_HINT}")
+    return match.group(1), match.group(2)
+
+
+def load_service_class(spec: str, python_path: Sequence[str] = ()) -> type[NativeService]:
+    """Import and return the class named by ``spec``; ``NativeServiceError`` explains failures."""
+    try:
+        module_name, qualname = parse_native_spec(spec)
+    except ValueError as exc:
+        raise NativeServiceError(f"native service {spec!r}: {exc}") from None
+    for entry in reversed(python_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise NativeServiceError(
+            f"native service {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    for attr in qualname.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise NativeServiceError(
+                f"native service {spec!r}: {module_name!r} has no attribute {qualname!r}"
+            ) from None
+    if not isinstance(obj, type):
+        raise NativeServiceError(f"native service {spec!r}: {qualname!r} is not a class")
+    if not inspect.iscoroutinefunction(getattr(obj, "serve", None)):
+        raise NativeServiceError(
+            f"native service {spec!r}: {qualname} has no `async def serve(self, ctx)` method"
+        )
+    return cast("type[NativeService]", obj)
+
+
+class _TrackedNetwork:
+    """Wraps a Network for one service instance, remembering what to close when it ends."""
+
+    def __init__(self, network: Network, logger: logging.Logger) -> None:
+        self._network = network
+        self._logger = logger
+        self._servers: list[ServerLike] = []
+        self._writers: set[StreamWriterLike] = set()
+        self.listening: set[int] = set()
+
+    async def start_server(
+        self, handler: ConnectionHandler, port: int, *, host: str = "127.0.0.1"
+    ) -> ServerLike:
+        async def tracked(reader: StreamReaderLike, writer: StreamWriterLike) -> None:
+            self._writers.add(writer)
+            try:
+                await handler(reader, writer)
+            except Exception:
+                self._logger.exception("connection handler on port %d failed", port)
+            finally:
+                self._writers.discard(writer)
+                writer.close()
+
+        server = await self._network.start_server(tracked, port, host=host)
+        self._servers.append(server)
+        self.listening.add(port)
+        return server
+
+    async def open_connection(
+        self, port: int, *, host: str = "127.0.0.1"
+    ) -> tuple[StreamReaderLike, StreamWriterLike]:
+        reader, writer = await self._network.open_connection(port, host=host)
+        self._writers.add(writer)
+        return reader, writer
+
+    async def aclose(self, wait: float = 1.0) -> None:
+        self.listening.clear()
+        servers, self._servers = self._servers, []
+        writers, self._writers = list(self._writers), set()
+        for server in servers:
+            server.close()
+        for writer in writers:
+            writer.close()
+        for server in servers:
+            with contextlib.suppress(Exception, TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), wait)
+
+
+class NativeRunner:
+    """One instance of a native service, runnable under the ``Supervisor``.
+
+    Build a new runner for every (re)start: ``lambda: NativeRunner(cls, ...)``.
+    """
+
+    def __init__(
+        self,
+        cls: type[NativeService],
+        *,
+        config: Mapping[str, Any],
+        workload: str,
+        service: str,
+        network: Network,
+        ports: Sequence[int] = (),
+        invoker: Invoker | None = None,
+        env: Mapping[str, str] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._cls = cls
+        self._config = config
+        self._ports = tuple(ports)
+        self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
+        self._network = _TrackedNetwork(network, self.logger)
+        self.context = ServiceContext(
+            workload=workload,
+            service=service,
+            network=self._network,
+            invoker=invoker,
+            env=env,
+            logger=self.logger,
+        )
+
+    async def run(self) -> None:
+        try:
+            instance = self._cls(copy.deepcopy(dict(self._config)))
+            await instance.serve(self.context)
+        finally:
+            await self._network.aclose()
+
+    def is_ready(self) -> bool:
+        return all(port in self._network.listening for port in self._ports)
+
+    def stats(self) -> Any:
+        return self.context.stats()
+
+    def __repr__(self) -> str:
+        name = self._cls.__name__
+        listening = sorted(self._network.listening)
+        return f"<NativeRunner {name} ports={list(self._ports)} listening={listening}>"

@@ -1,0 +1,82 @@
+"""Status snapshots: what ``fabric status`` shows, as frozen msgspec Structs.
+
+Times are seconds.  ``since`` and ``next_attempt_at`` are wall-clock UNIX
+timestamps (``time.time()``) so that a client can print "ready for 2m";
+latencies are durations in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "ComponentStatus",
+    "LatencySummary",
+    "ServiceStatus",
+    "StatusReport",
+    "SupervisorStats",
+    "WorkloadStatus",
+]
+
+
+class ServiceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One supervised service."""
+
+    name: str
+    state: str  # starting | ready | backing-off | failed | stopping | stopped
+    since: float
+    restarts: int = 0
+    exits: int = 0
+    last_error: str | None = None
+    failure_reason: str | None = None
+    next_attempt_at: float | None = None
+    kind: str = ""  # "native" | "wasm" | "" (unknown)
+    ports: tuple[int, ...] = ()
+    stats: Any = None  # whatever the service published (builtins), or None
+
+
+class SupervisorStats(msgspec.Struct, frozen=True, kw_only=True):
+    services: tuple[ServiceStatus, ...]
+    running: bool
+
+
+class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Percentiles over the most recent samples (``count`` of them)."""
+
+    count: int = 0
+    p50: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+class ComponentStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One component's admission counters and latencies."""
+
+    name: str
+    concurrency: int
+    queue: int
+    in_flight: int = 0
+    waiting: int = 0
+    invocations: int = 0  # admitted invocations that finished (ok or error)
+    errors: int = 0
+    rejected: int = 0  # Overloaded
+    latency: LatencySummary = LatencySummary()  # arrival to finish, including the wait
+    wait: LatencySummary = LatencySummary()  # arrival to admission
+
+
+class WorkloadStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    services: tuple[ServiceStatus, ...] = ()
+    components: tuple[ComponentStatus, ...] = ()
+
+
+class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``fabric status``."""
+
+    manifest: str = ""
+    pid: int = 0
+    started_at: float = 0.0
+    draining: bool = False
+    workloads: tuple[WorkloadStatus, ...] = ()
