@@ -50,13 +50,17 @@ OpenConnection = Callable[[str, int], Awaitable[tuple[StreamReader, StreamWriter
 
 class DbPoolError(Exception):
     """An error answered by the service or a failure talking to it (same shape as
-    the guest SDK's): ``code``, ``sqlstate`` (database errors only), ``message``."""
+    the guest SDK's): ``code``, ``sqlstate`` (database errors only), ``message``,
+    ``db_code`` (the database's own code, for database errors)."""
 
-    def __init__(self, code: str, sqlstate: str | None, message: str) -> None:
+    def __init__(
+        self, code: str, sqlstate: str | None, message: str, db_code: str | None = None
+    ) -> None:
         super().__init__(f"{code}{f' [{sqlstate}]' if sqlstate else ''}: {message}")
         self.code = code
         self.sqlstate = sqlstate
         self.message = message
+        self.db_code = db_code
 
 
 class Result(msgspec.Struct, frozen=True):
@@ -238,7 +242,7 @@ class DbPoolClient:
             finally:
                 self._pending.pop(req.id, None)
         if isinstance(resp, Error):
-            raise DbPoolError(resp.code, resp.sqlstate, resp.message)
+            raise DbPoolError(resp.code, resp.sqlstate, resp.message, resp.db_code)
         return resp
 
     def _fail_pending(self, exc: DbPoolError) -> None:

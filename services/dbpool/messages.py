@@ -125,6 +125,10 @@ class DatabaseStats(msgspec.Struct, frozen=True, kw_only=True):
     errors: int = 0
     connections_opened: int = 0
     connections_closed: int = 0
+    opening: int = 0
+    min_size: int = 0
+    max_size: int = 0
+    statement_errors: int = 0
 
 
 class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,6 +158,9 @@ class Error(_Message, frozen=True, tag="error"):
     code: str
     sqlstate: str | None
     message: str
+    #: for database_error: the database's own code (SQLSTATE for PostgreSQL, the
+    #: error number for MySQL/MariaDB, "client" when the driver refused the parameters)
+    db_code: str | None = None
 
 
 Response = Rows | Done | Pong | StatsReply | Error

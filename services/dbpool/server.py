@@ -93,20 +93,16 @@ class DbPoolServer:
 
     # ------------------------------------------------------------------- leases
 
-    async def give_back(self, pool: Pool, lease: Lease, *, discard: bool, rollback: bool) -> None:
-        """Return a lease to its pool, rolling back an open transaction first when
-        asked.  Shielded: cancelling the caller does not stop the release."""
-        task = asyncio.ensure_future(self._give_back(pool, lease, discard, rollback))
+    async def give_back(self, pool: Pool, lease: Lease, *, discard: bool) -> None:
+        """Return a lease to its pool (which rolls back an open transaction and resets
+        the session; ``discard`` closes the connection instead).  Shielded: cancelling
+        the caller does not stop the release."""
+        task = asyncio.ensure_future(self._give_back(pool, lease, discard))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
         await asyncio.shield(task)
 
-    async def _give_back(self, pool: Pool, lease: Lease, discard: bool, rollback: bool) -> None:
-        if not discard and rollback and lease.in_transaction:
-            try:
-                await lease.rollback()
-            except Exception:
-                discard = True
+    async def _give_back(self, pool: Pool, lease: Lease, discard: bool) -> None:
         try:
             await pool.release(lease, discard=discard)
         except Exception:

@@ -98,7 +98,7 @@ REQUEST_KINDS: dict[type, str] = {
 def error_reply(rid: int, exc: BaseException) -> Error:
     """The one place that maps exceptions to wire error codes."""
     if isinstance(exc, DatabaseError):
-        return Error(rid, "database_error", exc.sqlstate, exc.message)
+        return Error(rid, "database_error", exc.sqlstate, exc.message, exc.code)
     if isinstance(exc, PoolError):
         code = _POOL_ERROR_CODES.get(type(exc).__name__, "pool_error")
         return Error(rid, code, None, str(exc) or type(exc).__name__)
@@ -243,7 +243,7 @@ class Session:
             case Query(db=db) | ExecuteMany(db=db) if txn is not None and txn.db == db:
                 txn.queue.put_nowait(req)
             case Query() | ExecuteMany():
-                self._spawn(self._run_autocommit(req))
+                _ = self._spawn(self._run_autocommit(req))
             case Begin(id=rid, db=db):
                 if txn is not None:
                     msg = f"transaction open on {txn.db!r}"
@@ -314,7 +314,7 @@ class Session:
                 log.exception("dbpool: unexpected error running %s", REQUEST_KINDS[type(req)])
         finally:
             # Runs on cancellation too; the release itself cannot be cancelled.
-            await self._server.give_back(pool, lease, discard=discard, rollback=True)
+            await self._server.give_back(pool, lease, discard=discard)
         await self._respond(req, resp)
 
     async def _run_transaction(self, txn: _Txn, begin: Begin) -> None:
@@ -332,7 +332,7 @@ class Session:
             if txn.lease is not None and txn.pool is not None:  # the client went away
                 lease, txn.lease = txn.lease, None
                 self._server.transactions_abandoned += 1
-                await self._server.give_back(txn.pool, lease, discard=txn.busy, rollback=True)
+                await self._server.give_back(txn.pool, lease, discard=txn.busy)
 
     async def _open_transaction(self, txn: _Txn, begin: Begin) -> None:
         pool = txn.pool
@@ -351,7 +351,7 @@ class Session:
         except Exception as exc:
             txn.lease = None
             discard = not isinstance(exc, DatabaseError)
-            await self._server.give_back(pool, lease, discard=discard, rollback=True)
+            await self._server.give_back(pool, lease, discard=discard)
             await self._respond(begin, error_reply(begin.id, exc))
             return
         await self._respond(begin, Done(begin.id))
@@ -372,7 +372,7 @@ class Session:
             # The connection is gone or in an unknown state: the transaction is lost.
             txn.lease = None
             txn.busy = False
-            await self._server.give_back(txn.pool, lease, discard=True, rollback=False)
+            await self._server.give_back(txn.pool, lease, discard=True)
             resp = error_reply(req.id, exc)
             if not isinstance(exc, ConnectionLost):
                 log.exception("dbpool: unexpected error in a transaction")
@@ -398,7 +398,7 @@ class Session:
         finally:
             if txn.lease is not None:
                 txn.lease = None
-                await self._server.give_back(txn.pool, lease, discard=discard, rollback=True)
+                await self._server.give_back(txn.pool, lease, discard=discard)
             txn.busy = False
         await self._respond(req, resp)
 

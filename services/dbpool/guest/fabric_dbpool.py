@@ -57,14 +57,19 @@ class DbPoolError(Exception):
 
     ``code`` is the protocol's error code ("database_error",
     "acquire_timeout", "disconnected", ...); ``sqlstate`` is the database's
-    SQLSTATE when the database raised the error, else None.
+    SQLSTATE when the database raised the error, else None; ``db_code`` is
+    the database's own code for database errors (MySQL error number, or
+    "client" when the driver refused the parameters).
     """
 
-    def __init__(self, code: str, sqlstate: str | None, message: str) -> None:
+    def __init__(
+        self, code: str, sqlstate: str | None, message: str, db_code: str | None = None
+    ) -> None:
         super().__init__(f"{code}{f' [{sqlstate}]' if sqlstate else ''}: {message}")
         self.code = code
         self.sqlstate = sqlstate
         self.message = message
+        self.db_code = db_code
 
 
 class Result:
@@ -490,7 +495,9 @@ class Connection:
         except Exception as exc:
             raise self._broken("protocol_error", f"malformed response: {exc}") from None
         if tag == "error":
-            err = DbPoolError(msg.get("code"), msg.get("sqlstate"), msg.get("message"))
+            err = DbPoolError(
+                msg.get("code"), msg.get("sqlstate"), msg.get("message"), msg.get("db_code")
+            )
             if msg.get("id") == 0:
                 self.close()  # connection-level: the server closes
             raise err
