@@ -732,19 +732,21 @@ class TempCluster:
             return "(no log)"
 
     def _shutdown(self) -> None:
+        pid = self.pid
         for mode in ("fast", "immediate"):
             if not (self.data_dir / "postmaster.pid").exists():
-                return
+                break
             with contextlib.suppress(ClusterCommandError):
                 self._pg_ctl("stop", "-m", mode)
-                return
-        pid = self.pid
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                break
+        else:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if pid is not None:  # pg_ctl returns once the pid file is gone; the process exits after
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and _pid_alive(pid):
-                time.sleep(0.05)
+                time.sleep(0.01)
 
     def _remove_dir(self) -> None:
         if self._base is not None:
@@ -752,13 +754,18 @@ class TempCluster:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0:1] != ["Z"]
 
 
 def _conf_value(value: str | int | float | bool) -> str:
