@@ -41,7 +41,11 @@ class Runtime:
 
     def __init__(self, config: EngineConfig | None = None, *, engine: Engine | None = None) -> None:
         self.engine = engine or Engine(config)
-        self.linker = self.new_linker()
+        try:
+            self.linker = self.new_linker()
+        except BaseException:
+            self.engine.close()
+            raise
         self.guests_run = 0
 
     def new_linker(self) -> Linker:

@@ -9,11 +9,11 @@ compiled code (milliseconds) instead of compiling it (seconds).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import threading
-import time
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class Engine:
         ) / "compiled"
         self._components: dict[str, Component] = {}
         self._stats = {"compiled": 0, "cache_hits": 0, "memory_hits": 0}
-        self._ticker = _EpochTicker(self._ptr, self.config.epoch_tick)
+        self._ticker = _EpochTicker(self.inner, self.config.epoch_tick)
         self._ticker.start()
 
     def ptr(self) -> Any:
@@ -256,18 +256,25 @@ class _EpochTicker:
     Each tick lets a running guest yield (fairness) and check its deadline.
     """
 
-    def __init__(self, engine_ptr: Any, interval: float) -> None:
-        self._engine_ptr = engine_ptr
+    def __init__(self, engine: wasmtime.Engine, interval: float) -> None:
+        # The ticker owns a reference to the engine: the engine cannot be
+        # freed while the thread may still tick it.
+        self._engine = engine
+        self._engine_ptr = engine.ptr()
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fabric-epoch", daemon=True)
         self.ticks = 0
 
     def start(self) -> None:
+        _TICKERS.add(self)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        _TICKERS.discard(self)
 
     def _run(self) -> None:
         increment = c.engine_increment_epoch
@@ -279,5 +286,10 @@ class _EpochTicker:
             self.ticks += 1
 
 
-def monotonic() -> float:
-    return time.monotonic()
+_TICKERS: set[_EpochTicker] = set()
+
+
+@atexit.register
+def _stop_tickers() -> None:
+    for ticker in list(_TICKERS):
+        ticker.stop()

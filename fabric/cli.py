@@ -1,0 +1,44 @@
+"""The ``fabric`` command line.
+
+Subcommands live in small modules under ``fabric/commands/``; this module
+only builds the parser and maps errors a user can act on to a one-line
+message and a non-zero exit status (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .commands import register_all
+from .errors import UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fabric",
+        description="A service fabric for WebAssembly components: per-workload virtual "
+        "loopback networks, supervised services, pooled databases.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_all(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        code: int = args.handler(args)
+    except UsageError as e:
+        print(f"fabric {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Subcommands of the ``fabric`` CLI, one module each."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import exec_
+
+
+def register_all(sub: Any) -> None:
+    for module in (exec_,):
+        module.register(sub)
+
+
+__all__ = ["argparse", "register_all"]

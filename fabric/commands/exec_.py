@@ -1,0 +1,131 @@
+"""``fabric exec``: run a ``wasi:cli/run`` component, stream its stdio, exit with its code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from fabric.engine import ComponentLoadError, DeadlineExceeded, GuestTrap
+from fabric.errors import UsageError
+from fabric.wasi import Preopen, WasiConfig, WasiCtx
+from fabric.wasi.io import BytesInput, InputStream, ReaderInput
+
+from ._common import parse_size, run_async
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "exec",
+        help="run a wasi:cli/run component",
+        description="Run a WASI 0.2 command component and exit with its exit code.",
+    )
+    p.add_argument("component", help="path to the component (.wasm)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="set a variable")
+    p.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="HOST::GUEST[:ro]",
+        help="preopen a host directory at GUEST (read-only with :ro)",
+    )
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="deadline in seconds")
+    p.add_argument("--max-memory", default=None, metavar="SIZE", help="memory limit, e.g. 256MiB")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest (after --)")
+    p.set_defaults(handler=main)
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r}: expected K=V")
+        env[key] = value
+    return env
+
+
+def parse_dir(item: str) -> Preopen:
+    host, sep, guest = item.partition("::")
+    if not sep or not host or not guest:
+        raise UsageError(f"--dir {item!r}: expected HOST::GUEST or HOST::GUEST:ro")
+    readonly = False
+    if guest.endswith(":ro"):
+        guest, readonly = guest[:-3], True
+    elif guest.endswith(":rw"):
+        guest = guest[:-3]
+    if not os.path.isdir(host):
+        raise UsageError(f"--dir {item!r}: {host} is not a directory")
+    return Preopen(host=os.path.abspath(host), guest=guest, readonly=readonly)
+
+
+async def _stdin() -> InputStream:
+    if sys.stdin is None or sys.stdin.closed:
+        return BytesInput(b"")
+    fd = sys.stdin.fileno()
+    import stat
+
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        with open(fd, "rb", closefd=False) as f:
+            return BytesInput(f.read())
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", 0)
+    )
+    return ReaderInput(reader)
+
+
+def _writer(stream: Any) -> Any:
+    buf = stream.buffer
+
+    def write(data: bytes) -> None:
+        buf.write(data)
+        buf.flush()
+
+    return write
+
+
+def main(args: argparse.Namespace) -> int:
+    guest_args = list(args.args)
+    if guest_args[:1] == ["--"]:
+        guest_args = guest_args[1:]
+    config = WasiConfig(
+        args=[os.path.basename(args.component), *guest_args],
+        env=parse_env(args.env),
+        preopens=[parse_dir(d) for d in args.dir],
+    )
+    max_memory = parse_size(args.max_memory) if args.max_memory else None
+
+    async def run() -> int:
+        from fabric.runtime import Runtime
+
+        rt = Runtime()
+        try:
+            component = rt.load(args.component)
+            ctx = WasiCtx(
+                config,
+                name=os.path.basename(args.component),
+                stdin=await _stdin(),
+                stdout=_writer(sys.stdout),
+                stderr=_writer(sys.stderr),
+            )
+            return await rt.run_command(
+                component, ctx, timeout=args.timeout, max_memory=max_memory
+            )
+        finally:
+            rt.close()
+
+    try:
+        return run_async(run())
+    except ComponentLoadError as e:
+        raise UsageError(str(e)) from None
+    except DeadlineExceeded:
+        print(f"fabric exec: guest stopped: deadline of {args.timeout}s exceeded", file=sys.stderr)
+        return 124
+    except GuestTrap as e:
+        print(f"fabric exec: guest trapped: {e}", file=sys.stderr)
+        return 134

@@ -1,0 +1,159 @@
+"""Guests as fibers on one loop: concurrency, deadlines, traps, limits, the compile cache."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from fabric.engine import (
+    ComponentLoadError,
+    DeadlineExceeded,
+    Engine,
+    EngineConfig,
+    GuestTrap,
+    MissingImportsError,
+)
+from fabric.runtime import Runtime
+from fabric.wasi import WasiConfig, WasiCtx
+
+from tests.guestlib import wat_guest
+
+
+async def test_thousand_guests_sleep_concurrently_on_one_loop(runtime: Runtime) -> None:
+    comp = runtime.load(wat_guest("sleeper"))
+    threads_before = threading.active_count()
+    peak_threads = threads_before
+
+    async def one() -> None:
+        nonlocal peak_threads
+        inst = await runtime.instantiate(comp, WasiCtx())
+        try:
+            await inst.call("sleep", 200_000_000)  # 200 ms on a monotonic-clock pollable
+            peak_threads = max(peak_threads, threading.active_count())
+        finally:
+            inst.store.close()
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.gather(*(one() for _ in range(1000)))
+    elapsed = loop.time() - start
+    # All 1000 slept at once (not one after another), and no thread was added.
+    assert elapsed >= 0.2
+    assert elapsed < 200 * 0.2
+    assert peak_threads == threads_before
+
+
+async def test_spinning_guest_is_stopped_and_loop_stays_responsive(runtime: Runtime) -> None:
+    spin = runtime.load(wat_guest("spin"))
+    sleeper = runtime.load(wat_guest("sleeper"))
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.01)
+            beats += 1
+
+    async def other_guest() -> str:
+        inst = await runtime.instantiate(sleeper, WasiCtx())
+        try:
+            await inst.call("sleep", 50_000_000)
+            return "done"
+        finally:
+            inst.store.close()
+
+    hb = asyncio.create_task(heartbeat())
+    inst = await runtime.instantiate(spin, WasiCtx())
+    try:
+        spinning = asyncio.create_task(inst.call("spin", timeout=0.5))
+        assert await other_guest() == "done"
+        with pytest.raises(DeadlineExceeded):
+            await spinning
+    finally:
+        inst.store.close()
+        hb.cancel()
+    assert beats >= 5  # the loop kept running while the guest spun
+
+
+async def test_trap_carries_backtrace_and_other_guest_continues(
+    runtime: Runtime, cli_guest: Path
+) -> None:
+    comp = runtime.load(cli_guest)
+    out = bytearray()
+    err = bytearray()
+    trapping = runtime.run_command(
+        comp, WasiCtx(WasiConfig(args=["app", "trap"]), stdout=out.extend, stderr=err.extend)
+    )
+    other_out = bytearray()
+    fine = runtime.run_command(
+        comp, WasiCtx(WasiConfig(args=["app", "sleep", "50"]), stdout=other_out.extend)
+    )
+    results = await asyncio.gather(trapping, fine, return_exceptions=True)
+    assert isinstance(results[0], GuestTrap)
+    assert results[0].backtrace, "a trap carries the wasm backtrace"
+    assert any("abort" in frame for frame in results[0].backtrace)
+    assert b"deliberate failure" in err
+    assert results[1] == 0
+    assert b"slept_ms=50" in other_out
+
+
+async def test_memory_limit_refuses_growth(runtime: Runtime) -> None:
+    comp = runtime.load(wat_guest("memory"))
+    inst = await runtime.instantiate(comp, WasiCtx(), max_memory=4 * 65536)
+    try:
+        assert await inst.call("grow", 2) == 1  # 1 -> 3 pages: within 4
+        assert await inst.call("grow", 10) == -1  # beyond the limit: refused
+    finally:
+        inst.store.close()
+    unlimited = await runtime.instantiate(comp, WasiCtx())
+    try:
+        assert await unlimited.call("grow", 10) == 1
+    finally:
+        unlimited.store.close()
+
+
+def test_compile_cache_hit_on_second_run(tmp_path: Path) -> None:
+    path = wat_guest("sleeper")
+    first = Engine(EngineConfig(cache_dir=str(tmp_path)))
+    try:
+        first.load(path)
+        assert first.statistics()["compiled"] == 1
+    finally:
+        first.close()
+    second = Engine(EngineConfig(cache_dir=str(tmp_path)))
+    try:
+        second.load(path)
+        stats = second.statistics()
+        assert stats["compiled"] == 0
+        assert stats["cache_hits"] == 1
+    finally:
+        second.close()
+
+
+def test_missing_import_is_named_at_load(runtime: Runtime) -> None:
+    with pytest.raises(MissingImportsError) as info:
+        runtime.load(wat_guest("hostcall"))
+    assert "fabric:bench/host" in str(info.value)
+
+
+def test_not_a_component(runtime: Runtime, tmp_path: Path) -> None:
+    core = tmp_path / "core.wasm"
+    core.write_bytes(b"\0asm\x01\x00\x00\x00")
+    with pytest.raises(ComponentLoadError, match="core WebAssembly module"):
+        runtime.load(core)
+    text = tmp_path / "text.wasm"
+    text.write_text("hello")
+    with pytest.raises(ComponentLoadError, match="not a WebAssembly binary"):
+        runtime.load(text)
+    with pytest.raises(ComponentLoadError, match="no such file"):
+        runtime.load(tmp_path / "missing.wasm")
+
+
+def test_engine_config_validated_before_wasmtime_sees_it() -> None:
+    from fabric.engine import ConfigError
+
+    with pytest.raises(ConfigError):
+        Engine(EngineConfig(max_wasm_stack=4 << 20, async_stack_size=2 << 20))
