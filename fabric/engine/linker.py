@@ -104,26 +104,30 @@ def _async_trampoline(
     err_ret: Any,
     cont_ret: Any,
 ) -> None:
-    # The continuation must be set before anything can fail (ENGINE-FACTS P2).
-    cont = cont_ret.contents
-    cont.callback = _CONTINUATION
-    cont.finalizer = _NOOP_FINALIZER
-    store: Store | None = None
+    # The continuation must be set before anything can fail (ENGINE-FACTS P2):
+    # one copy of a prebuilt template (callback, env = store id, finalizer).
+    sid = _get_data(ctx)
+    store = STORES.get(sid)
+    if store is None:
+        _memmove(cont_ret, _ORPHAN_CONTINUATION, _CONT_SIZE)
+        err_ret[0] = ctypes.cast(_fail(None, _FUNCS[env], LookupError("unknown store")), c.ERROR_P)
+        return
+    _memmove(cont_ret, store.continuation, _CONT_SIZE)
     hf = _FUNCS[env]
     try:
-        sid = c.context_get_data(ctx)
-        cont.env = sid
         assert hf is not None
-        store = STORES[sid]
         sig = hf.sig or hf.signature(fty)
         store.cb_ctx = ctx
-        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(sig.params)]
-        store.park(hf.impl(store.data, *pyargs), sig, results, hf)
+        params = sig.params
+        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(params)] if params else ()
+        store._parked = hf.impl(store.data, *pyargs)
+        store._pending = (sig, results, hf)
+        store._outcome = None
+        store.host_calls += 1
     except BaseException as e:  # noqa: BLE001 - must never unwind into wasmtime
         err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
     finally:
-        if store is not None:
-            store.cb_ctx = None
+        store.cb_ctx = None
 
 
 def _continuation(env: int) -> bool:
@@ -158,11 +162,24 @@ def _fail(store: Store | None, hf: HostFunc | None, exc: BaseException) -> int:
     return int(c.error_new_addr(text.encode("utf-8", "replace")) or 0)
 
 
+def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
+    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use."""
+    cont = c.CONTINUATION()
+    cont.callback = _CONTINUATION
+    cont.env = store_id
+    cont.finalizer = _NOOP_FINALIZER
+    return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
+
+
+_get_data = c.context_get_data
+_memmove = ctypes.memmove
+_CONT_SIZE = ctypes.sizeof(c.CONTINUATION)
 _SYNC = c.FuncCallback(_sync_trampoline)
 _ASYNC = c.AsyncFuncCallback(_async_trampoline)
 _CONTINUATION = c.ContinuationCallback(_continuation)
 _NOOP_FINALIZER = c.Finalizer(_noop_finalizer)
 _DESTRUCTOR = c.ResourceDestructor(_destructor)
+_ORPHAN_CONTINUATION = continuation_template(0)
 
 
 # --- definitions ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from .errors import (
     InstanceDead,
     TrapError,
 )
-from .linker import STORES, HostFunc, Linker
+from .linker import STORES, HostFunc, Linker, continuation_template
 from .values import Err, HostResource, Signature
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Store:
         self._busy = False
         self.calls = 0
         self.host_calls = 0
+        self.continuation = continuation_template(self.id)
         STORES[self.id] = self
 
     # -- resource table (the ResourceScope protocol) --------------------------
