@@ -199,7 +199,7 @@ def _service(
     for p, port in enumerate(service.ports):
         if port in ports:
             owner, owner_path = ports[port]
-            if owner == service.name:
+            if owner_path[: len(path)] == path:
                 yield (*path, "ports", p), f"port {port} is listed twice"
             else:
                 yield (*path, "ports", p), (

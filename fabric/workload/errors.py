@@ -1,6 +1,7 @@
 """Exceptions of the workload layer.
 
-Hierarchy::
+Hierarchy (``WorkloadError`` derives from ``fabric.errors.FabricError``;
+``ManifestError`` is also a ``fabric.errors.UsageError``)::
 
     WorkloadError                  root of everything raised by fabric.workload
     ├── ManifestError              a manifest that cannot be loaded or is invalid (.issues)
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from fabric.errors import FabricError, UsageError
+
 __all__ = [
     "ControlError",
     "ControlUnavailable",
@@ -37,7 +40,7 @@ __all__ = [
 ]
 
 
-class WorkloadError(Exception):
+class WorkloadError(FabricError):
     """Base class of every error raised by ``fabric.workload``."""
 
 
@@ -68,7 +71,7 @@ class ManifestIssue:
         return hash(str(self))
 
 
-class ManifestError(WorkloadError):
+class ManifestError(WorkloadError, UsageError):
     """A manifest that cannot be read, parsed, decoded or that fails validation.
 
     ``str(error)`` is one line per issue, each of the form

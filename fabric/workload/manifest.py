@@ -250,7 +250,8 @@ def loads_manifest(
             raise ManifestError([ManifestIssue(path, None, "", f"invalid TOML: {exc}")]) from None
         message, line, column = match.groups()
         if line is None:
-            where, at = text.count("\n") + 1, "at end of document"
+            where = max(1, len(text.rstrip("\r\n").splitlines()))
+            at = "at end of document"
         else:
             where, at = int(line), f"at column {column}"
         issue = ManifestIssue(path, where, "", f"invalid TOML: {message} ({at})")
