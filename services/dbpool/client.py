@@ -85,6 +85,7 @@ async def connect(
 ) -> DbPoolClient:
     """Connect and handshake.  ``timeout`` bounds the connect and each request."""
     opener = open_connection or _open
+    writer: StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await opener(host, port)
@@ -94,17 +95,23 @@ async def connect(
             while True:
                 ev = conn.next_event()
                 if isinstance(ev, ServerHello):
-                    break
+                    return DbPoolClient(reader, writer, conn, ev, timeout)
                 if isinstance(ev, ConnectionClosed):
                     raise DbPoolError("disconnected", None, "closed during the handshake")
                 conn.receive_data(await reader.read(65536))
-    except TimeoutError:
-        raise DbPoolError("timeout", None, f"connect to {host}:{port} timed out") from None
-    except ProtocolError as exc:
-        raise DbPoolError(exc.code, None, exc.message) from None
-    except OSError as exc:
-        raise DbPoolError("disconnected", None, f"connect to {host}:{port}: {exc}") from None
-    return DbPoolClient(reader, writer, conn, ev, timeout)
+    except BaseException as exc:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+        if isinstance(exc, TimeoutError):
+            raise DbPoolError("timeout", None, f"connect to {host}:{port} timed out") from None
+        if isinstance(exc, ProtocolError):
+            raise DbPoolError(exc.code, None, exc.message) from None
+        if isinstance(exc, OSError):
+            msg = f"connect to {host}:{port}: {exc}"
+            raise DbPoolError("disconnected", None, msg) from None
+        raise
 
 
 class DbPoolClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -76,6 +77,7 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.asynccontextmanager
 async def make_env(
     kind: str, *, limits: Limits | None = None, **pool_overrides: object
 ) -> AsyncIterator[Env]:
@@ -108,17 +110,17 @@ async def make_env(
 
 @pytest.fixture
 async def env(kind: str) -> AsyncIterator[Env]:
-    async for e in make_env(kind):
+    async with make_env(kind) as e:
         yield e
 
 
 @pytest.fixture
 async def pg_env() -> AsyncIterator[Env]:
-    async for e in make_env("postgres"):
+    async with make_env("postgres") as e:
         yield e
 
 
 @pytest.fixture
 async def mysql_env() -> AsyncIterator[Env]:
-    async for e in make_env("mysql"):
+    async with make_env("mysql") as e:
         yield e
