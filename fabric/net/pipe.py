@@ -183,14 +183,14 @@ class PipeEnd:
         """Bytes that `write` accepts now; 0 under backpressure."""
         return self._writable_room()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue `data`; more than `check_write()` allows is a `NetTrap`."""
         room = self._writable_room()
         if len(data) > room:
             raise NetTrap(f"write of {len(data)} bytes exceeds check-write permit of {room}")
         self._out.push(bytes(data))
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Queue `data` ignoring the high-water mark (asyncio `write` semantics)."""
         self._writable_room()
         self._out.push(bytes(data))
@@ -232,6 +232,7 @@ class PipeEnd:
                 raise SocketError(ErrorCode.CONNECTION_RESET, "connection reset by peer")
             raise StreamClosed("connection reset")
         if inb.eof:
+            self._receive_shut = True  # sticky, as wasmtime's reader
             raise StreamClosed("end of stream")
         return b""
 

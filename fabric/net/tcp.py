@@ -25,9 +25,14 @@ answers in every bound-or-higher state, including `connect-in-progress`
 (wasmtime: `invalid-state`, which makes wasi-libc trap on `getsockname()`
 right after a non-blocking `connect()`).
 
-Errors are checked in wasmtime's order: the policy check first
-(`access-denied`), then state, then arguments (`invalid-argument`), then the
-port table (`address-in-use`, `address-not-bindable`). Connecting starts in
+Errors are checked in the order wasmtime gives when its address check
+allows the address: state and arguments (`invalid-state`,
+`invalid-argument`) first, then the policy (`access-denied`), then the port
+table (`address-not-bindable`, `address-in-use`). (wasmtime runs its check
+first, so under a refusing check it answers `access-denied` even for a
+malformed address; answering `invalid-argument` there keeps the
+conformance programs of wasmtime valid under a default-deny policy.)
+Connecting starts in
 `start-connect` (implicit ephemeral bind, policy, finding the listener or
 the egress route); its outcome (`connection-refused`, a real connect error
 of an egress route) is reported by `finish-connect`, which then moves the
@@ -319,7 +324,7 @@ class TcpOutputStream:
     def check_write(self) -> int:
         return self._conn.end.check_write()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._conn.end.write(data)
 
     def flush(self) -> None:
@@ -392,10 +397,10 @@ class TcpSocket:
     # -- bind ---------------------------------------------------------------
 
     def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
-        network.check(local_address, SocketAddrUse.TCP_BIND)
         self._validate(local_address)
         nxt = self._require("start-bind")
         self._check_network(network)
+        network.check(local_address, SocketAddrUse.TCP_BIND)
         self._binding, self._local = network.bind_tcp(self, local_address)
         self._state = nxt
 
@@ -405,12 +410,12 @@ class TcpSocket:
     # -- connect --------------------------------------------------------------
 
     def start_connect(self, network: GuestNetwork, remote_address: SocketAddress) -> None:
-        network.check(remote_address, SocketAddrUse.TCP_CONNECT)
         nxt = self._require("start-connect")
         self._validate(remote_address)
         if not is_valid_remote_address(remote_address):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad remote address {remote_address}")
         self._check_network(network)
+        network.check(remote_address, SocketAddrUse.TCP_CONNECT)
         if self._binding is None:
             self._binding, self._local = network.bind_tcp(
                 self, SocketAddress.of(IpAddress.unspecified(self._family), 0)

@@ -120,13 +120,13 @@ class UdpSocket:
         return len(self._queue)
 
     def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
-        network.check(local_address, SocketAddrUse.UDP_BIND)
         if self._state is not UdpState.UNBOUND:
             raise SocketError(ErrorCode.INVALID_STATE, f"state {self._state.value}")
         if not is_valid_address_family(local_address.ip, self._family):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {local_address}")
         if network is not self._guest:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, "socket belongs to another network")
+        network.check(local_address, SocketAddrUse.UDP_BIND)
         self._binding, self._local = network.bind_udp(self, local_address)
         self._state = UdpState.BIND_IN_PROGRESS
 
@@ -144,11 +144,11 @@ class UdpSocket:
             raise SocketError(ErrorCode.INVALID_STATE, "not bound")
         self._remote = None
         if remote_address is not None:
-            self._guest.check(remote_address, SocketAddrUse.UDP_CONNECT)
             if not is_valid_address_family(
                 remote_address.ip, self._family
             ) or not is_valid_remote_address(remote_address):
                 raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {remote_address}")
+            self._guest.check(remote_address, SocketAddrUse.UDP_CONNECT)
             self._remote = remote_address
         self._streams = (
             IncomingDatagramStream(self, self._remote),
@@ -332,7 +332,6 @@ class OutgoingDatagramStream:
         if self._remote is None:
             if given is None:
                 raise SocketError(ErrorCode.INVALID_ARGUMENT, "no destination address")
-            sock.guest.check(given, SocketAddrUse.UDP_OUTGOING_DATAGRAM)
             dest = given
         elif given is None or given == self._remote:
             dest = self._remote
@@ -342,6 +341,8 @@ class OutgoingDatagramStream:
             dest.ip, sock.address_family()
         ):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad destination {dest}")
+        if self._remote is None:
+            sock.guest.check(dest, SocketAddrUse.UDP_OUTGOING_DATAGRAM)
         sock.guest.send_datagram(sock, bytes(datagram.data), dest)
 
     def ready(self) -> bool:
