@@ -167,7 +167,12 @@ def test_udp_can_be_disabled() -> None:
 def test_policy_is_a_msgspec_struct_with_validation() -> None:
     raw = {
         "egress": [
-            {"destination": "mariadb", "port": 3306, "target_host": "127.0.0.1", "target_port": 3306}
+            {
+                "destination": "mariadb",
+                "port": 3306,
+                "target_host": "127.0.0.1",
+                "target_port": 3306,
+            }
         ],
         "ingress": [{"port": 8080, "host_port": 18080}],
         "names": {"dbpool": "127.0.0.1"},

@@ -142,7 +142,8 @@ def test_connected_streams_filter_and_restrict(svc: GuestNetwork) -> None:
     for sender in (b, c):
         _, out = sender.stream(None)
         out.check_send()
-        out.send([OutgoingDatagram(f"from {sender.local_address().port}".encode(), addr("127.0.0.1", 6001))])
+        text = f"from {sender.local_address().port}".encode()
+        out.send([OutgoingDatagram(text, addr("127.0.0.1", 6001))])
     assert [d.data for d in a_in.receive(10)] == [b"from 6002"]
     a_out.check_send()
     with pytest.raises(SocketError) as info:
