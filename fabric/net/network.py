@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -216,7 +216,7 @@ class VirtualNetwork:
         self._guests: set[GuestNetwork] = set()
         self._egress: dict[tuple[IpAddress, int], EgressRule] = {}
         self._listening = Notifier()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._ingress: list[IngressServer] = []
         self._socket_count = 0
         self._connections = 0
@@ -308,30 +308,32 @@ class VirtualNetwork:
         client_end, bridge_end = pipe_pair(self.policy.high_water)
         self._egress_active += 1
         self._egress_total += 1
+        task = asyncio.get_running_loop().create_task(
+            run_egress(rule, attempt, client_end, bridge_end, self.policy.egress_connect_timeout)
+        )
+        self._tasks.add(task)
 
-        async def egress() -> None:
-            try:
-                ok = await run_egress(
-                    rule, attempt, client_end, bridge_end, self.policy.egress_connect_timeout
-                )
-                if ok:
-                    self._connections += 1
-            finally:
-                self._egress_active -= 1
-
-        task = self._spawn(egress())
+        def done(task: asyncio.Task[bool]) -> None:
+            self._tasks.discard(task)
+            self._egress_active -= 1
+            if task.cancelled():  # perhaps before it ran at all
+                attempt.fail(ErrorCode.CONNECTION_ABORTED, "egress cancelled")
+                client_end.abort()
+                bridge_end.abort()
+            elif task.exception() is not None:
+                logger.error("egress to %s failed", rule, exc_info=task.exception())
+                attempt.fail(ErrorCode.UNKNOWN, "egress failed")
+                client_end.abort()
+                bridge_end.abort()
+            elif task.result():
+                self._connections += 1
 
         def cancel() -> None:
             task.cancel()
 
+        task.add_done_callback(done)
         attempt.on_cancel(cancel)
         return attempt
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _send_datagram(
         self, guest: GuestNetwork, sock: UdpSocket, data: bytes, dest: SocketAddress

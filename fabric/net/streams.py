@@ -351,6 +351,9 @@ class VirtualServer:
         while not self._closed:
             await sock.wait_ready()
             while not self._closed:
+                if sock.closed:  # dropped under us (the guest or network went away)
+                    self._closed = True
+                    return
                 try:
                     child, ins, outs = sock.accept()
                 except SocketError as exc:
