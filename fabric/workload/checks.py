@@ -76,10 +76,11 @@ def _check(manifest: Manifest, *, check_files: bool, import_native: bool) -> Ite
             path = (*base, "ingress", i)
             for host, other, other_path in published.get(rule.host_port, []):
                 if host == rule.host or _wildcard(host) or _wildcard(rule.host):
-                    yield (*path, "host_port"), (
-                        f'host port {rule.host_port} is already published by workload "{other}" '
-                        f"({_fmt(other_path)})"
+                    message = (
+                        f"host port {rule.host_port} is already published by workload "
+                        f'"{other}" ({_fmt(other_path)})'
                     )
+                    yield (*path, "host_port"), message
                     break
             published.setdefault(rule.host_port, []).append((rule.host, workload.name, path))
     for p, entry in enumerate(manifest.python_path):
@@ -130,9 +131,12 @@ def _workload(
             yield (*path, "host"), f'expected an IP address like "127.0.0.1", got "{rule.host}"'
         if rule.port not in ports:
             listed = ", ".join(map(str, declared)) or "none"
-            yield (*path, "port"), (
-                f'no service of workload "{workload.name}" declares port {rule.port} '
-                f"(declared: {listed})"
+            yield (
+                (*path, "port"),
+                (
+                    f'no service of workload "{workload.name}" declares port {rule.port} '
+                    f"(declared: {listed})"
+                ),
             )
     seen_egress: dict[tuple[str, int], Path] = {}
     for i, egress in enumerate(workload.egress):
@@ -186,12 +190,14 @@ def _service(
             ("max_memory", service.max_memory is not None),
         ):
             if present:
-                yield (*path, key), (
-                    f'only wasm services take "{key}" (native services get "config")'
+                yield (
+                    (*path, key),
+                    (f'only wasm services take "{key}" (native services get "config")'),
                 )
     elif service.config:
-        yield (*path, "config"), (
-            'only native services take "config" (wasm services get "args" and "env")'
+        yield (
+            (*path, "config"),
+            ('only native services take "config" (wasm services get "args" and "env")'),
         )
     if service.wasm is not None and check_files and not os.path.isfile(service.wasm):
         yield (*path, "wasm"), f"file {service.wasm} does not exist"
@@ -202,8 +208,9 @@ def _service(
             if owner_path[: len(path)] == path:
                 yield (*path, "ports", p), f"port {port} is listed twice"
             else:
-                yield (*path, "ports", p), (
-                    f'port {port} is already declared by service "{owner}" ({_fmt(owner_path)})'
+                yield (
+                    (*path, "ports", p),
+                    (f'port {port} is already declared by service "{owner}" ({_fmt(owner_path)})'),
                 )
         else:
             ports[port] = (service.name, (*path, "ports", p))
@@ -218,9 +225,12 @@ def _restart(restart: RestartSpec, path: Path) -> Iterator[Issue]:
         if getattr(restart, key) <= 0:
             yield (*path, key), "expected a positive duration, got 0s"
     if restart.max_backoff < restart.initial_backoff:
-        yield (*path, "max_backoff"), (
-            f"must be at least initial_backoff ({format_duration(restart.initial_backoff)}), "
-            f"got {format_duration(restart.max_backoff)}"
+        yield (
+            (*path, "max_backoff"),
+            (
+                f"must be at least initial_backoff ({format_duration(restart.initial_backoff)}), "
+                f"got {format_duration(restart.max_backoff)}"
+            ),
         )
 
 
@@ -248,28 +258,36 @@ def _links(workload: WorkloadSpec, base: Path) -> Iterator[Issue]:
         path = (*base, "links", i)
         known = link.importer in services or link.importer in components
         if not known:
-            yield (*path, "importer"), (
-                f'no service or component named "{link.importer}" in workload "{workload.name}"'
+            yield (
+                (*path, "importer"),
+                (f'no service or component named "{link.importer}" in workload "{workload.name}"'),
             )
         if not INTERFACE.fullmatch(link.interface):
             yield (*path, "interface"), f'expected {INTERFACE_HINT}, got "{link.interface}"'
         if link.component in services:
-            yield (*path, "component"), (
-                f'"{link.component}" is a service; a link must name a component '
-                "(instantiated per call)"
+            yield (
+                (*path, "component"),
+                (
+                    f'"{link.component}" is a service; a link must name a component '
+                    "(instantiated per call)"
+                ),
             )
         elif link.component not in components:
             listed = ", ".join(sorted(components)) or "none"
-            yield (*path, "component"), (
-                f'no component named "{link.component}" in workload "{workload.name}" '
-                f"(components: {listed})"
+            yield (
+                (*path, "component"),
+                (
+                    f'no component named "{link.component}" in workload "{workload.name}" '
+                    f"(components: {listed})"
+                ),
             )
         elif link.component == link.importer:
             yield (*path, "component"), f'"{link.component}" cannot satisfy its own import'
         key = (link.importer, link.interface)
         if key in seen:
-            yield (*path, "interface"), (
-                f'"{link.importer}" already imports "{link.interface}" ({_fmt(seen[key])})'
+            yield (
+                (*path, "interface"),
+                (f'"{link.importer}" already imports "{link.interface}" ({_fmt(seen[key])})'),
             )
         else:
             seen[key] = path
@@ -277,9 +295,13 @@ def _links(workload: WorkloadSpec, base: Path) -> Iterator[Issue]:
             edges.setdefault(link.importer, set()).add(link.component)
             cycle = _find_cycle(edges, link.importer)
             if cycle:
-                yield path, (
-                    "links form a cycle: " + " -> ".join(cycle)
-                    + " (every call would instantiate the next one forever)"
+                yield (
+                    path,
+                    (
+                        "links form a cycle: "
+                        + " -> ".join(cycle)
+                        + " (every call would instantiate the next one forever)"
+                    ),
                 )
                 edges[link.importer].discard(link.component)
 

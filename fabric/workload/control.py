@@ -233,6 +233,10 @@ class ControlServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() hangs up this way; asyncio's stream protocol reports a cancelled
+            # connection task to the loop's exception handler, so end it normally
+            pass
         finally:
             self._connections.discard(task)
             writer.close()

@@ -196,9 +196,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_dict(self) -> dict[str, Any]:
         """The content as TOML-shaped builtins (no None values; durations as "30s")."""
-        doc = ManifestFile(
-            workloads=self.workloads, python_path=self.python_path, grace=self.grace
-        )
+        doc = ManifestFile(workloads=self.workloads, python_path=self.python_path, grace=self.grace)
         out = _drop_none(msgspec.to_builtins(doc, enc_hook=units.enc_hook))
         assert isinstance(out, dict)
         return out

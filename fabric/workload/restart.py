@@ -75,9 +75,7 @@ RestartDecision = Restart | GiveUp | Done
 class RestartTracker:
     """Decides what happens after each exit of one service."""
 
-    def __init__(
-        self, policy: RestartPolicy, random: Callable[[], float] = _random.random
-    ) -> None:
+    def __init__(self, policy: RestartPolicy, random: Callable[[], float] = _random.random) -> None:
         self.policy = policy
         self._random = random
         self._started_at: float | None = None
@@ -97,7 +95,7 @@ class RestartTracker:
             self._base = None
             self._attempt = 0
         if policy.mode == "never" or (policy.mode == "on-failure" and not failed):
-            return GiveUp("it exited and restart mode is \"never\"") if failed else Done()
+            return GiveUp('it exited and restart mode is "never"') if failed else Done()
         while self._exits and self._exits[0] <= now - policy.window:
             self._exits.popleft()
         self._exits.append(now)

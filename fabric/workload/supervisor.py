@@ -179,7 +179,12 @@ class Supervisor:
             decision = machine.exited(self._clock(), error)
             if not isinstance(decision, Restart):
                 return
-            await asyncio.sleep(decision.delay)
+            due = machine.next_attempt_at
+            assert due is not None
+            remaining = due - self._clock()
+            while remaining > 0:  # timers may fire a hair early: never restart before `due`
+                await asyncio.sleep(remaining)
+                remaining = due - self._clock()
             machine.retry(self._clock())
 
     async def _attempt(self, entry: _Entry) -> str | None:
@@ -224,6 +229,7 @@ class Supervisor:
         """None once ready (or exited); a reason when not ready within ``ready_timeout``."""
         deadline = self._clock() + entry.ready_timeout
         interval = self._poll_min
+        await asyncio.sleep(0)  # let run() begin: a service that dies at once was never ready
         while not task.done():
             try:
                 if instance.is_ready():
@@ -273,7 +279,8 @@ class Supervisor:
         if transition.target is State.BACKING_OFF:
             _log.warning(
                 "service %s exited (%s); restarting in %.3fs",
-                machine.name, transition.note or "clean exit",
+                machine.name,
+                transition.note or "clean exit",
                 (machine.next_attempt_at or transition.at) - transition.at,
             )
         elif transition.target is State.FAILED:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def write_manifest(tmp_path: Path) -> Callable[[str], Path]:
     """Write TOML text to a fresh manifest file and return its path."""

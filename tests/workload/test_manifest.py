@@ -38,7 +38,8 @@ native = "services.dbpool.service:DbPoolService"
 ports = [7000, 7001]
 env = { MODE = "prod" }
 config = { databases = { main = { kind = "postgres", max_size = 4 } } }
-restart = { mode = "on-failure", initial_backoff = "250ms", max_backoff = "1m", multiplier = 3, jitter = 0.5, max_restarts = 2, window = "2m", reset_after = "10s" }
+restart = { mode = "on-failure", initial_backoff = "250ms", max_backoff = "1m", \
+multiplier = 3, jitter = 0.5, max_restarts = 2, window = "2m", reset_after = "10s" }
 ready_timeout = 20
 stop_timeout = "1.5s"
 
@@ -125,14 +126,18 @@ def test_values_are_decoded(full: Manifest) -> None:
 
 def test_defaults(full: Manifest) -> None:
     minimal = full.workload("minimal")
-    assert minimal.services == minimal.components == minimal.links == ()
+    assert (minimal.services, minimal.components, minimal.links) == ((), (), ())
     assert minimal.names == {}
     cron = full.workload("shop").service("cron")
     assert cron.restart.policy() == RestartPolicy()
     assert (cron.ready_timeout, cron.stop_timeout) == (10.0, 5.0)
-    comp = loads_manifest(
-        '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\nwasm = "c.wasm"\n'
-    ).workloads[0].components[0]
+    comp = (
+        loads_manifest(
+            '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\nwasm = "c.wasm"\n'
+        )
+        .workloads[0]
+        .components[0]
+    )
     assert (comp.concurrency, comp.queue, comp.timeout, comp.max_memory) == (16, 64, 30.0, None)
 
 
@@ -155,14 +160,18 @@ def test_round_trip_through_builtins_and_json(full: Manifest) -> None:
 
 
 def test_inline_and_table_forms_are_the_same(write_manifest: Callable[[str], Path]) -> None:
-    inline = load_manifest(write_manifest(
-        '[[workloads]]\nname = "a"\n'
-        'services = [{ name = "s", native = "m:C", restart = { max_restarts = 1 } }]\n'
-    ))
-    tables = load_manifest(write_manifest(
-        '[[workloads]]\nname = "a"\n\n[[workloads.services]]\nname = "s"\nnative = "m:C"\n\n'
-        "[workloads.services.restart]\nmax_restarts = 1\n"
-    ))
+    inline = load_manifest(
+        write_manifest(
+            '[[workloads]]\nname = "a"\n'
+            'services = [{ name = "s", native = "m:C", restart = { max_restarts = 1 } }]\n'
+        )
+    )
+    tables = load_manifest(
+        write_manifest(
+            '[[workloads]]\nname = "a"\n\n[[workloads.services]]\nname = "s"\nnative = "m:C"\n\n'
+            "[workloads.services.restart]\nmax_restarts = 1\n"
+        )
+    )
     assert inline.workloads == tables.workloads
 
 

@@ -72,8 +72,7 @@ CASES: list[tuple[str, str, str]] = [
         "bad-size",
         '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\nwasm = "c.wasm"\n'
         'max_memory = "lots"\n',
-        '{file}:6: workloads[0].components[0].max_memory: expected a size like "64MiB", '
-        'got "lots"',
+        '{file}:6: workloads[0].components[0].max_memory: expected a size like "64MiB", got "lots"',
     ),
     (
         "missing-required-key",
@@ -175,7 +174,7 @@ CASES: list[tuple[str, str, str]] = [
         '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "job"\nwasm = "j.wasm"\n'
         '[[workloads.components]]\nname = "web"\nwasm = "w.wasm"\n'
         '[[workloads.links]]\nimporter = "web"\ninterface = "job"\ncomponent = "job"\n',
-        '{file}:11: workloads[0].links[0].interface: expected an interface like '
+        "{file}:11: workloads[0].links[0].interface: expected an interface like "
         '"fabric:guests/job" or "wasi:http/incoming-handler@0.2.0", got "job"',
     ),
     (
@@ -193,7 +192,7 @@ CASES: list[tuple[str, str, str]] = [
         "port-collision",
         SERVICE + '\n[[workloads.services]]\nname = "admin"\nnative = "pkg.admin:Admin"\n'
         "ports = [9090, 8080]\n",
-        '{file}:12: workloads[0].services[1].ports[1]: port 8080 is already declared by service '
+        "{file}:12: workloads[0].services[1].ports[1]: port 8080 is already declared by service "
         '"api" (workloads[0].services[0].ports[0])',
     ),
     (
@@ -234,10 +233,11 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "ingress-host-port-twice",
-        SERVICE + "[[workloads.ingress]]\nhost_port = 18080\nport = 8080\n\n"
+        SERVICE
+        + "[[workloads.ingress]]\nhost_port = 18080\nport = 8080\n\n"
         + SERVICE.replace('"shop"', '"shop2"')
         + "[[workloads.ingress]]\nhost_port = 18080\nport = 8080\n",
-        '{file}:20: workloads[1].ingress[0].host_port: host port 18080 is already published by '
+        "{file}:20: workloads[1].ingress[0].host_port: host port 18080 is already published by "
         'workload "shop" (workloads[0].ingress[0])',
     ),
     (
@@ -249,8 +249,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "names-not-an-ip",
         '[[workloads]]\nname = "a"\nnames = { db = "localhost" }\n',
-        '{file}:3: workloads[0].names.db: expected an IP address like "127.0.0.1", '
-        'got "localhost"',
+        '{file}:3: workloads[0].names.db: expected an IP address like "127.0.0.1", got "localhost"',
     ),
     (
         "egress-bad-to",
@@ -263,7 +262,7 @@ CASES: list[tuple[str, str, str]] = [
         "relative-guest-dir",
         '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\nwasm = "c.wasm"\n'
         'dirs = [{ host = "data", guest = "data" }]\n',
-        '{file}:6: workloads[0].components[0].dirs[0].guest: expected an absolute path like '
+        "{file}:6: workloads[0].components[0].dirs[0].guest: expected an absolute path like "
         '"/data", got "data"',
     ),
 ]
@@ -293,7 +292,7 @@ def test_every_semantic_problem_is_reported_at_once(
     assert [str(issue) for issue in info.value.issues] == [
         f'{path}:11: workloads[0].services[1].name: duplicate name "api" '
         "(also workloads[0].services[0])",
-        f'{path}:13: workloads[0].services[1].ports[0]: port 8080 is already declared by '
+        f"{path}:13: workloads[0].services[1].ports[0]: port 8080 is already declared by "
         'service "api" (workloads[0].services[0].ports[0])',
     ]
 
@@ -321,8 +320,9 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_files_checked_on_request(write_manifest: Callable[[str], Path], tmp_path: Path) -> None:
     from fabric.workload import validate
 
-    path = write_manifest('[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\n'
-                          'wasm = "missing.wasm"\n')
+    path = write_manifest(
+        '[[workloads]]\nname = "a"\n[[workloads.components]]\nname = "c"\nwasm = "missing.wasm"\n'
+    )
     manifest = load_manifest(path)  # paths may name files that do not exist yet
     with pytest.raises(ManifestError) as info:
         validate(manifest, check_files=True)

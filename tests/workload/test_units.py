@@ -87,8 +87,15 @@ def test_bad_size(value: object, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (0.25, "250ms"), (5, "5s"), (90, "1m30s"), (3600, "1h"), (1.5, "1.5s"),
-     (0.0005, "500us")],
+    [
+        (0, "0s"),
+        (0.25, "250ms"),
+        (5, "5s"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (1.5, "1.5s"),
+        (0.0005, "500us"),
+    ],
 )
 def test_format_duration_round_trips(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
