@@ -66,14 +66,21 @@ def mode_streams(args: list[str]) -> None:
     data = sys.stdin.buffer.read()
     out("stdin_len", len(data))
     out("stdin_sha256", hashlib.sha256(data).hexdigest())
-    # A large write must arrive whole: 1 MiB in one call.
+    # A large payload arrives whole when written in a loop: sys.stdout.buffer is
+    # an unbuffered FileIO here, and one write() may take only part of it
+    # (64 KiB under wasmtime). sys.stdout.write() would silently drop the rest.
     big = int(args[0]) if args else 0
     if big:
         payload = (b"0123456789abcdef" * (big // 16 + 1))[:big]
-        sys.stdout.buffer.write(payload)
-        sys.stdout.buffer.write(b"\n")
+        view = memoryview(payload + b"\n")
+        calls = 0
+        while view:
+            written = sys.stdout.buffer.write(view)
+            view = view[written or 0 :]
+            calls += 1
         sys.stdout.flush()
         out("big_sha256", hashlib.sha256(payload).hexdigest())
+        out("big_write_calls_positive", int(calls > 0))
 
 
 def mode_clocks(args: list[str]) -> None:

@@ -497,7 +497,11 @@ def mode_lookup(args: list[str]) -> None:
 def mode_bind(args: list[str]) -> None:
     port = int(args[0])
     host = args[1] if len(args) > 1 else LOOPBACK
-    sock = tcp()
+    try:
+        sock = tcp()
+    except OSError as exc:  # sockets denied altogether
+        out("socket", err_name(exc))
+        return
     try:
         sock.bind((host, port))
         sock.listen(1)
