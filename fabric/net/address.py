@@ -42,6 +42,22 @@ def _to_tuple(ip: IPv4 | IPv6) -> tuple[int, ...]:
     return tuple(int.from_bytes(raw[i : i + 2], "big") for i in range(0, 16, 2))
 
 
+def _check_tuple(family: IpAddressFamily, address: tuple[int, ...]) -> None:
+    width, limit = (4, 0xFF) if family is IpAddressFamily.IPV4 else (8, 0xFFFF)
+    if len(address) != width or min(address) < 0 or max(address) > limit:
+        raise ValueError(f"bad {family.value} address {address!r}")
+
+
+def _is_loopback(family: IpAddressFamily, address: tuple[int, ...]) -> bool:
+    if family is IpAddressFamily.IPV4:
+        return address[0] == 127
+    return address == (0, 0, 0, 0, 0, 0, 0, 1)
+
+
+def _is_ipv4_mapped(family: IpAddressFamily, address: tuple[int, ...]) -> bool:
+    return family is IpAddressFamily.IPV6 and address[:6] == (0, 0, 0, 0, 0, 0xFFFF)
+
+
 class IpAddress(msgspec.Struct, frozen=True):
     """`ip-address`: `ipv4(tuple<u8 x4>)` or `ipv6(tuple<u16 x8>)`."""
 
@@ -49,9 +65,7 @@ class IpAddress(msgspec.Struct, frozen=True):
     address: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        width, limit = (4, 0xFF) if self.family is IpAddressFamily.IPV4 else (8, 0xFFFF)
-        if len(self.address) != width or any(not 0 <= x <= limit for x in self.address):
-            raise ValueError(f"bad {self.family.value} address {self.address!r}")
+        _check_tuple(self.family, self.address)
 
     @classmethod
     def ipv4(cls, a: int, b: int, c: int, d: int) -> IpAddress:
@@ -84,9 +98,7 @@ class IpAddress(msgspec.Struct, frozen=True):
 
     @property
     def is_loopback(self) -> bool:
-        if self.family is IpAddressFamily.IPV4:
-            return self.address[0] == 127
-        return self.address == (0, 0, 0, 0, 0, 0, 0, 1)
+        return _is_loopback(self.family, self.address)
 
     @property
     def is_unspecified(self) -> bool:
@@ -94,7 +106,7 @@ class IpAddress(msgspec.Struct, frozen=True):
 
     @property
     def is_ipv4_mapped(self) -> bool:
-        return self.family is IpAddressFamily.IPV6 and self.address[:6] == (0, 0, 0, 0, 0, 0xFFFF)
+        return _is_ipv4_mapped(self.family, self.address)
 
     def __str__(self) -> str:
         return str(self.to_ip())
@@ -120,7 +132,7 @@ class SocketAddress(msgspec.Struct, frozen=True):
     scope_id: int = 0
 
     def __post_init__(self) -> None:
-        IpAddress(self.family, self.address)  # validates the tuple
+        _check_tuple(self.family, self.address)
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"bad port {self.port!r}")
 
@@ -155,6 +167,18 @@ class SocketAddress(msgspec.Struct, frozen=True):
     def host(self) -> str:
         return str(self.ip)
 
+    @property
+    def is_loopback(self) -> bool:
+        return _is_loopback(self.family, self.address)
+
+    @property
+    def is_unspecified(self) -> bool:
+        return not any(self.address)
+
+    @property
+    def is_ipv4_mapped(self) -> bool:
+        return _is_ipv4_mapped(self.family, self.address)
+
     def with_port(self, port: int) -> SocketAddress:
         return msgspec.structs.replace(self, port=port)
 
@@ -173,11 +197,14 @@ class SocketAddress(msgspec.Struct, frozen=True):
         return f"[{self.host}]:{self.port}"
 
 
-def _is_deprecated_ipv4_compatible(ip: IpAddress) -> bool:
+Addressish = IpAddress | SocketAddress
+
+
+def _is_deprecated_ipv4_compatible(ip: Addressish) -> bool:
     return ip.address[:6] == (0, 0, 0, 0, 0, 0) and not ip.is_unspecified and not ip.is_loopback
 
 
-def is_valid_address_family(ip: IpAddress, family: IpAddressFamily) -> bool:
+def is_valid_address_family(ip: Addressish, family: IpAddressFamily) -> bool:
     """IPv4 on IPv4 sockets; IPv6 (not IPv4-mapped, not IPv4-compatible) on IPv6 sockets."""
     if ip.family is not family:
         return False
@@ -186,21 +213,21 @@ def is_valid_address_family(ip: IpAddress, family: IpAddressFamily) -> bool:
     return True
 
 
-def _canonical(ip: IpAddress) -> IpAddress:
+def _canonical(ip: Addressish) -> tuple[IpAddressFamily, tuple[int, ...]]:
     if ip.is_ipv4_mapped:
         hi, lo = ip.address[6], ip.address[7]
-        return IpAddress.ipv4(hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)
-    return ip
+        return IpAddressFamily.IPV4, (hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)
+    return ip.family, ip.address
 
 
 def is_valid_remote_address(addr: SocketAddress) -> bool:
     """Not the unspecified address, not port 0."""
-    return not _canonical(addr.ip).is_unspecified and addr.port != 0
+    return any(_canonical(addr)[1]) and addr.port != 0
 
 
-def is_valid_unicast_address(ip: IpAddress) -> bool:
+def is_valid_unicast_address(ip: Addressish) -> bool:
     """Not multicast, not the IPv4 broadcast address."""
-    ip = _canonical(ip)
-    if ip.family is IpAddressFamily.IPV4:
-        return not (224 <= ip.address[0] <= 239) and ip.address != (255, 255, 255, 255)
-    return ip.address[0] >> 8 != 0xFF
+    family, address = _canonical(ip)
+    if family is IpAddressFamily.IPV4:
+        return not (224 <= address[0] <= 239) and address != (255, 255, 255, 255)
+    return address[0] >> 8 != 0xFF

@@ -214,7 +214,7 @@ class VirtualNetwork:
         self.udp_ports = PortTable("udp", reuse_bound=False)
         self.resolver = NameResolver(allow_dns=self.policy.allow_dns)
         self._guests: set[GuestNetwork] = set()
-        self._egress: dict[tuple[IpAddress, int], EgressRule] = {}
+        self._egress: dict[tuple[IpAddressFamily, tuple[int, ...], int], EgressRule] = {}
         self._listening = Notifier()
         self._tasks: set[asyncio.Task[bool]] = set()
         self._ingress: list[IngressServer] = []
@@ -230,7 +230,7 @@ class VirtualNetwork:
             self.resolver.add(name_, [IpAddress.parse(literal)])
         for rule in self.policy.egress:
             ip = rule.destination_ip or self.resolver.synthetic(rule.destination)
-            self._egress[(ip, rule.port)] = rule
+            self._egress[(ip.family, ip.address, rule.port)] = rule
         self.native = self.attach("native", Role.SERVICE)
 
     # -- guests -------------------------------------------------------------------
@@ -260,7 +260,7 @@ class VirtualNetwork:
         self.resolver.add(name, [ip])
 
     def egress_route(self, addr: SocketAddress) -> EgressRule | None:
-        return self._egress.get((addr.ip, addr.port))
+        return self._egress.get((addr.family, addr.address, addr.port))
 
     # -- connections --------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class VirtualNetwork:
             )
         client_end, server_end = pipe_pair(self.policy.high_water)
         accepted_local = listener.local
-        if accepted_local.ip.is_unspecified or accepted_local.family is not remote.family:
+        if accepted_local.is_unspecified or accepted_local.family is not remote.family:
             accepted_local = SocketAddress.of(
                 remote.ip
                 if remote.family is accepted_local.family

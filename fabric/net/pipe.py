@@ -62,6 +62,7 @@ class _Channel:
         "delivered",
         "discarding",
         "eof",
+        "head",
         "high_water",
         "reader_gone",
         "readers",
@@ -72,6 +73,7 @@ class _Channel:
 
     def __init__(self, high_water: int) -> None:
         self.chunks: deque[bytes] = deque()
+        self.head = 0  # bytes of chunks[0] already read
         self.size = 0
         self.high_water = high_water
         self.delivered = 0  # bytes accepted from the writer
@@ -91,18 +93,30 @@ class _Channel:
         self.readers.notify()
 
     def pull(self, n: int) -> bytes:
+        """Take up to `n` bytes (the caller checked `size > 0`).
+
+        The head chunk is consumed through an offset, so reading a big chunk
+        in small pieces copies each byte once.
+        """
         chunks = self.chunks
         first = chunks[0]
-        if len(first) >= n:
-            if len(first) == n:
-                chunks.popleft()
+        start = self.head
+        avail = len(first) - start
+        if avail >= n:
+            if start == 0 and avail == n:
                 out = first
             else:
-                out = first[:n]
-                chunks[0] = first[n:]
+                out = first[start : start + n]
+            if avail == n:
+                chunks.popleft()
+                self.head = 0
+            else:
+                self.head = start + n
         else:
-            parts: list[bytes] = []
-            want = n
+            parts = [first[start:] if start else first]
+            chunks.popleft()
+            self.head = 0
+            want = n - avail
             while chunks and want:
                 chunk = chunks[0]
                 if len(chunk) <= want:
@@ -110,7 +124,7 @@ class _Channel:
                     want -= len(chunk)
                 else:
                     parts.append(chunk[:want])
-                    chunks[0] = chunk[want:]
+                    self.head = want
                     want = 0
             out = b"".join(parts)
         was_full = self.size >= self.high_water
@@ -121,6 +135,7 @@ class _Channel:
 
     def clear(self) -> None:
         self.chunks.clear()
+        self.head = 0
         self.size = 0
         self.writers.notify()
 

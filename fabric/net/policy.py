@@ -132,8 +132,7 @@ class NetworkPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def is_local(addr: SocketAddress) -> bool:
     """Loopback or unspecified: this workload's own loopback."""
-    ip = addr.ip
-    return ip.is_loopback or ip.is_unspecified
+    return addr.is_loopback or addr.is_unspecified
 
 
 def role_check(role: Role, egress: Callable[[SocketAddress], object | None]) -> SocketAddrCheck:

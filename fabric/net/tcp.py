@@ -89,6 +89,7 @@ __all__ = [
     "TcpOutputStream",
     "TcpSocket",
     "TcpState",
+    "state_diagram",
 ]
 
 SECOND = 1_000_000_000
@@ -134,6 +135,26 @@ FAILURE_STATE: dict[str, TcpState | None] = {
     "finish-listen": S.CLOSED,
 }
 _FINISH = {"finish-bind", "finish-connect", "finish-listen"}
+
+
+def state_diagram() -> str:
+    """A mermaid diagram of `TRANSITIONS` / `FAILURE_STATE` (docs/network.md embeds it)."""
+
+    def sid(state: TcpState) -> str:
+        return state.value.replace("-", "_")
+
+    lines = ["stateDiagram-v2"]
+    lines += [f'    state "{state.value}" as {sid(state)}' for state in TcpState]
+    lines.append(f"    [*] --> {sid(TcpState.UNBOUND)}: create-tcp-socket")
+    for op, moves in TRANSITIONS.items():
+        for before, after in moves.items():
+            lines.append(f"    {sid(before)} --> {sid(after)}: {op}")
+            failed = FAILURE_STATE.get(op)
+            if failed is not None and failed is not before:
+                lines.append(f"    {sid(before)} --> {sid(failed)}: {op} error")
+    return "\n".join(lines) + "\n"
+
+
 _BOUND_STATES = frozenset(
     {S.BOUND, S.LISTEN_IN_PROGRESS, S.LISTENING, S.CONNECT_IN_PROGRESS, S.CONNECTED}
 )
@@ -390,8 +411,7 @@ class TcpSocket:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, "socket belongs to another network")
 
     def _validate(self, addr: SocketAddress) -> None:
-        ip = addr.ip
-        if not is_valid_unicast_address(ip) or not is_valid_address_family(ip, self._family):
+        if not is_valid_unicast_address(addr) or not is_valid_address_family(addr, self._family):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {addr}")
 
     # -- bind ---------------------------------------------------------------
@@ -421,7 +441,7 @@ class TcpSocket:
                 self, SocketAddress.of(IpAddress.unspecified(self._family), 0)
             )
         assert self._local is not None
-        if self._local.ip.is_unspecified:
+        if self._local.is_unspecified:
             self._local = self._local.with_ip(_loopback_for(remote_address, self._family))
         self._remote = remote_address
         self._attempt = network.connect_tcp(self, self._local, remote_address)

@@ -83,7 +83,7 @@ class OutgoingDatagram(msgspec.Struct, frozen=True):
 def _same_peer(a: SocketAddress, b: SocketAddress) -> bool:
     if a.port != b.port:
         return False
-    return a.ip == b.ip or (a.ip.is_loopback and b.ip.is_loopback)
+    return a.address == b.address or (a.is_loopback and b.is_loopback)
 
 
 class UdpSocket:
@@ -122,7 +122,7 @@ class UdpSocket:
     def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
         if self._state is not UdpState.UNBOUND:
             raise SocketError(ErrorCode.INVALID_STATE, f"state {self._state.value}")
-        if not is_valid_address_family(local_address.ip, self._family):
+        if not is_valid_address_family(local_address, self._family):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {local_address}")
         if network is not self._guest:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, "socket belongs to another network")
@@ -145,7 +145,7 @@ class UdpSocket:
         self._remote = None
         if remote_address is not None:
             if not is_valid_address_family(
-                remote_address.ip, self._family
+                remote_address, self._family
             ) or not is_valid_remote_address(remote_address):
                 raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {remote_address}")
             self._guest.check(remote_address, SocketAddrUse.UDP_CONNECT)
@@ -203,7 +203,7 @@ class UdpSocket:
     def source_address(self) -> SocketAddress:
         """The address receivers see datagrams from."""
         assert self._local is not None
-        if self._local.ip.is_unspecified:
+        if self._local.is_unspecified:
             return self._local.with_ip(IpAddress.loopback(self._family))
         return self._local
 
@@ -338,7 +338,7 @@ class OutgoingDatagramStream:
         else:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, "destination differs from stream's")
         if not is_valid_remote_address(dest) or not is_valid_address_family(
-            dest.ip, sock.address_family()
+            dest, sock.address_family()
         ):
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad destination {dest}")
         if self._remote is None:

@@ -108,6 +108,15 @@ async def test_native_code_uses_the_same_egress_route(mariadb_net: VirtualNetwor
     writer.close()
 
 
+async def test_a_loopback_egress_rule_reaches_the_real_host_port() -> None:
+    net = VirtualNetwork("w", NetworkPolicy(egress=(EgressRule("127.0.0.1", 3306, *MARIADB),)))
+    reader, writer = await net.open_connection(3306, "127.0.0.1")
+    header = await asyncio.wait_for(reader.readexactly(4), TIMEOUT)
+    assert (await reader.readexactly(int.from_bytes(header[:3], "little")))[0] == 10
+    writer.close()
+    await net.aclose()
+
+
 async def test_without_a_rule_mariadb_is_out_of_reach() -> None:
     net = VirtualNetwork("closed")
     comp = net.attach("c", Role.COMPONENT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from fabric.net import (
     TcpState,
     VirtualNetwork,
 )
-from fabric.net.tcp import SECOND, TRANSITIONS
+from fabric.net.tcp import SECOND, TRANSITIONS, state_diagram
 
 from .helpers import V4, V6, addr, connect, listen, read_all
 
@@ -491,3 +492,8 @@ def test_repr_and_statistics_show_counts(net: VirtualNetwork, svc: GuestNetwork)
     assert "sockets=2" in repr(net) and "listening=1" in repr(net)
     svc.close()
     assert net.statistics().sockets == 0 and net.tcp_ports.ports() == []
+
+
+def test_docs_show_the_diagram_generated_from_the_table() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "network.md").read_text()
+    assert state_diagram() in doc
