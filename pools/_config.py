@@ -1,0 +1,86 @@
+"""Configuration and result structures (msgspec Structs, frozen)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = ["DatabaseConfig", "PoolStats", "QueryResult"]
+
+_DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the database is and how the pool behaves. Times are in seconds."""
+
+    kind: Literal["postgres", "mysql"]
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: 5432 for postgres, 3306 for mysql
+    user: str | None = None
+    password: str | None = None
+    database: str = "test"
+    min_size: int = 1
+    max_size: int = 10
+    acquire_timeout: float = 30.0
+    max_lifetime: float = 3600.0
+    idle_timeout: float = 300.0
+    health_check_after: float = 30.0
+    connect_timeout: float = 10.0
+    # Marker visible on the server: PostgreSQL application_name (pg_stat_activity),
+    # MySQL/MariaDB connection attribute program_name.
+    application_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _DEFAULT_PORTS:
+            raise ValueError(f"kind must be 'postgres' or 'mysql', not {self.kind!r}")
+        if self.max_size < 1:
+            raise ValueError(f"max_size must be at least 1, not {self.max_size}")
+        if not 0 <= self.min_size <= self.max_size:
+            raise ValueError(
+                f"min_size must be between 0 and max_size ({self.max_size}), not {self.min_size}"
+            )
+        for name in (
+            "acquire_timeout",
+            "max_lifetime",
+            "idle_timeout",
+            "health_check_after",
+            "connect_timeout",
+        ):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+
+    @property
+    def resolved_port(self) -> int:
+        """The port to connect to: ``port``, or the default port of ``kind``."""
+        return self.port if self.port is not None else _DEFAULT_PORTS[self.kind]
+
+
+class QueryResult(msgspec.Struct, frozen=True):
+    """Rows come back as native Python values from the driver."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    rowcount: int  # rows returned, or rows affected for INSERT/UPDATE/DELETE
+
+
+class PoolStats(msgspec.Struct, frozen=True):
+    """A snapshot of a pool (see docs/pools.md for what each counter means)."""
+
+    kind: str
+    size: int  # open connections: idle + in_use
+    idle: int
+    in_use: int
+    waiting: int  # acquire() calls queued for a connection
+    acquire_wait_p50_ms: float  # over the last 1024 served acquires
+    acquire_wait_p99_ms: float
+    leases_served: int
+    timeouts: int  # acquire() calls that raised AcquireTimeout
+    errors: int  # connection failures: connect, lost mid-lease, health check, reset
+    connections_opened: int
+    connections_closed: int
+    opening: int = 0  # connections being opened right now
+    min_size: int = 0
+    max_size: int = 0
+    statement_errors: int = 0  # DatabaseError raised to lease holders

@@ -1,0 +1,203 @@
+"""``Lease``: a connection borrowed from a pool, with one error policy for every driver.
+
+Every operation goes through :meth:`Lease._run`, which enforces the lease rules (not
+released, one operation at a time, not broken) and maps driver exceptions to the
+:mod:`pools` hierarchy in exactly one place:
+
+* the connection died -> :class:`ConnectionLost`; the lease is unusable from then on and
+  the pool health-checks its other idle connections before handing them out;
+* the database rejected the statement -> :class:`DatabaseError`; the lease stays usable;
+* the operation was cancelled (or failed in a way the driver cannot explain) -> the
+  exception propagates unchanged and the lease is unusable, since the connection may be
+  mid-protocol. Releasing an unusable lease closes its connection instead of reusing it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from ._config import QueryResult
+from ._errors import ConnectionLost, DatabaseError, LeaseReleased, PoolError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._state import Slot
+
+__all__ = ["Lease"]
+
+T = TypeVar("T")
+
+
+class _LeaseOwner(Protocol):
+    def _lease_connection_lost(self) -> None: ...
+
+    def _lease_statement_error(self) -> None: ...
+
+
+class Lease(abc.ABC):
+    """A borrowed connection. Get one from ``Pool.acquire()`` or ``Pool.lease()``.
+
+    Placeholders are the driver's native style: ``$1`` for PostgreSQL, ``%s`` for MySQL.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, owner: _LeaseOwner, slot: Slot[Any]) -> None:
+        self._owner = owner
+        self._slot = slot
+        self._released = False
+        self._busy = False
+        self._used = False
+        self._broken: str | None = None
+        self._release_task: asyncio.Future[None] | None = None
+
+    # -- driver hooks ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _query(self, sql: str, params: Sequence[Any]) -> QueryResult: ...
+
+    @abc.abstractmethod
+    async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int: ...
+
+    @abc.abstractmethod
+    async def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _rollback(self) -> None: ...
+
+    @abc.abstractmethod
+    def _driver_in_transaction(self) -> bool: ...
+
+    @abc.abstractmethod
+    def _connection_closed(self) -> bool: ...
+
+    @abc.abstractmethod
+    def _map_error(self, exc: Exception) -> PoolError | None:
+        """Return ConnectionLost / DatabaseError for a driver error, None if unknown."""
+
+    @property
+    @abc.abstractmethod
+    def session_id(self) -> int:
+        """The server's id for this connection (PostgreSQL backend pid, MySQL thread id)."""
+
+    # -- public API ----------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """True from BEGIN until COMMIT/ROLLBACK, as the server reports it."""
+        if self._released or self._broken is not None:
+            return False
+        return self._driver_in_transaction()
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    @property
+    def usable(self) -> bool:
+        """False once released, or after the connection was lost or an operation cancelled."""
+        return not self._released and self._broken is None
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
+        """Run one statement and return its columns, rows and row count."""
+        return await self._run(self._query, sql, params)
+
+    async def execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per parameter set; return the rows affected in total.
+
+        Outside a transaction this is atomic (all parameter sets apply or none).
+        """
+        if not params_seq:
+            self._check_usable()
+            return 0
+        return await self._run(self._execute_many, sql, params_seq)
+
+    async def begin(self) -> None:
+        """Open a transaction; the lease stays pinned to it until commit or rollback."""
+        self._check_usable()
+        if self.in_transaction:
+            raise PoolError("a transaction is already open on this lease")
+        await self._run(self._begin)
+
+    async def commit(self) -> None:
+        """Commit the open transaction (nothing to do outside a transaction)."""
+        self._check_usable()
+        if self.in_transaction:
+            await self._run(self._commit)
+
+    async def rollback(self) -> None:
+        """Roll back the open transaction (nothing to do outside a transaction)."""
+        self._check_usable()
+        if self.in_transaction:
+            await self._run(self._rollback)
+
+    def __repr__(self) -> str:
+        if self._released:
+            state = "released"
+        elif self._broken is not None:
+            state = "broken"
+        elif self._busy:
+            state = "busy"
+        else:
+            state = "in-transaction" if self.in_transaction else "idle"
+        return f"<{type(self).__name__} slot={self._slot.id} {state}>"
+
+    # -- machinery -----------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._released:
+            raise LeaseReleased("this lease was released; acquire a new one")
+        if self._broken is not None:
+            raise ConnectionLost(self._broken)
+        if self._busy:
+            raise PoolError("another operation is in progress on this lease")
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self._check_usable()
+        self._busy = True
+        self._used = True
+        try:
+            return await fn(*args)
+        except BaseException as exc:
+            mapped = self._translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        finally:
+            self._busy = False
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt, ...
+            self._broken = (
+                "an operation on this lease was interrupted; its connection will be discarded"
+            )
+            return exc
+        mapped = exc if isinstance(exc, PoolError) else self._map_error(exc)
+        if isinstance(mapped, ConnectionLost):
+            self._broken = str(mapped)
+            self._owner._lease_connection_lost()
+            return mapped
+        if isinstance(mapped, DatabaseError):
+            self._owner._lease_statement_error()
+            return mapped
+        if mapped is not None:
+            return mapped
+        self._broken = f"the connection is in an unknown state after {exc!r}"
+        return exc
+
+    def _detach(self, discard: bool) -> tuple[Slot[Any], bool, bool]:
+        """Mark released; return (slot, reusable, needs_reset)."""
+        self._released = True
+        reusable = (
+            not discard
+            and self._broken is None
+            and not self._busy
+            and not self._connection_closed()
+        )
+        return self._slot, reusable, reusable and self._used

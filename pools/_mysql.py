@@ -1,0 +1,211 @@
+"""MySQL / MariaDB driver: aiomysql connections under the pool's own bookkeeping.
+
+aiomysql has no public way to reset a session or to bound the whole connect, so this
+module (and only this module) uses three of its private calls: ``Connection._connect``
+(so a cancelled or timed-out connect closes its socket), ``_execute_command`` +
+``_read_ok_packet`` (to send COM_RESET_CONNECTION), and ``_reader`` (to notice a socket
+the server already closed before handing the connection out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import aiomysql
+import pymysql
+from pymysql.constants import CLIENT, SERVER_STATUS
+
+from ._config import QueryResult
+from ._errors import ConnectionLost, DatabaseError, PoolError
+from ._lease import Lease
+from ._pool import Pool
+from ._state import Slot
+
+__all__ = ["MySQLLease", "MySQLPool"]
+
+_COM_RESET_CONNECTION = 0x1F  # MySQL >= 5.7.3, MariaDB >= 10.2.4
+_ER_UNKNOWN_COM_ERROR = 1047
+
+# Error numbers after which the session is gone: client-side "server gone / lost / out of
+# sync", and the server's "connection killed" (MariaDB 1927), shutdown, aborted.
+_LOST_ERRNOS = frozenset({2003, 2006, 2013, 2014, 2055, 1053, 1152, 1927, 4031})
+
+
+class _Cursor(aiomysql.Cursor):  # type: ignore[misc]
+    """aiomysql's cursor, minus the extra SHOW WARNINGS round trip after each statement
+    (aiomysql turns server warnings into Python warnings)."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+def _client_error(exc: Exception) -> DatabaseError:
+    return DatabaseError(f"invalid parameters: {exc}", code="client")
+
+
+class MySQLLease(Lease):
+    kind: ClassVar[str] = "mysql"
+
+    def __init__(self, owner: MySQLPool, slot: Slot[Any]) -> None:
+        super().__init__(owner, slot)
+        self._conn: Any = slot.conn
+
+    @property
+    def session_id(self) -> int:
+        return int(self._conn.server_thread_id[0])
+
+    async def _query(self, sql: str, params: Sequence[Any]) -> QueryResult:
+        cursor = _Cursor(self._conn)
+        if params:
+            try:
+                sql = cursor.mogrify(sql, tuple(params))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise _client_error(exc) from exc
+        await cursor.execute(sql)
+        description = cursor.description
+        rows = list(await cursor.fetchall())
+        rowcount = cursor.rowcount
+        await cursor.close()  # drains any further result sets
+        return QueryResult(
+            columns=[d[0] for d in description] if description else [],
+            rows=[tuple(row) for row in rows],
+            rowcount=rowcount if rowcount is not None and rowcount >= 0 else len(rows),
+        )
+
+    async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
+        cursor = _Cursor(self._conn)
+        args = [tuple(params) for params in params_seq]
+        try:
+            for params in args:  # fail on bad parameters before anything is sent
+                cursor.mogrify(sql, params)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _client_error(exc) from exc
+        conn = self._conn
+        own_transaction = not self._driver_in_transaction()
+        if own_transaction:
+            await conn.begin()
+        try:
+            # INSERT ... VALUES becomes one multi-row INSERT; others run once per set.
+            count = await cursor.executemany(sql, args)
+            await cursor.close()
+        except Exception:
+            if own_transaction and not conn.closed:
+                try:
+                    await conn.rollback()
+                except Exception:  # the original error is the one to report
+                    pass
+            raise
+        if own_transaction:
+            await conn.commit()
+        return int(count or 0)
+
+    async def _begin(self) -> None:
+        await self._conn.begin()
+
+    async def _commit(self) -> None:
+        await self._conn.commit()
+
+    async def _rollback(self) -> None:
+        await self._conn.rollback()
+
+    def _driver_in_transaction(self) -> bool:
+        return bool((self._conn.server_status or 0) & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+    def _connection_closed(self) -> bool:
+        return _socket_closed(self._conn)
+
+    def _map_error(self, exc: Exception) -> PoolError | None:
+        return map_mysql_error(exc, self._conn)
+
+
+def _socket_closed(conn: Any) -> bool:
+    if conn.closed:
+        return True
+    reader = getattr(conn, "_reader", None)
+    return reader is None or reader.at_eof() or bool(getattr(reader, "eof_received", False))
+
+
+def map_mysql_error(exc: Exception, conn: Any) -> PoolError | None:
+    if isinstance(exc, pymysql.err.Error):
+        args = exc.args
+        errno = args[0] if args and isinstance(args[0], int) else 0
+        message = str(args[1]) if len(args) > 1 else str(exc)
+        if (
+            errno in _LOST_ERRNOS
+            or errno == 0
+            or conn.closed
+            or isinstance(exc, pymysql.err.InterfaceError)
+        ):
+            return ConnectionLost(f"MySQL connection lost: ({errno}) {message}")
+        return DatabaseError(message, code=str(errno), sqlstate=getattr(exc, "sqlstate", None))
+    if isinstance(exc, (OSError, asyncio.IncompleteReadError)) or conn.closed:
+        return ConnectionLost(f"MySQL connection lost: {exc!r}")
+    return None
+
+
+class MySQLPool(Pool):
+    """A pool of aiomysql connections (MySQL or MariaDB), autocommit on."""
+
+    kind: ClassVar[str] = "mysql"
+    _driver_name: ClassVar[str] = "MySQL"
+
+    _reset_supported = True
+
+    async def _connect(self) -> Any:
+        cfg = self._config
+        conn = aiomysql.Connection(
+            host=cfg.host,
+            port=cfg.resolved_port,
+            user=cfg.user,
+            password=cfg.password or "",
+            db=cfg.database,
+            autocommit=True,
+            # UPDATE reports rows matched, not rows changed: the same count as PostgreSQL.
+            client_flag=CLIENT.FOUND_ROWS,
+            connect_timeout=cfg.connect_timeout,
+            program_name=cfg.application_name or "",
+        )
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                await conn._connect()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _ping(self, conn: Any) -> None:
+        await conn.ping(reconnect=False)
+
+    async def _reset(self, conn: Any) -> None:
+        if self._reset_supported:
+            try:
+                # Rolls back, drops temporary tables, user variables and prepared
+                # statements, resets session variables; keeps the connection and charset.
+                await conn._execute_command(_COM_RESET_CONNECTION, b"")
+                await conn._read_ok_packet()
+            except pymysql.err.Error as exc:
+                if exc.args and exc.args[0] == _ER_UNKNOWN_COM_ERROR and not conn.closed:
+                    self._reset_supported = False
+                else:
+                    raise
+        if not self._reset_supported and conn.get_transaction_status():
+            await conn.rollback()
+        if not conn.get_autocommit():
+            await conn.autocommit(True)
+
+    async def _close_connection(self, conn: Any) -> None:
+        try:
+            await conn.ensure_closed()
+        finally:
+            conn.close()
+
+    def _terminate_connection(self, conn: Any) -> None:
+        conn.close()
+
+    def _is_closed(self, conn: Any) -> bool:
+        return _socket_closed(conn)
+
+    def _make_lease(self, slot: Slot[Any]) -> MySQLLease:
+        return MySQLLease(self, slot)

@@ -1,0 +1,173 @@
+"""PostgreSQL driver: asyncpg connections under the pool's own bookkeeping.
+
+Two private asyncpg calls are used, both kept to this module: ``Connection._execute``
+(what ``fetch``/``execute`` use underneath; it returns rows *and* the command status in
+one round trip, with asyncpg's retry on a stale cached statement) and
+``Connection._prepare(use_cache=True)`` (column names of a result with no rows, from
+the statement cache, without a round trip).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import asyncpg
+
+from ._config import QueryResult
+from ._errors import ConnectionLost, DatabaseError, PoolError
+from ._lease import Lease
+from ._pool import Pool
+from ._state import Slot
+
+__all__ = ["PostgresLease", "PostgresPool"]
+
+# Everything DISCARD ALL does except DEALLOCATE ALL / DISCARD PLANS, which would throw
+# away asyncpg's statement cache. Sent as one simple-protocol round trip.
+_RESET_EXTRA = "SET SESSION AUTHORIZATION DEFAULT;\nDISCARD TEMP;\nDISCARD SEQUENCES;\n"
+
+# SQLSTATEs that mean the session is gone: class 08 (connection exception) and the
+# 57P0x operator interventions (admin shutdown / pg_terminate_backend, crash, starting up).
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _status_count(status: bytes | str | None, default: int) -> int:
+    """Row count from a command tag: 'SELECT 3', 'INSERT 0 1', 'UPDATE 2', 'CREATE TABLE'."""
+    if not status:
+        return default
+    tail = status.rsplit(None, 1)[-1]
+    return int(tail) if tail.isdigit() else default
+
+
+class PostgresLease(Lease):
+    kind: ClassVar[str] = "postgres"
+
+    def __init__(self, owner: PostgresPool, slot: Slot[asyncpg.Connection]) -> None:
+        super().__init__(owner, slot)
+        self._conn: asyncpg.Connection = slot.conn
+
+    @property
+    def session_id(self) -> int:
+        return self._conn.get_server_pid()
+
+    async def _query(self, sql: str, params: Sequence[Any]) -> QueryResult:
+        conn = self._conn
+        rows, status, _ = await conn._execute(  # type: ignore[attr-defined]
+            sql, tuple(params), 0, None, return_status=True
+        )
+        if rows:
+            columns = list(rows[0].keys())
+        else:
+            stmt = await conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
+            columns = [attr.name for attr in stmt.get_attributes()]
+        return QueryResult(
+            columns=columns,
+            rows=[tuple(row) for row in rows],
+            rowcount=_status_count(status, len(rows)),
+        )
+
+    async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
+        # One round trip per parameter set, so the affected-row count is exact; asyncpg's
+        # executemany pipelines but reports no counts.
+        conn = self._conn
+        own_transaction = not conn.is_in_transaction()
+        if own_transaction:
+            await conn.execute("BEGIN")
+        total = 0
+        try:
+            for params in params_seq:
+                _, status, _ = await conn._execute(  # type: ignore[attr-defined]
+                    sql, tuple(params), 0, None, return_status=True
+                )
+                total += _status_count(status, 0)
+        except Exception:
+            if own_transaction and not conn.is_closed():
+                try:
+                    await conn.execute("ROLLBACK")
+                except Exception:  # the original error is the one to report
+                    pass
+            raise
+        if own_transaction:
+            await conn.execute("COMMIT")
+        return total
+
+    async def _begin(self) -> None:
+        await self._conn.execute("BEGIN")
+
+    async def _commit(self) -> None:
+        await self._conn.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        await self._conn.execute("ROLLBACK")
+
+    def _driver_in_transaction(self) -> bool:
+        return self._conn.is_in_transaction()
+
+    def _connection_closed(self) -> bool:
+        return self._conn.is_closed()
+
+    def _map_error(self, exc: Exception) -> PoolError | None:
+        return map_postgres_error(exc, self._conn)
+
+
+def map_postgres_error(exc: Exception, conn: asyncpg.Connection) -> PoolError | None:
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        if sqlstate.startswith("08") or sqlstate in _LOST_SQLSTATES or conn.is_closed():
+            return ConnectionLost(f"PostgreSQL connection lost: [{sqlstate}] {exc}")
+        return DatabaseError(str(exc), code=sqlstate, sqlstate=sqlstate or None)
+    if isinstance(exc, (OSError, asyncio.IncompleteReadError)) or conn.is_closed():
+        return ConnectionLost(f"PostgreSQL connection lost: {exc!r}")
+    if isinstance(exc, asyncpg.InterfaceError):
+        # Raised by asyncpg before anything reaches the server: wrong argument count or
+        # type for a placeholder. The connection is fine.
+        return DatabaseError(str(exc), code="client")
+    return None
+
+
+class PostgresPool(Pool):
+    """A pool of asyncpg connections."""
+
+    kind: ClassVar[str] = "postgres"
+    _driver_name: ClassVar[str] = "PostgreSQL"
+
+    _reset_sql: str | None = None
+
+    async def _connect(self) -> asyncpg.Connection:
+        cfg = self._config
+        settings = {"application_name": cfg.application_name} if cfg.application_name else None
+        return await asyncpg.connect(
+            host=cfg.host,
+            port=cfg.resolved_port,
+            user=cfg.user,
+            password=cfg.password,
+            database=cfg.database,
+            timeout=cfg.connect_timeout,
+            server_settings=settings,
+        )
+
+    async def _ping(self, conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT 1")
+
+    async def _reset(self, conn: asyncpg.Connection) -> None:
+        if self._reset_sql is None:
+            # asyncpg's own reset query (advisory locks, cursors, LISTEN, RESET ALL),
+            # adapted to the server's capabilities, plus temp tables and sequences.
+            self._reset_sql = _RESET_EXTRA + conn.get_reset_query()
+        sql = self._reset_sql
+        if conn.is_in_transaction():
+            sql = "ROLLBACK;\n" + sql
+        await conn.execute(sql)
+
+    async def _close_connection(self, conn: asyncpg.Connection) -> None:
+        await conn.close(timeout=self._config.connect_timeout)
+
+    def _terminate_connection(self, conn: asyncpg.Connection) -> None:
+        conn.terminate()
+
+    def _is_closed(self, conn: asyncpg.Connection) -> bool:
+        return conn.is_closed()
+
+    def _make_lease(self, slot: Slot[Any]) -> PostgresLease:
+        return PostgresLease(self, slot)
