@@ -180,10 +180,13 @@ class GuestNetwork:
     # -- lifetime ---------------------------------------------------------------
 
     def close(self) -> None:
-        """The guest instance is gone: drop every socket it still holds."""
+        """The guest instance is gone: drop every socket and connection it still holds."""
         self._closed = True
         for sock in list(self._sockets):
-            sock.close()
+            if isinstance(sock, TcpSocket):
+                sock.abort()
+            else:
+                sock.close()
         self.network._guests.discard(self)
 
     def statistics(self) -> GuestStatistics:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 import msgspec
 
 from .address import IpAddress, SocketAddress
+from .errors import SocketError
+from .names import normalize_name
 
 __all__ = [
     "DEFAULT_MAX_SOCKETS",
@@ -82,6 +84,8 @@ class EgressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("egress ports must be 1-65535")
         if not self.destination or not self.target_host:
             raise ValueError("egress destination and target_host must not be empty")
+        if self.destination_ip is None:
+            _check_name(self.destination)
 
     @property
     def destination_ip(self) -> IpAddress | None:
@@ -125,9 +129,15 @@ class NetworkPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if self.high_water < 1:
             raise ValueError("high_water must be positive")
         for name, literal in self.names.items():
-            if not name:
-                raise ValueError("empty name in names")
+            _check_name(name)
             IpAddress.parse(literal)
+
+
+def _check_name(name: str) -> None:
+    try:
+        normalize_name(name)
+    except SocketError as exc:
+        raise ValueError(f"bad host name {name!r}") from exc
 
 
 def is_local(addr: SocketAddress) -> bool:

@@ -73,7 +73,8 @@ class VirtualStreamReader:
             await end.wait_readable()
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
+        with memoryview(self._buffer) as view, view[:n] as head:
+            data = bytes(head)
         del self._buffer[:n]
         return data
 
@@ -84,9 +85,23 @@ class VirtualStreamReader:
             while await self._fill():
                 pass
             return self._take(len(self._buffer))
-        if not self._buffer:
-            await self._fill()
-        return self._take(n)
+        if self._buffer:
+            return self._take(n)
+        if self._eof:
+            return b""
+        end = self._end
+        while True:  # fast path: hand the pipe's bytes over without buffering them
+            try:
+                data = end.read(n)
+            except StreamClosed:
+                self._eof = True
+                return b""
+            except SocketError as exc:
+                self._eof = True
+                raise oserror_from_error_code(exc.code, exc.detail) from None
+            if data:
+                return data
+            await end.wait_readable()
 
     async def readexactly(self, n: int) -> bytes:
         if n < 0:

@@ -284,11 +284,12 @@ class Listener:
 class _Connection:
     """A connected `PipeEnd` shared by a socket and its two streams (ref-counted)."""
 
-    __slots__ = ("end", "refs")
+    __slots__ = ("end", "on_close", "refs")
 
     def __init__(self, end: PipeEnd) -> None:
         self.end = end
         self.refs = 1
+        self.on_close: Callable[[], None] | None = None
 
     def acquire(self) -> None:
         self.refs += 1
@@ -297,6 +298,9 @@ class _Connection:
         self.refs -= 1
         if self.refs == 0:
             self.end.close()
+            callback, self.on_close = self.on_close, None
+            if callback is not None:
+                callback()
 
 
 class TcpInputStream:
@@ -636,12 +640,26 @@ class TcpSocket:
         if self._attempt is not None:
             self._attempt.cancel()
             self._attempt = None
+        binding, self._binding = self._binding, None
+        if self._conn is not None and self._conn.refs > 1 and binding is not None:
+            self._conn.on_close = binding.release  # the port is held while the streams live
+            binding = None
         if self._conn is not None:
             self._conn.release()
-        if self._binding is not None:
-            self._binding.release()
-            self._binding = None
+        if binding is not None:
+            binding.release()
         self._guest.forget(self)
+
+    def abort(self) -> None:
+        """Drop the socket and its connection at once, whatever streams are left."""
+        conn = self._conn
+        self.close()
+        if conn is not None and conn.refs > 0:
+            conn.end.close()
+            conn.refs = 0
+            callback, conn.on_close = conn.on_close, None
+            if callback is not None:
+                callback()
 
     def __repr__(self) -> str:
         parts = [f"<TcpSocket {self._family.value} {self._state.value}"]

@@ -185,6 +185,8 @@ def test_policy_is_a_msgspec_struct_with_validation() -> None:
     for bad in (
         {"egress": [{"destination": "x", "port": 0, "target_host": "h", "target_port": 1}]},
         {"names": {"x": "not-an-ip"}},
+        {"names": {"bad name": "127.0.0.1"}},
+        {"egress": [{"destination": "a b", "port": 1, "target_host": "h", "target_port": 1}]},
         {"max_sockets": 0},
         {"unknown": 1},
     ):

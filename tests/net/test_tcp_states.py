@@ -497,3 +497,30 @@ def test_repr_and_statistics_show_counts(net: VirtualNetwork, svc: GuestNetwork)
 def test_docs_show_the_diagram_generated_from_the_table() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "network.md").read_text()
     assert state_diagram() in doc
+
+
+def test_client_port_is_held_while_its_streams_live(net: VirtualNetwork, svc: GuestNetwork) -> None:
+    server = listen(svc)
+    client, cins, couts = connect(svc, server.local_address())
+    port = client.local_address().port
+    client.close()
+    assert port in net.tcp_ports
+    cins.close()
+    couts.close()
+    assert port not in net.tcp_ports
+
+
+def test_closing_a_guest_closes_its_connections_even_with_live_streams(
+    net: VirtualNetwork, svc: GuestNetwork
+) -> None:
+    comp = net.attach("comp#1", Role.COMPONENT)
+    server = listen(svc)
+    _client, _cins, couts = connect(comp, server.local_address())
+    _, ains, _ = server.accept()
+    couts.write(b"half a request")
+    comp.close()  # the instance trapped or finished: streams were never dropped
+    assert ains.read(100) == b"half a request"
+    with pytest.raises(StreamClosed):
+        ains.read(100)
+    assert comp not in net.guests
+    assert net.statistics().sockets == 2  # the listener and the accepted socket
