@@ -20,10 +20,11 @@ the state:
 
 This follows wasmtime exactly (also where it answers `invalid-state` to a
 second `start-bind` / `start-listen`), because wasi-libc aborts the guest on
-codes it does not expect. One deliberate difference: `local-address`
-answers in every bound-or-higher state, including `connect-in-progress`
-(wasmtime: `invalid-state`, which makes wasi-libc trap on `getsockname()`
-right after a non-blocking `connect()`).
+codes it does not expect. Deliberate differences only answer where wasmtime
+refuses: `local-address` answers in every bound-or-higher state, including
+`connect-in-progress` (wasmtime: `invalid-state`, which makes wasi-libc
+trap on `getsockname()` right after a non-blocking `connect()`), and
+options can be read and set in every state but `closed`.
 
 Errors are checked in the order wasmtime gives when its address check
 allows the address: state and arguments (`invalid-state`,
@@ -32,15 +33,16 @@ table (`address-not-bindable`, `address-in-use`). (wasmtime runs its check
 first, so under a refusing check it answers `access-denied` even for a
 malformed address; answering `invalid-argument` there keeps the
 conformance programs of wasmtime valid under a default-deny policy.)
-Connecting starts in
-`start-connect` (implicit ephemeral bind, policy, finding the listener or
-the egress route); its outcome (`connection-refused`, a real connect error
-of an egress route) is reported by `finish-connect`, which then moves the
-socket to `closed`, as a kernel reports it through SO_ERROR. A connect to a
-virtual listener completes at once, before `accept`, as a kernel completes
-the handshake before `accept`: the connection waits in the listener's
-queue, bounded by the backlog (`set-listen-backlog-size`, default 128);
-a full queue refuses the connection.
+
+Connecting starts in `start-connect` (implicit ephemeral bind, policy,
+finding the listener or the egress route); its outcome
+(`connection-refused`, a real connect error of an egress route) is reported
+by `finish-connect`, which then moves the socket to `closed`, as a kernel
+reports it through SO_ERROR. A connect to a virtual listener completes at
+once, before `accept`, as a kernel completes the handshake before
+`accept`: the connection waits in the listener's queue, bounded by the
+backlog (`set-listen-backlog-size`, default 128); a full queue refuses the
+connection.
 
 Readiness (`ready()` / `await wait_ready()`) is that of the spec:
 in-progress operations are ready when their result is known, a listener
