@@ -131,6 +131,15 @@ async def test_releasing_a_lease_mid_transaction_rolls_back(target: Target) -> N
             assert again.session_id == first_session  # same connection, rolled back, reused
             assert not again.in_transaction
             assert (await again.query(f"SELECT count(*) FROM {table}")).rows == [(0,)]
+            # A transaction broken by an error is rolled back on release just the same.
+            await again.begin()
+            await again.query(f"INSERT INTO {table} (id) VALUES (1)")
+            with pytest.raises(DatabaseError):
+                await again.query(f"INSERT INTO {table} (id) VALUES (1)")
+            assert again.in_transaction
+        async with pool.lease() as third:
+            assert third.session_id == first_session and not third.in_transaction
+            assert (await third.query(f"SELECT count(*) FROM {table}")).rows == [(0,)]
         stats = pool.statistics()
         assert (stats.connections_opened, stats.connections_closed, stats.errors) == (1, 0, 0)
     finally:
@@ -184,6 +193,8 @@ async def test_statement_errors_keep_the_lease_usable_and_are_counted(target: Ta
             await lease.query(f"SELECT {target.ph(1)} AS a, {target.ph(2)} AS b", [1])
         assert info.value.code == "client" and info.value.sqlstate is None
         assert (await lease.query("SELECT 7")).rows == [(7,)]
+        # Server notices/warnings are not turned into Python warnings (they are errors here).
+        await lease.query("DROP TABLE IF EXISTS pools_no_such_table")
     stats = pool.statistics()
     assert (stats.statement_errors, stats.errors, stats.connections_opened) == (2, 0, 1)
 
