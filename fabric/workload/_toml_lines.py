@@ -30,13 +30,17 @@ class SourceMap:
     def __init__(self, lines: dict[Path, int] | None = None) -> None:
         self._lines: dict[Path, int] = dict(lines or {})
 
-    def line(self, path: Path) -> int:
-        """The line of ``path``, or of its closest ancestor that appears in the text (else 1)."""
-        for end in range(len(path), 0, -1):
+    def line(self, path: Path) -> int | None:
+        """The line of ``path``, or of its closest ancestor that appears in the text.
+
+        The document root is line 1 for maps built from text; a map built from
+        no text (data decoded from a dict) knows no lines and answers None.
+        """
+        for end in range(len(path), -1, -1):
             line = self._lines.get(path[:end])
             if line is not None:
                 return line
-        return 1
+        return None
 
     def exact(self, path: Path) -> int | None:
         return self._lines.get(path)
@@ -57,6 +61,7 @@ class SourceMap:
 def scan_lines(text: str) -> SourceMap:
     """Scan ``text`` (valid TOML) and return the line of every key path it defines."""
     scanner = _Scanner(text)
+    scanner.lines[()] = 1
     try:
         scanner.document()
     except (IndexError, ValueError):  # pragma: no cover - tomllib accepted the text first

@@ -8,6 +8,8 @@ asyncio: ``async with admission.slot(): ...`` runs the body in a slot, waits in
 FIFO order when all slots are busy, and raises ``Overloaded`` at once when the
 queue is full, so an overload is an error, never a hang.  It also counts
 invocations, errors and rejections and keeps latency samples for p50/p99.
+For shutdown, ``close()`` refuses new invocations (``ShuttingDown``) and
+``wait_idle()`` returns once the admitted and queued ones are done.
 
 Cancellation: a waiter cancelled before its turn leaves the queue; a waiter
 cancelled just after being granted a slot passes the slot on.
@@ -22,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from .errors import Overloaded
+from .errors import Overloaded, ShuttingDown
 from .status import ComponentStatus, LatencySummary
 
 __all__ = ["Admission", "AdmissionCore", "Decision", "summarize"]
@@ -119,6 +121,9 @@ class Admission:
         self.rejected = 0
         self._latency: deque[float] = deque(maxlen=samples)
         self._wait: deque[float] = deque(maxlen=samples)
+        self.closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def name(self) -> str:
@@ -127,11 +132,14 @@ class Admission:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the component's slots for the body; ``Overloaded`` if none can come."""
+        if self.closed:
+            raise ShuttingDown(f"component {self.core.name!r} takes no new invocations")
         arrived = self._clock()
         decision, ticket = self.core.arrive()
         if decision is Decision.REJECT:
             self.rejected += 1
             raise self.core.overloaded()
+        self._idle.clear()
         if decision is Decision.WAIT:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._granted[ticket] = waiter
@@ -155,10 +163,20 @@ class Admission:
             self._latency.append(self._clock() - arrived)
             self._release()
 
+    def close(self) -> None:
+        """Refuse new invocations with ``ShuttingDown``; admitted and queued ones go on."""
+        self.closed = True
+
+    async def wait_idle(self) -> None:
+        """Return once nothing runs or waits (bound it with ``asyncio.timeout`` for a grace)."""
+        await self._idle.wait()
+
     def _release(self) -> None:
         while True:
             ticket = self.core.finish()
             if ticket is None:
+                if self.core.running == 0:
+                    self._idle.set()
                 return
             waiter = self._granted.get(ticket)
             if waiter is not None and not waiter.done():

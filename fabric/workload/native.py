@@ -17,9 +17,9 @@ front of ``sys.path``), constructs ``Class(config)`` with the service's
 ``serve`` runs for as long as the service runs: returning is an exit, raising
 is a crash (both restart per the restart policy); stopping cancels it.  When
 an instance ends, every server it started and every connection it accepted
-or opened through ``ctx.network`` is closed, so the next instance can bind
-the same ports.  The service is *ready* once it listens on all its declared
-``ports``.
+or opened through ``ctx.network`` is closed (connection handlers still running
+are cancelled), so the next instance can bind the same ports.  The service
+is *ready* once it listens on all its declared ``ports``.
 
 ``ctx.network`` is the workload's virtual loopback network (the same one wasm
 guests see); ``ctx.invoke(component, export, args)`` runs a component of the
@@ -212,19 +212,27 @@ class _TrackedNetwork:
         self._logger = logger
         self._servers: list[ServerLike] = []
         self._writers: set[StreamWriterLike] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self.listening: set[int] = set()
 
     async def start_server(
         self, handler: ConnectionHandler, port: int, *, host: str = "127.0.0.1"
     ) -> ServerLike:
         async def tracked(reader: StreamReaderLike, writer: StreamWriterLike) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._handlers.add(task)
             self._writers.add(writer)
             try:
                 await handler(reader, writer)
+            except asyncio.CancelledError:
+                pass  # the instance ended (aclose); end the connection task normally
             except Exception:
                 self._logger.exception("connection handler on port %d failed", port)
             finally:
                 self._writers.discard(writer)
+                if task is not None:
+                    self._handlers.discard(task)
                 writer.close()
 
         server = await self._network.start_server(tracked, port, host=host)
@@ -243,10 +251,15 @@ class _TrackedNetwork:
         self.listening.clear()
         servers, self._servers = self._servers, []
         writers, self._writers = list(self._writers), set()
+        handlers, self._handlers = set(self._handlers), set()
         for server in servers:
             server.close()
         for writer in writers:
             writer.close()
+        for task in handlers:
+            task.cancel()
+        if handlers:
+            await asyncio.wait(handlers, timeout=wait)
         for server in servers:
             with contextlib.suppress(Exception, TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), wait)

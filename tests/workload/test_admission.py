@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fabric.workload import Admission, AdmissionCore, Overloaded
+from fabric.workload import Admission, AdmissionCore, Overloaded, ShuttingDown
 from fabric.workload.admission import Decision, summarize
 
 
@@ -164,3 +164,25 @@ async def test_errors_and_latency_are_recorded() -> None:
     assert (stats.invocations, stats.errors) == (2, 1)
     assert stats.latency.max == 2.0 and stats.latency.p50 == 0.25
     assert stats.wait.max == 0.5
+
+
+async def test_close_refuses_new_invocations_and_wait_idle_waits_for_the_rest() -> None:
+    admission = Admission("c", limit=1, queue=1)
+    release = asyncio.Event()
+    log: list[str] = []
+    async with asyncio.timeout(10):
+        await admission.wait_idle()  # idle from the start
+        running = asyncio.create_task(hold(admission, release, log, "a"))
+        queued = asyncio.create_task(hold(admission, release, log, "b"))
+        await asyncio.sleep(0)
+        admission.close()
+        with pytest.raises(ShuttingDown, match="component 'c' takes no new invocations"):
+            async with admission.slot():
+                pass
+        idle = asyncio.create_task(admission.wait_idle())
+        await asyncio.sleep(0.01)
+        assert not idle.done()
+        release.set()
+        await idle
+        assert running.done() and queued.done()
+    assert log == ["in a", "out a", "in b", "out b"]

@@ -20,7 +20,17 @@ from fabric.workload import (
     manifest_from_dict,
     validate,
 )
-from fabric.workload._toml_lines import scan_lines
+from fabric.workload._toml_lines import SourceMap, scan_lines
+from fabric.workload.manifest import (
+    ComponentSpec,
+    EgressRule,
+    IngressRule,
+    LinkSpec,
+    ManifestFile,
+    RestartSpec,
+    ServiceSpec,
+    WorkloadSpec,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -234,3 +244,19 @@ def test_line_scanner_tracks_tables_arrays_and_keys() -> None:
     assert lines.exact(("a", 1, "b", 0, "w")) == 12
     assert lines.line(("a", 1, "b", 0, "missing", "deeper")) == 11
     assert lines.line(("nowhere",)) == 1
+    assert SourceMap().line(("workloads", 0)) is None
+
+
+def test_errors_in_data_without_text_have_no_line() -> None:
+    with pytest.raises(ManifestError) as info:
+        manifest_from_dict({"workloads": [{"name": 1}]}, path="generated")
+    assert str(info.value) == "generated: workloads[0].name: expected a non-empty string, got 1"
+
+
+def test_reference_documents_every_field() -> None:
+    doc = (EXAMPLES.parent / "docs" / "manifest.md").read_text()
+    structs = (ManifestFile, WorkloadSpec, ServiceSpec, RestartSpec, ComponentSpec, LinkSpec,
+               IngressRule, EgressRule)  # fmt: skip
+    for struct in structs:
+        for field in msgspec.structs.fields(struct):
+            assert f"| `{field.encode_name}` |" in doc, f"{struct.__name__}.{field.name}"

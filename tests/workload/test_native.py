@@ -94,6 +94,7 @@ async def test_a_crashed_instance_releases_its_port_and_connections(
     network: VirtualNetwork,
 ) -> None:
     connected = asyncio.Event()
+    handler_ended = asyncio.Event()
     starts: list[int] = []
 
     class CrashOnFirstClient:
@@ -103,7 +104,10 @@ async def test_a_crashed_instance_releases_its_port_and_connections(
         async def handle(self, reader: StreamReaderLike, writer: StreamWriterLike) -> None:
             connected.set()
             self.crash.set()
-            await asyncio.Event().wait()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                handler_ended.set()
 
         async def serve(self, ctx: ServiceContext) -> None:
             starts.append(1)
@@ -124,6 +128,7 @@ async def test_a_crashed_instance_releases_its_port_and_connections(
         reader, writer = await network.open_connection(7000)
         await connected.wait()
         assert await reader.read() == b""  # the crashed instance's connection was closed
+        await handler_ended.wait()  # and its handler was cancelled
         writer.close()
         await sup.wait_for("crashy", State.BACKING_OFF)
         status = await sup.wait_for("crashy", State.READY)  # rebinding 7000 worked
