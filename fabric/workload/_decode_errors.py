@@ -172,9 +172,10 @@ def translate(error: msgspec.ValidationError, raw: Any, root: type) -> tuple[Pat
     value: Any = raw
     path: list[str | int] = []
     for part in parts:
-        if part is _ANY_KEY and isinstance(value, dict):
+        if part is _ANY_KEY:
             item_type = _child(t, part)
-            part = next((k for k, v in value.items() if not _conforms(v, item_type)), None)
+            items = value.items() if isinstance(value, dict) else ()
+            part = next((k for k, v in items if not _conforms(v, item_type)), None)
             if part is None:
                 break
         path.append(part)

@@ -135,6 +135,8 @@ class Supervisor:
             raise WorkloadError(f"supervisor {self.name!r} is already running")
         self._running = True
         for entry in self._entries.values():
+            if not self._running:  # stop() was called while starting
+                return
             await self._launch(entry)
 
     async def stop(self) -> None:

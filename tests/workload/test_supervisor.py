@@ -300,3 +300,27 @@ async def test_status_shows_published_stats_and_backoff(network: VirtualNetwork)
         assert repr(sup) == "<Supervisor 'test' services=1 backing-off=1>"
         await sup.stop()  # cancels the 30 s backoff at once
         assert sup.status("counter").next_attempt_at is None
+
+
+async def test_stop_during_start_launches_nothing_more(network: VirtualNetwork) -> None:
+    started: list[str] = []
+
+    class Slow:
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.name = config["name"]
+
+        async def serve(self, ctx: ServiceContext) -> None:
+            started.append(self.name)
+            await asyncio.Event().wait()  # never listens: stays starting
+
+    sup = Supervisor(name="test")
+    add_native(sup, network, "first", Slow, ports=(7000,), config={"name": "first"})
+    add_native(sup, network, "second", Slow, ports=(7001,), config={"name": "second"})
+    async with asyncio.timeout(10):
+        starting = asyncio.create_task(sup.start())
+        await sup.wait_for("first", State.STARTING)
+        await asyncio.sleep(0.05)
+        await sup.stop()
+        await starting
+    assert started == ["first"]
+    assert (sup.state("first"), sup.state("second")) == (State.STOPPED, State.STOPPED)
