@@ -137,9 +137,14 @@ class Pool(abc.ABC):
                 self._step()
                 front = True
                 continue
-            if waiter.needs_check and not await self._check(slot, deadline):
-                front = True
-                continue
+            if waiter.needs_check:
+                if loop.time() >= deadline:  # no time left to check it: put it back unused
+                    self._state.abandon(waiter, timed_out=True)
+                    self._step()
+                    raise AcquireTimeout(f"no connection became available within {timeout:g}s")
+                if not await self._check(slot, deadline):
+                    front = True
+                    continue
             self._state.lease_started(time.perf_counter() - started)
             return self._make_lease(slot)
 

@@ -174,6 +174,7 @@ class Proxy:
         self.upstream_port = upstream_port
         self.refuse = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stalled: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -195,16 +196,22 @@ class Proxy:
         await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         self._writers -= {writer, up_writer}
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if writer in self._stalled:
+                    continue  # black hole: swallowed, no reset, no FIN
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.transport.abort()
+
+    def stall(self) -> None:
+        """Silently drop all traffic on the current connections (a partition without
+        resets); new connections still work."""
+        self._stalled |= self._writers
 
     def cut(self) -> None:
         """Drop every proxied connection, both ways."""

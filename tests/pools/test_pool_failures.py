@@ -108,6 +108,23 @@ async def test_database_outage_and_recovery_through_a_proxy(target: Target, prox
         await target.kill(await target.session_ids())
 
 
+async def test_health_check_times_out_on_a_silent_connection(target: Target, proxy: Proxy) -> None:
+    """A partition that swallows packets (no reset) is caught by the ping's timeout."""
+    pool = target.track(
+        create_pool(target.config(port=proxy.port, health_check_after=0.01, connect_timeout=0.5))
+    )
+    async with pool.lease(timeout=10) as lease:
+        silent = lease.session_id
+    proxy.stall()
+    await asyncio.sleep(0.02)  # idle longer than health_check_after
+    async with pool.lease(timeout=10) as lease:
+        assert lease.session_id != silent
+        assert (await lease.query("SELECT 1")).rows == [(1,)]
+    stats = pool.statistics()
+    assert (stats.errors, stats.connections_opened, stats.connections_closed) == (1, 2, 1)
+    assert stats.acquire_wait_p99_ms >= 400  # the acquire that waited out the ping
+
+
 async def test_max_lifetime_replaces_connections(target: Target) -> None:
     pool = target.track(create_pool(target.config(min_size=1, max_size=2, max_lifetime=0.3)))
     await pool.start()
