@@ -48,6 +48,8 @@ def host_interface(calls: list[str] | None = None) -> HostInterface:
         return x.value
 
     iface.func("echo-result", echo_result)
+    iface.func("sink-bytes", lambda cx, x: len(x))
+    iface.func("source-bytes", lambda cx, n: b"z" * n)
 
     async def slow_echo(cx: Any, x: str, ms: int) -> str:
         await asyncio.sleep(ms / 1000)

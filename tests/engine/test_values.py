@@ -89,3 +89,8 @@ async def test_bad_argument_is_a_python_error(values) -> None:  # type: ignore[n
         await values.call(f"{EXPORT}#echo-char", "\ud800")
     # Nothing was entered: the instance still works.
     assert await values.call(f"{EXPORT}#echo-s8", 5) == 5
+
+
+async def test_bulk_bytes_both_ways(values) -> None:  # type: ignore[no-untyped-def]
+    assert await values.call(f"{EXPORT}#push", 1 << 20, 65536) == 1 << 20
+    assert await values.call(f"{EXPORT}#pull", 1 << 20, 65536) == 1 << 20

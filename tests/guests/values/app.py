@@ -118,3 +118,17 @@ class Roundtrip(exports.Roundtrip):
             n = min(chunk, total - sent)
             sent += len(host.echo_bytes(block[:n]))
         return sent
+
+    def push(self, total, chunk):
+        block = b"y" * chunk
+        sent = 0
+        while sent < total:
+            n = min(chunk, total - sent)
+            sent += host.sink_bytes(block if n == chunk else block[:n])
+        return sent
+
+    def pull(self, total, chunk):
+        got = 0
+        while got < total:
+            got += len(host.source_bytes(min(chunk, total - got)))
+        return got
