@@ -31,8 +31,14 @@ if "pools" in sys.modules and getattr(sys.modules["pools"], "__file__", None) is
 
 from pools import DatabaseConfig, Pool  # noqa: E402
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
-MY = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
+PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "test"}
+MY: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 3306,
+    "user": "root",
+    "password": "",
+    "database": "test",
+}
 KINDS = ["postgres", "mysql"]
 
 
@@ -123,10 +129,10 @@ class Target:
         """Server-side ids of the sessions carrying this test's marker."""
         if self.kind == "postgres":
             assert self._pg is not None
-            rows = await self._pg.fetch(
+            records = await self._pg.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = $1", self.marker
             )
-            return {r["pid"] for r in rows}
+            return {r["pid"] for r in records}
         rows = await self._my_exec(
             "SELECT id FROM information_schema.processlist WHERE db = %s", self.marker
         )
@@ -136,11 +142,11 @@ class Target:
         """Sessions of this test currently running a statement."""
         if self.kind == "postgres":
             assert self._pg is not None
-            rows = await self._pg.fetch(
+            records = await self._pg.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
                 self.marker,
             )
-            return {r["pid"] for r in rows}
+            return {r["pid"] for r in records}
         rows = await self._my_exec(
             "SELECT id FROM information_schema.processlist WHERE db = %s AND command = 'Query'",
             self.marker,
