@@ -1,0 +1,186 @@
+"""``fabric run``, ``fabric validate``, ``fabric status`` and ``fabric invoke``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+import msgspec
+
+from fabric.errors import UsageError
+
+from ._common import run_async
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the workloads of a manifest in the foreground")
+    p.add_argument("manifest")
+    p.add_argument("--control", default=None, help="control socket path (default: derived)")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("validate", help="check a manifest without running it")
+    p.add_argument("manifest")
+    p.add_argument("--no-files", action="store_true", help="do not check that files exist")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("status", help="show the state of a running fabric")
+    p.add_argument("manifest", nargs="?", help="the manifest it runs (locates its socket)")
+    p.add_argument("--control", default=None, help="control socket path")
+    p.add_argument("--json", action="store_true", help="print the raw report as JSON")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("invoke", help="run a component once through a running fabric")
+    p.add_argument("workload")
+    p.add_argument("component")
+    p.add_argument("export", nargs="?", default=None, help="export to call (default: wasi:cli/run)")
+    p.add_argument("args", nargs="?", default=None, help="arguments as a JSON array")
+    p.add_argument("--manifest", default=None, help="the manifest it runs (locates its socket)")
+    p.add_argument("--control", default=None, help="control socket path")
+    p.set_defaults(handler=cmd_invoke)
+
+
+def _load(path: str, *, check_files: bool = True, import_native: bool = False) -> Any:
+    from fabric.workload import load_manifest, validate
+
+    manifest = load_manifest(path)
+    validate(manifest, check_files=check_files, import_native=import_native)
+    return manifest
+
+
+def _control_path(manifest: str | None, control: str | None) -> str:
+    from fabric.workload import default_control_path
+
+    return control or str(default_control_path(manifest))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    manifest = _load(args.manifest, check_files=not args.no_files, import_native=True)
+    services = sum(len(w.services) for w in manifest.workloads)
+    components = sum(len(w.components) for w in manifest.workloads)
+    print(
+        f"{args.manifest}: ok ({len(manifest.workloads)} workloads, "
+        f"{services} services, {components} components)"
+    )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fabric.workload.runtime import Fabric, default_emit
+
+    manifest = _load(args.manifest, import_native=True)
+    path = _control_path(args.manifest, args.control)
+
+    async def main() -> int:
+        fabric = Fabric(manifest, control_path=path, emit=default_emit)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await fabric.start()
+        except BaseException:
+            await fabric.stop()
+            raise
+        names = ", ".join(fabric.workloads)
+        print(f"fabric: running {names}; control socket {path}", file=sys.stderr, flush=True)
+        await stop.wait()
+        print("fabric: stopping (draining invocations)", file=sys.stderr, flush=True)
+        await fabric.stop()
+        return 0
+
+    from fabric.engine import EngineError
+    from fabric.workload import WorkloadError
+
+    try:
+        return run_async(main())
+    except (WorkloadError, EngineError) as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot start: {e}") from None
+
+
+def _remote(coro: Any) -> Any:
+    from fabric.workload import ControlUnavailable, RemoteError
+
+    try:
+        return run_async(coro)
+    except ControlUnavailable as e:
+        raise UsageError(f"no running fabric answers: {e}") from None
+    except RemoteError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fabric.workload import remote_status
+
+    report = _remote(remote_status(_control_path(args.manifest, args.control)))
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(report)).decode())
+        return 0
+    print_status(report)
+    return 0
+
+
+def print_status(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for wl in report.workloads:
+        table = Table(title=f"workload {wl.name}", title_justify="left")
+        for col in ("service", "kind", "state", "restarts", "ports", "last error"):
+            table.add_column(col)
+        for s in wl.services:
+            table.add_row(
+                s.name, s.kind, s.state, str(s.restarts),
+                ",".join(map(str, s.ports)), (s.last_error or "")[:60],
+            )
+        console.print(table)
+        if wl.components:
+            ct = Table(title_justify="left")
+            for col in ("component", "in flight", "waiting", "invocations", "errors", "rejected", "p50 ms", "p99 ms"):
+                ct.add_column(col)
+            for c in wl.components:
+                lat = c.latency
+                ct.add_row(
+                    c.name, str(c.in_flight), str(c.waiting), str(c.invocations), str(c.errors),
+                    str(c.rejected),
+                    "" if lat.p50 is None else f"{lat.p50 * 1000:.2f}",
+                    "" if lat.p99 is None else f"{lat.p99 * 1000:.2f}",
+                )
+            console.print(ct)
+        for s in wl.services:
+            if s.stats is not None:
+                console.print(f"[bold]{s.name} stats[/bold]")
+                console.print_json(msgspec.json.encode(s.stats).decode())
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from fabric.workload import remote_invoke
+
+    call_args: list[Any] = []
+    if args.args is not None:
+        try:
+            parsed = json.loads(args.args)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"ARGS must be a JSON array: {e}") from None
+        call_args = parsed if isinstance(parsed, list) else [parsed]
+    result = _remote(
+        remote_invoke(
+            _control_path(args.manifest, args.control),
+            args.workload,
+            args.component,
+            args.export,
+            call_args,
+        )
+    )
+    if args.export is None and isinstance(result, dict) and "exit_code" in result:
+        sys.stdout.write(result.get("stdout", ""))
+        sys.stderr.write(result.get("stderr", ""))
+        return int(result["exit_code"])
+    print(json.dumps(result))
+    return 0
