@@ -112,6 +112,9 @@ def mode_rw(args):
     d = find(args[0])
     out("dir_type", kind(d.get_type()))
     out("dir_flags", flags(d.get_flags()))
+    host = step("host_file", lambda: d.open_at(NONE, "input.txt", NO_OPEN, RW), lambda r: "ok")
+    step("host_file_read", lambda: read_stream(host.read_via_stream(0)).decode().strip())
+    step("host_file_append", lambda: host.append_via_stream().blocking_write_and_flush(b"appended by the guest\n"))
     f = step("create", lambda: d.open_at(NONE, "a.txt", fs.OpenFlags.CREATE, RW), lambda r: "ok")
     step("write", lambda: f.write(b"hello world", 0))
     step("read", lambda: f.read(100, 0), lambda r: f"{r[0].decode()}:{r[1]}")
@@ -233,6 +236,13 @@ def mode_rw(args):
         step(f"unlink:{name}", lambda name=name: d.unlink_file_at(name))
     step("rmdir_inner", lambda: d.remove_directory_at("sub/inner/"))
     step("rmdir", lambda: d.remove_directory_at("sub"))
+
+    # Leave a file and a directory behind for the host to check.
+    kept = d.open_at(NONE, "kept.txt", fs.OpenFlags.CREATE | fs.OpenFlags.EXCLUSIVE, RW)
+    step("kept_write", lambda: kept.write_via_stream(0).blocking_write_and_flush(b"written by the guest\n"))
+    step("kept_dir", lambda: d.create_directory_at("kept-dir"))
+    nested = d.open_at(NONE, "kept-dir/nested.bin", fs.OpenFlags.CREATE, RW)
+    step("kept_nested", lambda: nested.write(bytes(range(256)), 0))
     step("final_readdir", lambda: entries(d))
 
 
