@@ -22,15 +22,18 @@ import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
+    "BUILD_LOG",
     "WIT_DIR",
     "BuildError",
     "build_python_guest",
@@ -38,6 +41,9 @@ __all__ = [
     "cache_dir",
     "stage_packages",
 ]
+
+#: Name of the log in ``cache_dir()/"guests"`` with one JSON line per build run.
+BUILD_LOG = "builds.log"
 
 #: The WIT shipped with fabric: WASI 0.2.0 under ``deps/`` plus ``fabric.wit``.
 WIT_DIR: Path = Path(__file__).resolve().parent / "wit"
@@ -186,6 +192,23 @@ def _run(
     return out
 
 
+def _cached(guests: Path, out: Path, key: str) -> Path | None:
+    """The cached build for ``key``: ``out`` or one made from a copy elsewhere."""
+    if out.is_file():
+        return out
+    return next(guests.glob(f"*-{key}.wasm"), None)
+
+
+def _log_build(guests: Path, out: Path, **details: object) -> None:
+    """Append one JSON line per build actually run to ``guests/builds.log``.
+
+    Called with the build lock held, so concurrent builders do not interleave.
+    """
+    record = {"output": out.name, "size": out.stat().st_size, "at": time.time(), **details}
+    with open(guests / BUILD_LOG, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
 def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "guest"
 
@@ -226,13 +249,13 @@ def build_python_guest(
 
     guests = _guests_dir()
     out = guests / f"{_safe_name(src.name)}-{_safe_name(app)}-{key}.wasm"
-    if out.is_file():
-        return out
+    if (hit := _cached(guests, out, key)) is not None:
+        return hit
     # One componentize-py build at a time across every process on the machine:
     # each takes ~420 MB and a core for 10-14 s.
     with _flock(guests / "python-build.lock"):
-        if out.is_file():
-            return out
+        if (hit := _cached(guests, out, key)) is not None:
+            return hit
         fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=guests)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -253,6 +276,7 @@ def build_python_guest(
         command += [app, "-o", str(tmp)]
         try:
             env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
+            started = time.monotonic()
             _run(
                 command,
                 env=env,
@@ -263,6 +287,9 @@ def build_python_guest(
             if tmp.stat().st_size == 0:
                 raise BuildError("componentize-py produced an empty file", command=command)
             os.replace(tmp, out)
+            _log_build(
+                guests, out, src=str(src), world=world, app=app, seconds=time.monotonic() - started
+            )
         finally:
             tmp.unlink(missing_ok=True)
     return out
@@ -293,7 +320,7 @@ def build_wat_guest(wat: str | Path) -> Path:
     out = guests / f"{stem}-{key}.wasm"
     if out.is_file():
         return out
-    with _flock(guests / f".{key}.lock"):
+    with _flock(guests / "wat-build.lock"):
         if out.is_file():
             return out
         env = dict(os.environ, WAST_STRICT_COMPONENT_INDICES="0")
@@ -310,6 +337,7 @@ def build_wat_guest(wat: str | Path) -> Path:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(binary)
             os.replace(tmp, out)
+            _log_build(guests, out, src=str(wat) if isinstance(wat, Path) else "<text>")
         finally:
             tmp.unlink(missing_ok=True)
     return out
@@ -348,7 +376,7 @@ def stage_packages(names: Sequence[str]) -> Path:
     dest = root / f"{_safe_name('-'.join(names))}-{key}"
     if dest.is_dir():
         return dest
-    with _flock(root / f".{key}.lock"):
+    with _flock(root / "stage.lock"):
         if dest.is_dir():
             return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))

@@ -313,5 +313,5 @@ def assert_facts(case: Case, facts: Mapping[str, str]) -> None:
             f"{case.id}: missing={missing} unexpected={unexpected} wrong(got, want)={wrong}"
         )
     else:
-        wrong = {k: (got.get(k), v) for k, v in case.expect.items() if got.get(k) != v}
-        assert not wrong, f"{case.id}: wrong(got, want)={wrong}"
+        absent = {k: (got.get(k), v) for k, v in case.expect.items() if got.get(k) != v}
+        assert not absent, f"{case.id}: wrong(got, want)={absent}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,36 +62,6 @@ def test_guest_server_host_client(net_wasm: Path) -> None:
             assert received == message
         done = server.finish()
     assert done.facts["served"] == "2"
-
-
-@pytest.fixture
-def host_echo_server() -> Iterator[int]:
-    """A host echo server on a real loopback port, one connection at a time."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)  # lets the thread notice `stop`
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(60)
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        listener.close()
 
 
 def test_guest_client_host_server(net_wasm: Path, host_echo_server: int) -> None:

@@ -53,6 +53,7 @@ NONDETERMINISTIC_KEYS = frozenset(
         "argv0",
         "urandom_hex",
         "random_bytes_hex",
+        "random_module_hex",
         "mib_per_s",
         "listening",
         "from_port",

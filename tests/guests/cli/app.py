@@ -119,6 +119,8 @@ def mode_random(args: list[str]) -> None:
     lo, hi = insecure_seed.insecure_seed()
     out("insecure_seed_fits", int(0 <= lo < 2**64 and 0 <= hi < 2**64))
     out("system_random_fits", int(0 <= random.SystemRandom().getrandbits(64) < 2**64))
+    # The random module is reseeded when the instance starts, not frozen at build time.
+    out("random_module_hex", f"{random.getrandbits(64):016x}")
 
 
 def mode_fs_write(args: list[str]) -> None:
