@@ -15,20 +15,23 @@ import asyncio
 import errno
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from fabric.build import build_python_guest
+from fabric.build import WIT_DIR, build_python_guest
 from fabric.engine import Err, GuestTrap
 from fabric.runtime import Runtime
 from fabric.wasi import Preopen, WasiConfig, WasiCtx
 from fabric.wasi.filesystem import (
+    DESCRIPTOR_METHODS,
     ERROR_CODES,
     Descriptor,
     error_code,
     filesystem_error_code,
+    interfaces,
     statistics,
 )
 from fabric.wasi.filesystem.paths import MAX_SYMLINK_EXPANSIONS, resolve
@@ -416,3 +419,27 @@ def test_filesystem_error_code_only_for_filesystem_errors() -> None:
     assert filesystem_error_code(IoError("pwrite failed", "bad-descriptor")) == "bad-descriptor"
     assert filesystem_error_code(IoError("reset", "connection-reset")) is None
     assert filesystem_error_code(IoError("no code")) is None
+
+
+def test_every_wit_function_is_provided() -> None:
+    """The host implements each function of wasi:filesystem/types and preopens."""
+    wit = (WIT_DIR / "deps" / "filesystem" / "types.wit").read_text()
+    block = wit[wit.index("resource descriptor {") : wit.index("resource directory-entry-stream")]
+    methods = set(re.findall(r"^\s*([a-z-]+): func\(", block, re.MULTILINE))
+    assert methods == set(DESCRIPTOR_METHODS)
+    ifaces = {i.base: i for i in interfaces("0.2.9")}
+    provided = set(ifaces["wasi:filesystem/types"].funcs)
+    assert provided == {f"[method]descriptor.{m}" for m in methods} | {
+        "[method]directory-entry-stream.read-directory-entry",
+        "filesystem-error-code",
+    }
+    assert set(ifaces["wasi:filesystem/types"].resources) == {
+        "descriptor",
+        "directory-entry-stream",
+    }
+    assert set(ifaces["wasi:filesystem/preopens"].funcs) == {"get-directories"}
+    # Every error code the WIT declares, and only those.
+    enum = wit[wit.index("enum error-code {") :]
+    enum = enum[: enum.index("}")]
+    declared = set(re.findall(r"^\s*([a-z-]+),?\s*$", enum, re.MULTILINE))
+    assert declared == ERROR_CODES

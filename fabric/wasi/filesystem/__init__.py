@@ -26,11 +26,13 @@ from .errors import ERROR_CODES, error_code, stream_error_code
 from .streams import FilesystemStatistics, statistics
 
 __all__ = [
+    "DESCRIPTOR_METHODS",
     "ERROR_CODES",
     "Descriptor",
     "DirectoryEntryStream",
     "FilesystemStatistics",
     "error_code",
+    "filesystem_error_code",
     "get_directories",
     "interfaces",
     "statistics",

@@ -160,6 +160,8 @@ class FileOutput(OutputStream):
                         raise OSError(errno.EINVAL, "file offset too large")
                     written = os.pwrite(fd, view, self.position)
                     self.position += written
+                if written <= 0:
+                    raise OSError(errno.EIO, "the file accepted no bytes")
                 view = view[written:]
         except OSError as e:
             self.close()
