@@ -35,6 +35,21 @@ def cli_guest() -> Path:
 
 
 @pytest.fixture(scope="session")
+def job_guest() -> Path:
+    return build_python_guest(GUESTS / "cron", world="job-component", app="job")
+
+
+@pytest.fixture(scope="session")
+def cron_service_guest() -> Path:
+    return build_python_guest(GUESTS / "cron", world="cron-service", app="service")
+
+
+@pytest.fixture(scope="session")
+def pipeline_guest() -> Path:
+    return build_python_guest(GUESTS / "compose", world="composer", app="pipeline")
+
+
+@pytest.fixture(scope="session")
 def values_guest() -> Path:
     return build_python_guest(
         GUESTS / "values", world="values", wit_dir=GUESTS / "values" / "wit"

@@ -1,0 +1,83 @@
+"""``fabric run`` / ``status`` / ``invoke`` as processes, and SIGTERM draining."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def fabric(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fabric.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )
+
+
+@pytest.fixture
+def running(job_guest: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "jobs.toml"
+    manifest.write_text(
+        f"""
+grace = "20s"
+[[workloads]]
+name = "jobs"
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+"""
+    )
+    env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
+    log = tmp_path / "fabric.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fabric.cli", "run", str(manifest)],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )
+    deadline = time.monotonic() + 120
+    while fabric("status", "--json", env=env).returncode != 0:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "fabric run did not come up"
+        time.sleep(0.2)
+    yield proc, env
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_invoke_and_status_against_running_fabric(running) -> None:  # type: ignore[no-untyped-def]
+    proc, env = running
+    p = fabric("invoke", "jobs", "job", "run", '["ok:hello"]', env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"ok": "job-ok:hello"}
+    p = fabric("invoke", "jobs", "job", "run", '["err:bad"]', env=env)
+    assert json.loads(p.stdout) == {"err": "job-err:bad"}
+    p = fabric("invoke", "jobs", "nosuch", env=env)
+    assert p.returncode == 2
+    assert "nosuch" in p.stderr and "Traceback" not in p.stderr
+    report = json.loads(fabric("status", "--json", env=env).stdout)
+    comp = report["workloads"][0]["components"][0]
+    assert comp["name"] == "job"
+    assert comp["invocations"] == 2
+    human = fabric("status", env=env)
+    assert "job" in human.stdout
+
+
+def test_sigterm_drains_inflight_invocations(running) -> None:  # type: ignore[no-untyped-def]
+    proc, env = running
+    slow = subprocess.Popen(
+        [sys.executable, "-m", "fabric.cli", "invoke", "jobs", "job", "run", '["sleep:1500"]'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    time.sleep(0.7)  # let the invocation start
+    proc.send_signal(signal.SIGTERM)
+    out, err = slow.communicate(timeout=60)
+    assert slow.returncode == 0, err
+    assert json.loads(out) == {"ok": "slept:1500"}
+    assert proc.wait(timeout=60) == 0

@@ -1,0 +1,171 @@
+"""Workloads with wasm guests: the cron pattern, composition, invocations, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fabric.engine import Err, Ok
+from fabric.runtime import Runtime
+from fabric.workload import Overloaded, State, UnfilledImports, loads_manifest
+from fabric.workload.runtime import Fabric
+
+
+def manifest(text: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "fabric.toml"
+    path.write_text(text)
+    return loads_manifest(text, path=str(path), base_dir=str(tmp_path))
+
+
+async def test_cron_service_calls_component_export(
+    runtime: Runtime, cron_service_guest: Path, job_guest: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    m = manifest(
+        f"""
+[[workloads]]
+name = "cron"
+[[workloads.services]]
+name = "scheduler"
+wasm = "{cron_service_guest}"
+args = ["3", "20", "ok:a", "err:b", "ok:c"]
+restart = {{ mode = "never" }}
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+[[workloads.links]]
+importer = "scheduler"
+interface = "fabric:guests/job"
+component = "job"
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, runtime=runtime, emit=lines.append)
+    await fabric.start()
+    try:
+        wl = fabric.workloads["cron"]
+        await asyncio.wait_for(wl.supervisor.wait_for("scheduler", State.STOPPED), 60)
+    finally:
+        await fabric.stop()
+    out = [line.split("] ", 1)[1] for line in lines if line.startswith("[cron/scheduler]")]
+    assert "run.0=ok:job-ok:a" in out
+    assert "run.1=err:job-err:b" in out
+    assert "run.2=ok:job-ok:c" in out
+    # Every call was a fresh instance of the component: three invocations counted.
+    status = fabric.status().workloads[0].components[0]
+    assert status.invocations == 3
+
+
+async def test_component_to_component_composition(
+    runtime: Runtime, pipeline_guest: Path, job_guest: Path, tmp_path: Path
+) -> None:
+    m = manifest(
+        f"""
+[[workloads]]
+name = "compose"
+[[workloads.components]]
+name = "pipeline"
+wasm = "{pipeline_guest}"
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+[[workloads.links]]
+importer = "pipeline"
+interface = "fabric:guests/job"
+component = "job"
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, runtime=runtime, emit=lambda line: None)
+    await fabric.start()
+    try:
+        wl = fabric.workloads["compose"]
+        assert await wl.invoke("pipeline", "run", ["ok:x"]) == Ok("pipeline[job-ok:x#1|job-ok:x#2]")
+        assert await wl.invoke("pipeline", "run", ["err:y"]) == Err("pipeline-err:job-err:y#1")
+        # The JSON face of the same call, as `fabric invoke` prints it.
+        assert await fabric.invoke("compose", "pipeline", "pipeline#run", ["ok:z"]) == {
+            "ok": "pipeline[job-ok:z#1|job-ok:z#2]"
+        }
+    finally:
+        await fabric.stop()
+
+
+async def test_unfilled_import_refuses_to_start(
+    runtime: Runtime, pipeline_guest: Path, tmp_path: Path
+) -> None:
+    m = manifest(
+        f"""
+[[workloads]]
+name = "broken"
+[[workloads.components]]
+name = "pipeline"
+wasm = "{pipeline_guest}"
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, runtime=runtime, emit=lambda line: None)
+    with pytest.raises(UnfilledImports) as info:
+        await fabric.start()
+    assert "fabric:guests/job" in str(info.value)
+    assert "pipeline" in str(info.value)
+
+
+async def test_invocations_are_fresh_and_limited(
+    runtime: Runtime, job_guest: Path, tmp_path: Path
+) -> None:
+    m = manifest(
+        f"""
+[[workloads]]
+name = "jobs"
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+concurrency = 2
+queue = 1
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, runtime=runtime, emit=lambda line: None)
+    await fabric.start()
+    try:
+        wl = fabric.workloads["jobs"]
+        # No state survives between invocations: each sees its first call.
+        assert await wl.invoke("job", "run", ["count"]) == Ok("count=1")
+        assert await wl.invoke("job", "run", ["count"]) == Ok("count=1")
+        # 2 running + 1 queued fit; the 4th is refused at once, not left hanging.
+        slow = [asyncio.create_task(wl.invoke("job", "run", ["sleep:300"])) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded):
+            await wl.invoke("job", "run", ["sleep:1"])
+        assert [await t for t in slow] == [Ok("slept:300")] * 3
+        status = fabric.status().workloads[0].components[0]
+        assert status.rejected == 1
+        assert status.invocations == 5
+    finally:
+        await fabric.stop()
+
+
+async def test_drain_lets_inflight_invocations_finish(
+    runtime: Runtime, job_guest: Path, tmp_path: Path
+) -> None:
+    m = manifest(
+        f"""
+grace = "10s"
+[[workloads]]
+name = "jobs"
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, runtime=runtime, emit=lambda line: None)
+    await fabric.start()
+    wl = fabric.workloads["jobs"]
+    inflight = asyncio.create_task(wl.invoke("job", "run", ["sleep:300"]))
+    await asyncio.sleep(0.05)
+    await fabric.stop()
+    assert inflight.done()
+    assert inflight.result() == Ok("slept:300")
