@@ -55,7 +55,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def fingerprint(self) -> str:
         """What compiled code depends on (stack sizes do not matter)."""
-        return f"wasmtime={WASMTIME_VERSION};epoch=1;opt={self.opt_level}"
+        return f"wasmtime={WASMTIME_VERSION};epoch=1;concurrency=0;opt={self.opt_level}"
 
 
 def default_cache_dir() -> Path:
@@ -120,6 +120,11 @@ class Engine:
         cfg.max_wasm_stack = self.config.max_wasm_stack
         cfg.cranelift_opt_level = self.config.opt_level
         c.lib.wasmtime_config_async_stack_size_set(cfg.ptr(), self.config.async_stack_size)
+        # With component-model concurrency on (wasmtime 50's default), a host
+        # function taking two borrowed handles (descriptor.rename-at,
+        # tcp-socket.start-bind, ...) traps inside wasmtime with "deferred host
+        # scope has no call context".  fabric's host functions do not need it.
+        c.lib.wasmtime_config_concurrency_support_set(cfg.ptr(), False)
         self.inner = wasmtime.Engine(cfg)
         self._ptr = self.inner.ptr()
         self.cache_dir = (

@@ -41,19 +41,6 @@ from tests.reference.wasmtime_cli import parse_facts, run_guest
 
 Facts = dict[str, str]
 
-# wasmtime 50 (the engine fabric embeds) traps inside wasmtime, before the host
-# function runs, when a host function takes two borrowed handles and the engine
-# has concurrency support on (the default): "BUG: deferred host scope has no call
-# context" (vm/component/resources.rs:328). link-at, rename-at and is-same-object
-# take two descriptors; CPython's os.rename uses rename-at. Turning concurrency
-# support off in fabric/engine makes these tests pass (checked by hand).
-TWO_BORROWS = pytest.mark.xfail(
-    raises=GuestTrap,
-    strict=True,
-    reason="wasmtime 50 traps on host calls with two borrow<descriptor> arguments",
-)
-
-
 @pytest.fixture(scope="session")
 def fsprobe_guest() -> Path:
     return build_python_guest(GUESTS / "fsprobe")
@@ -250,7 +237,6 @@ async def test_escapes_refused(runtime: Runtime, fsprobe_guest: Path, tmp_path: 
     assert snapshot(base) == before
 
 
-@TWO_BORROWS
 async def test_links_renames_same_object_match_wasmtime(
     runtime: Runtime, fsprobe_guest: Path, tmp_path: Path
 ) -> None:
@@ -290,7 +276,6 @@ async def test_read_only_preopen_refuses_writes(
     assert (root / "hello.txt").stat().st_mtime_ns == mtime
 
 
-@TWO_BORROWS
 async def test_read_only_preopen_refuses_rename_and_link(
     runtime: Runtime, fsprobe_guest: Path, tmp_path: Path
 ) -> None:
@@ -351,7 +336,6 @@ async def test_python_guest_escapes(runtime: Runtime, cli_guest: Path, tmp_path:
     assert sorted(os.listdir(root)) == ["d", "f.txt"]
 
 
-@TWO_BORROWS
 async def test_python_guest_writes_files(runtime: Runtime, cli_guest: Path, tmp_path: Path) -> None:
     ref_root = make_cli_tree(tmp_path / "wasmtime")
     expected = await run_wasmtime(cli_guest, "fs-write", "/data", dirs={str(ref_root): "/data"})
