@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import exec_, workload
+from . import bench, exec_, workload
 
 
 def register_all(sub: Any) -> None:
-    for module in (exec_, workload):
+    for module in (exec_, workload, bench):
         module.register(sub)
 
 
