@@ -69,14 +69,19 @@ async def _stdin() -> InputStream:
 
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode):
-        with open(fd, "rb", closefd=False) as f:
-            return BytesInput(f.read())
+        # A regular file cannot be watched by the loop: read it whole.
+        return BytesInput(await asyncio.to_thread(_read_all, fd))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", 0)
     )
     return ReaderInput(reader)
+
+
+def _read_all(fd: int) -> bytes:
+    with open(fd, "rb", closefd=False) as f:
+        return f.read()
 
 
 def _writer(stream: Any) -> Any:
@@ -113,9 +118,7 @@ def main(args: argparse.Namespace) -> int:
                 stdout=_writer(sys.stdout),
                 stderr=_writer(sys.stderr),
             )
-            return await rt.run_command(
-                component, ctx, timeout=args.timeout, max_memory=max_memory
-            )
+            return await rt.run_command(component, ctx, timeout=args.timeout, max_memory=max_memory)
         finally:
             rt.close()
 

@@ -136,18 +136,35 @@ def print_status(report: Any) -> None:
             table.add_column(col)
         for s in wl.services:
             table.add_row(
-                s.name, s.kind, s.state, str(s.restarts),
-                ",".join(map(str, s.ports)), (s.last_error or "")[:60],
+                s.name,
+                s.kind,
+                s.state,
+                str(s.restarts),
+                ",".join(map(str, s.ports)),
+                (s.last_error or "")[:60],
             )
         console.print(table)
         if wl.components:
             ct = Table(title_justify="left")
-            for col in ("component", "in flight", "waiting", "invocations", "errors", "rejected", "p50 ms", "p99 ms"):
+            for col in (
+                "component",
+                "in flight",
+                "waiting",
+                "invocations",
+                "errors",
+                "rejected",
+                "p50 ms",
+                "p99 ms",
+            ):
                 ct.add_column(col)
             for c in wl.components:
                 lat = c.latency
                 ct.add_row(
-                    c.name, str(c.in_flight), str(c.waiting), str(c.invocations), str(c.errors),
+                    c.name,
+                    str(c.in_flight),
+                    str(c.waiting),
+                    str(c.invocations),
+                    str(c.errors),
                     str(c.rejected),
                     "" if lat.p50 is None else f"{lat.p50 * 1000:.2f}",
                     "" if lat.p99 is None else f"{lat.p99 * 1000:.2f}",

@@ -27,7 +27,9 @@ class MissingImportsError(ComponentLoadError):
     def __init__(self, path: str, missing: list[str]) -> None:
         self.path = path
         self.missing = missing
-        shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        shown = ", ".join(missing[:8]) + (
+            f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""
+        )
         super().__init__(f"{path}: imports that fabric does not provide: {shown}")
 
 

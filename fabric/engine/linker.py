@@ -86,7 +86,7 @@ def _sync_trampoline(
         if sig.result is not None:
             sig.result.lower(value, results[0], store)
         return 0
-    except BaseException as e:  # noqa: BLE001 - must never unwind into wasmtime
+    except BaseException as e:
         return _fail(store, hf, e)
     finally:
         if store is not None:
@@ -124,7 +124,7 @@ def _async_trampoline(
         store._pending = (sig, results, hf)
         store._outcome = None
         store.host_calls += 1
-    except BaseException as e:  # noqa: BLE001 - must never unwind into wasmtime
+    except BaseException as e:
         err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
     finally:
         store.cb_ctx = None
@@ -149,7 +149,7 @@ def _destructor(env: int, ctx: Any, rep: int) -> int:
         if obj is not None:
             obj.close()
         return 0
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return _fail(store, None, e)
 
 
@@ -164,7 +164,7 @@ def _fail(store: Store | None, hf: HostFunc | None, exc: BaseException) -> int:
 
 def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
     """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use."""
-    cont = c.CONTINUATION()
+    cont: Any = c.CONTINUATION()
     cont.callback = _CONTINUATION
     cont.env = store_id
     cont.finalizer = _NOOP_FINALIZER
@@ -210,7 +210,9 @@ class HostInterface:
         return self.name.split("@", 1)[0]
 
     def __repr__(self) -> str:
-        return f"<HostInterface {self.name} funcs={len(self.funcs)} resources={len(self.resources)}>"
+        return (
+            f"<HostInterface {self.name} funcs={len(self.funcs)} resources={len(self.resources)}>"
+        )
 
 
 def _compatible(import_name: str, provided: str) -> bool:

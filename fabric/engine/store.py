@@ -134,7 +134,7 @@ class Store:
                 raise value
             if sig.result is not None:
                 sig.result.lower(value, results[0], self)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             # After suspension there is no error channel: keep the real error
             # and hand wasmtime a value of the wrong kind so the call fails.
             self.record_host_failure(e, hf.qualname)
@@ -173,7 +173,7 @@ class Store:
                         )
                         raise self.failure from e  # type: ignore[misc]
                     self._outcome = (False, e)
-                except BaseException as e:  # noqa: BLE001
+                except BaseException as e:
                     self._outcome = (False, e)
                 else:
                     self._outcome = (True, value)
@@ -237,7 +237,7 @@ class Store:
         for obj in table.values():
             try:
                 obj.close()
-            except Exception:  # noqa: BLE001, S110 - best effort at teardown
+            except Exception:
                 pass
 
     def __enter__(self) -> Store:

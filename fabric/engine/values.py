@@ -50,6 +50,8 @@ def _zero(ptr: Any, n: int, size: int) -> None:
     # lowering that fails half-way leaves a value wasmtime can safely drop.
     if n:
         _memset(c.addr(ptr), 0, n * size)
+
+
 _VAL = c.VAL
 
 
@@ -274,8 +276,7 @@ class RecordCodec(Codec):
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         data = val.of.record.data
         return {
-            name: codec.lift(data[i].val, scope)
-            for i, (name, _, codec) in enumerate(self.fields)
+            name: codec.lift(data[i].val, scope) for i, (name, _, codec) in enumerate(self.fields)
         }
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
@@ -517,7 +518,7 @@ def compile_type(ty: Any) -> Codec:
 class Signature:
     """The compiled parameter and result codecs of one function type."""
 
-    __slots__ = ("params", "result", "param_names")
+    __slots__ = ("param_names", "params", "result")
 
     def __init__(self, param_names: list[str], params: list[Codec], result: Codec | None) -> None:
         self.param_names = param_names

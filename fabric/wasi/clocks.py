@@ -29,9 +29,7 @@ def interfaces(version: str) -> list[HostInterface]:
     mono.func("now", lambda cx: time.monotonic_ns())
     mono.func("resolution", lambda cx: 1)
     mono.func("subscribe-instant", lambda cx, when: _instant_pollable(when))
-    mono.func(
-        "subscribe-duration", lambda cx, d: _instant_pollable(time.monotonic_ns() + d)
-    )
+    mono.func("subscribe-duration", lambda cx, d: _instant_pollable(time.monotonic_ns() + d))
 
     def wall_now(cx: Any) -> dict[str, int]:
         ns = time.time_ns()

@@ -12,6 +12,7 @@ invocations within the grace period, stop services, close networks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -45,7 +46,9 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
         if rule.to:
             host, _, p = rule.to.rpartition(":")
             port = int(p)
-        egress.append(NetEgress(destination=rule.dest, port=rule.port, target_host=host, target_port=port))
+        egress.append(
+            NetEgress(destination=rule.dest, port=rule.port, target_host=host, target_port=port)
+        )
     ingress = [NetIngress(port=r.port, host_port=r.host_port, host=r.host) for r in spec.ingress]
     return NetworkPolicy(egress=tuple(egress), ingress=tuple(ingress), names=dict(spec.names))
 
@@ -99,12 +102,17 @@ class WorkloadRuntime:
             importer = loaded.get(link.importer)
             target = loaded.get(link.component)
             if importer is None or target is None:
-                raise WorkloadError(f"workload {self.name!r}: link {link.importer} -> {link.component} names no wasm guest")
+                raise WorkloadError(
+                    f"workload {self.name!r}: link {link.importer} -> {link.component} "
+                    "names no wasm guest"
+                )
             linker = linkers.get(link.importer)
             if linker is None:
                 linker = linkers[link.importer] = self.runtime.new_linker()
             linker.define(
-                link_interface(importer, link.interface, target, self._linked_invoker(link.component))
+                link_interface(
+                    importer, link.interface, target, self._linked_invoker(link.component)
+                )
             )
         problems: list[str] = []
         for name, comp in loaded.items():
@@ -141,7 +149,7 @@ class WorkloadRuntime:
                 comp, linker = self._service_components[s.name]
                 self.supervisor.add(
                     s.name,
-                    lambda s=s, comp=comp, linker=linker: WasmService(self, s, comp, linker),
+                    functools.partial(WasmService, self, s, comp, linker),
                     policy=policy,
                     ready_timeout=float(s.ready_timeout),
                     stop_timeout=float(s.stop_timeout),
@@ -153,7 +161,8 @@ class WorkloadRuntime:
                 cls = load_service_class(s.native, self.python_path)
                 self.supervisor.add(
                     s.name,
-                    lambda s=s, cls=cls: NativeRunner(
+                    functools.partial(
+                        NativeRunner,
                         cls,
                         config=s.config,
                         workload=self.name,
@@ -233,7 +242,10 @@ class WorkloadRuntime:
             try:
                 if export is None:
                     code = await self.runtime.run_command(
-                        entry.component, ctx, timeout=timeout, max_memory=max_memory,
+                        entry.component,
+                        ctx,
+                        timeout=timeout,
+                        max_memory=max_memory,
                         linker=entry.linker,
                     )
                     return {
@@ -244,14 +256,20 @@ class WorkloadRuntime:
                 path = export if resolved else resolve_export(entry.component, export)
                 deadline = time.monotonic() + timeout
                 inst = await self.runtime.instantiate(
-                    entry.component, ctx, max_memory=max_memory, timeout=timeout, linker=entry.linker
+                    entry.component,
+                    ctx,
+                    max_memory=max_memory,
+                    timeout=timeout,
+                    linker=entry.linker,
                 )
                 try:
                     return await inst.call(
                         path, *args, timeout=max(deadline - time.monotonic(), 0.0)
                     )
                 except GuestExit as e:
-                    raise WorkloadError(f"{component} exited with code {e.code} during {path}") from None
+                    raise WorkloadError(
+                        f"{component} exited with code {e.code} during {path}"
+                    ) from None
                 finally:
                     inst.store.close()
             finally:
