@@ -80,7 +80,7 @@ async def connect(
     port: int,
     host: str = "127.0.0.1",
     *,
-    timeout: float | None = 60.0,  # noqa: ASYNC109 (kept by the client for every request)
+    timeout: float | None = 60.0,
     open_connection: OpenConnection | None = None,
 ) -> DbPoolClient:
     """Connect and handshake.  ``timeout`` bounds the connect and each request."""

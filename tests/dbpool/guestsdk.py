@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 GUEST_DIR = Path(__file__).resolve().parents[2] / "services" / "dbpool" / "guest"
 
 
-def _load():  # type: ignore[no-untyped-def]
+def _load() -> Any:
     if "fabric_dbpool" in sys.modules:
         return sys.modules["fabric_dbpool"]
     spec = importlib.util.spec_from_file_location("fabric_dbpool", GUEST_DIR / "fabric_dbpool.py")
@@ -21,4 +22,4 @@ def _load():  # type: ignore[no-untyped-def]
     return module
 
 
-fabric_dbpool = _load()
+fabric_dbpool: Any = _load()
