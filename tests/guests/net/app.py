@@ -580,6 +580,22 @@ def mode_echo_client(args: list[str]) -> None:
     out("match", int(data == message))
 
 
+def mode_rtt(args: list[str]) -> None:
+    """``rtt HOST PORT N``: N one-byte round trips over one connection to an echo server."""
+    host, port, rounds = args[0], int(args[1]), int(args[2])
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ok = 0
+    for _ in range(rounds):
+        sock.sendall(b"x")
+        if sock.recv(1) == b"x":
+            ok += 1
+    sock.close()
+    out("rounds", ok)
+    if ok != rounds:
+        sys.exit(1)
+
+
 def mode_half_close(args: list[str]) -> None:
     port = int(args[0])
     sock = tcp()
@@ -730,6 +746,7 @@ MODES = {
     "bind": mode_bind,
     "echo-server": mode_echo_server,
     "echo-client": mode_echo_client,
+    "rtt": mode_rtt,
     "half-close": mode_half_close,
     "bulk-send": mode_bulk_send,
     "bulk-recv": mode_bulk_recv,

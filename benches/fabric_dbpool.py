@@ -1,0 +1,185 @@
+"""fabric contenders for the pooled-database scenarios.
+
+One op is one fresh component invocation doing ``SELECT 1``:
+
+* ``fabric-dbpool-py``: a componentize-py component borrowing a pooled
+  connection from the dbpool service over the workload's virtual loopback;
+* ``fabric-dbpool-wat``: the same round trip from the smallest component we
+  can build (hand-written WAT), so the guest language's cost shows apart
+  from fabric's;
+* ``fabric-direct-py``: the componentize-py component connecting to the
+  database itself on every invocation, through an egress rule, with the
+  same password authentication as the other direct baselines.
+
+Each contender runs in a workload of its own process-wide fabric, started
+once per database and shared by the contenders of that database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from benches.errors import ContenderSkipped
+from benches.registry import Registry
+from fabric.build import BuildError, build_python_guest, build_wat_guest, stage_packages
+from fabric.workload import manifest_from_dict
+from fabric.workload.runtime import Fabric, WorkloadRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+DBBENCH = ROOT / "tests" / "guests" / "dbbench"
+WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
+SDK = ROOT / "services" / "dbpool" / "guest"
+DBPOOL_PORT = 7000
+EGRESS_NAME = "db.internal"
+
+
+def dbbench_guest() -> Path:
+    return build_python_guest(DBBENCH, extra_paths=[SDK, stage_packages(["pymysql"])])
+
+
+class _SharedFabric:
+    """One running fabric per database kind, shared by that kind's contenders."""
+
+    def __init__(self) -> None:
+        self.fabrics: dict[str, Fabric] = {}
+        self.users: dict[str, int] = {}
+        self.lock = asyncio.Lock()
+        self.direct: dict[str, list[str]] = {}
+
+    async def acquire(self, env: Any, kind: str) -> WorkloadRuntime:
+        async with self.lock:
+            fab = self.fabrics.get(kind)
+            if fab is None:
+                fab = await self._start(env, kind)
+                self.fabrics[kind] = fab
+            self.users[kind] = self.users.get(kind, 0) + 1
+            return fab.workloads[f"bench-{kind}"]
+
+    async def release(self, kind: str) -> None:
+        async with self.lock:
+            self.users[kind] -= 1
+            if self.users[kind] == 0:
+                fab = self.fabrics.pop(kind)
+                await fab.stop()
+
+    async def _start(self, env: Any, kind: str) -> Fabric:
+        if kind == "pg":
+            t = await env.postgres()
+            db = {"kind": "postgres"}
+            default_port = 5432
+        else:
+            t = await env.mariadb()
+            db = {"kind": "mysql"}
+            default_port = 3306
+        db.update(
+            host=t.host, port=t.port, user=t.user, password=t.password, database=t.database,
+            min_size=4, max_size=16, acquire_timeout=30.0,
+        )
+        self.direct[kind] = [EGRESS_NAME, str(default_port), t.user, t.password, t.database]
+        components: list[dict[str, Any]] = []
+        try:
+            py = await asyncio.to_thread(dbbench_guest)
+            components.append({"name": "py", "wasm": str(py), "concurrency": 256, "queue": 4096})
+        except BuildError as e:
+            raise ContenderSkipped(f"cannot build the dbbench guest: {e}") from e
+        if WAT_SELECT1.exists():
+            wat = await asyncio.to_thread(build_wat_guest, WAT_SELECT1)
+            components.append({"name": "wat", "wasm": str(wat), "concurrency": 256, "queue": 4096})
+        raw = {
+            "workloads": [
+                {
+                    "name": f"bench-{kind}",
+                    "services": [
+                        {
+                            "name": "dbpool",
+                            "native": "services.dbpool.service:DbPoolService",
+                            "ports": [DBPOOL_PORT],
+                            "config": {"port": DBPOOL_PORT, "databases": {kind: db}},
+                        }
+                    ],
+                    "components": components,
+                    "egress": [
+                        {"dest": EGRESS_NAME, "port": default_port, "to": f"{t.host}:{t.port}"}
+                    ],
+                }
+            ]
+        }
+        manifest = manifest_from_dict(raw, path="<bench>", base_dir=str(ROOT))
+        fab = Fabric(manifest, emit=lambda line: None)
+        await fab.start()
+        return fab
+
+
+SHARED = _SharedFabric()
+
+
+class _Invocation:
+    group = "fabric"
+    component = "py"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        self.env = env
+        self.kind = kind
+        self.workload: WorkloadRuntime | None = None
+        self.args: list[str] = []
+
+    async def setup(self) -> None:
+        self.workload = await SHARED.acquire(self.env, self.kind)
+        if self.component not in self.workload.components:
+            await SHARED.release(self.kind)
+            self.workload = None
+            raise ContenderSkipped(f"component {self.component!r} is not available")
+        self.args = self.make_args()
+
+    def make_args(self) -> list[str]:
+        return ["pooled", str(DBPOOL_PORT), self.kind, "SELECT 1"]
+
+    async def op(self) -> None:
+        assert self.workload is not None
+        result = await self.workload.invoke(self.component, None, self.args)
+        if result["exit_code"] != 0:
+            raise RuntimeError(f"guest failed: {result['stderr'][-300:]}")
+
+    async def teardown(self) -> None:
+        if self.workload is not None:
+            await SHARED.release(self.kind)
+            self.workload = None
+
+
+class PooledPython(_Invocation):
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-dbpool-py"
+        self.description = "componentize-py component, pooled connection via dbpool"
+
+
+class PooledWat(_Invocation):
+    component = "wat"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-dbpool-wat"
+        self.description = "hand-written WAT component, pooled connection via dbpool"
+
+    def make_args(self) -> list[str]:
+        return [str(DBPOOL_PORT), self.kind]
+
+
+class DirectPython(_Invocation):
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-direct-py"
+        self.description = "componentize-py component connecting itself (egress, password auth)"
+
+    def make_args(self) -> list[str]:
+        mode = "pg-direct" if self.kind == "pg" else "mysql-direct"
+        return [mode, *SHARED.direct[self.kind], "SELECT 1"]
+
+
+def register(registry: Registry) -> None:
+    for scenario, kind in (("pg-select1", "pg"), ("mysql-select1", "mysql")):
+        registry.add_contender(scenario, lambda env, k=kind: PooledPython(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: PooledWat(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: DirectPython(env, k))
