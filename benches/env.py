@@ -36,10 +36,10 @@ import msgspec
 
 from benches.errors import BenchError, ContenderSkipped
 from benches.model import MachineInfo
-from benches.pgbouncer import PgBouncer
+from benches.pgbouncer import PgBouncer, require_pgbouncer
 from fabric.pgcluster import PgClusterError, TempCluster, make_dsn
 
-__all__ = ["BENCH_USER", "BenchEnv", "MysqlTarget", "PgTarget", "machine_info"]
+__all__ = ["BENCH_USER", "BenchEnv", "MysqlAdmin", "MysqlTarget", "PgTarget", "machine_info"]
 
 BENCH_USER = "fabric_bench"
 BENCH_DATABASE = "bench"
@@ -175,9 +175,16 @@ class _EchoServer:
 class BenchEnv:
     """Lazily started, shared resources for the contenders of one suite run."""
 
-    def __init__(self, *, base_dir: Path | None = None, mysql: MysqlAdmin | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_dir: Path | None = None,
+        mysql: MysqlAdmin | None = None,
+        pgbouncer_binary: str | None = None,
+    ) -> None:
         self.base_dir = base_dir
         self.mysql_admin = mysql or MysqlAdmin.from_environ()
+        self.pgbouncer_binary = pgbouncer_binary
         self.servers: dict[str, str] = {}
         self._pg_password = secrets.token_urlsafe(18)
         self._bench_password = secrets.token_urlsafe(18)
@@ -245,6 +252,7 @@ class BenchEnv:
         return await self._once("pgbouncer", self._start_pgbouncer)
 
     async def _start_pgbouncer(self) -> PgTarget:
+        binary = require_pgbouncer(self.pgbouncer_binary)
         pg = await self.postgres()
         assert self._cluster is not None
         # The role's SCRAM secret, as production set-ups give it (auth_file or auth_query):
@@ -262,6 +270,7 @@ class BenchEnv:
             pool_mode="transaction",
             pool_size=20,
             base_dir=self.base_dir,
+            binary=binary,
         )
         await asyncio.to_thread(bouncer.start)
         self._bouncer = bouncer

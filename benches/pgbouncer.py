@@ -34,7 +34,13 @@ import msgspec
 from benches.errors import BenchError, PgBouncerNotInstalled
 from fabric.pgcluster import free_port, make_dsn, make_private_dir, service_user, spawn
 
-__all__ = ["PgBouncer", "PgBouncerStatistics", "find_pgbouncer", "pgbouncer_version"]
+__all__ = [
+    "PgBouncer",
+    "PgBouncerStatistics",
+    "find_pgbouncer",
+    "pgbouncer_version",
+    "require_pgbouncer",
+]
 
 _FALLBACK_PATHS = ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer", "/usr/local/bin/pgbouncer")
 
@@ -48,6 +54,16 @@ def find_pgbouncer() -> str | None:
         if Path(path).is_file():
             return path
     return None
+
+
+def require_pgbouncer(binary: str | None = None) -> str:
+    """The binary to run; raises :class:`PgBouncerNotInstalled` when there is none."""
+    binary = binary or find_pgbouncer()
+    if binary is None:
+        raise PgBouncerNotInstalled()
+    if not Path(binary).is_file():
+        raise PgBouncerNotInstalled(f"pgbouncer not installed (no {binary})")
+    return binary
 
 
 def pgbouncer_version(binary: str | None = None) -> str | None:
@@ -145,9 +161,7 @@ class PgBouncer:
         return f"<PgBouncer {self._state} {self.host}:{self._port or '-'} mode={self.pool_mode}>"
 
     def start(self) -> Self:
-        binary = self._binary or find_pgbouncer()
-        if binary is None:
-            raise PgBouncerNotInstalled()
+        binary = require_pgbouncer(self._binary)
         if self._state == "running":
             raise BenchError("PgBouncer is already running")
         self._version = pgbouncer_version(binary)

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
@@ -45,7 +45,12 @@ from .session import StreamReader, StreamWriter
 
 __all__ = ["DbPoolClient", "DbPoolError", "Result", "connect"]
 
-OpenConnection = Callable[[str, int], Awaitable[tuple[StreamReader, StreamWriter]]]
+
+class OpenConnection(Protocol):
+    """``asyncio.open_connection`` or ``VirtualNetwork.open_connection``: called
+    with ``host`` and ``port`` by keyword."""
+
+    def __call__(self, *, host: str, port: int) -> Awaitable[tuple[StreamReader, StreamWriter]]: ...
 
 
 class DbPoolError(Exception):
@@ -72,8 +77,8 @@ class Result(msgspec.Struct, frozen=True):
         return self.rows[0][0] if self.rows else None
 
 
-async def _open(host: str, port: int) -> tuple[StreamReader, StreamWriter]:
-    return await asyncio.open_connection(host, port)
+async def _open(*, host: str, port: int) -> tuple[StreamReader, StreamWriter]:
+    return await asyncio.open_connection(host=host, port=port)
 
 
 async def connect(
@@ -88,7 +93,7 @@ async def connect(
     writer: StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await opener(host, port)
+            reader, writer = await opener(host=host, port=port)
             conn = ClientConnection()
             writer.write(conn.hello())
             await writer.drain()

@@ -1,8 +1,8 @@
 """The dbpool service: pools from a config plus a listening `DbPoolServer`.
 
-Framework-neutral: the listener comes from a ``start_server(handler, host,
-port)`` callable, ``asyncio.start_server`` by default; the workload layer
-passes the virtual network's.
+Framework-neutral: the listener comes from a ``start_server(handler, host=,
+port=)`` callable, ``asyncio.start_server`` by default; the workload layer
+passes the virtual network's (``VirtualNetwork.start_server`` has that shape).
 """
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ class Listener(Protocol):
 
 
 Handler = Callable[[StreamReader, StreamWriter], Awaitable[None]]
-StartServer = Callable[[Handler, str, int], Awaitable[Listener]]
 
 
-async def _asyncio_start_server(handler: Handler, host: str, port: int) -> Listener:
-    return await asyncio.start_server(handler, host, port)
+class StartServer(Protocol):
+    """``asyncio.start_server`` or ``VirtualNetwork.start_server``: called with the
+    connection handler positionally and ``host``/``port`` by keyword."""
+
+    def __call__(self, handler: Handler, /, *, host: str, port: int) -> Awaitable[Listener]: ...
+
+
+async def _asyncio_start_server(handler: Handler, /, *, host: str, port: int) -> Listener:
+    return await asyncio.start_server(handler, host=host, port=port)
 
 
 class DbPoolService:
@@ -85,7 +91,7 @@ class DbPoolService:
         self.server = DbPoolServer(pools, self.config.limits)
         try:
             self._listener = await self._start_server(
-                self.server.handle_connection, self.config.host, self.config.port
+                self.server.handle_connection, host=self.config.host, port=self.config.port
             )
         except BaseException:
             await self._close_pools()

@@ -4,6 +4,7 @@ run by the wasmtime CLI with real sockets against the running server."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,12 @@ APP_DIR = Path(__file__).resolve().parent / "guest_app"
 
 
 @pytest.fixture(scope="module")
-def dbpool_guest() -> Path:
-    return build_python_guest(APP_DIR, extra_paths=[GUEST_DIR])
+def dbpool_guest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Only the SDK module goes on the guest's path, so the cached build depends on
+    # nothing else that may sit in services/dbpool/guest.
+    sdk = tmp_path_factory.mktemp("sdk")
+    shutil.copy(GUEST_DIR / "fabric_dbpool.py", sdk / "fabric_dbpool.py")
+    return build_python_guest(APP_DIR, extra_paths=[sdk])
 
 
 @pytest.mark.slow

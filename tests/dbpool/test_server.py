@@ -29,8 +29,9 @@ from services.dbpool.protocol import (
     Rows,
     ServerHello,
 )
+from services.dbpool.service import DbPoolConfig, DbPoolService
 
-from .conftest import Env, eventually, make_env
+from .conftest import Env, db_config, eventually, make_env
 
 GUARD = 20.0  # seconds; only to turn a hang into a failure
 
@@ -314,3 +315,30 @@ def test_the_server_under_plain_asyncio_in_debug_mode() -> None:
             assert {r.scalar() for r in res} == {1}
 
     asyncio.run(scenario(), debug=True)
+
+
+async def test_the_service_on_the_virtual_network(pg_env: Env) -> None:
+    from fabric.net.network import VirtualNetwork
+
+    net = VirtualNetwork("dbpool-test")
+    config = DbPoolConfig(port=7432, databases={"main": db_config("postgres", max_size=2)})
+    async with DbPoolService(config, start_server=net.start_server) as service:
+        assert service.port == 7432
+        assert net.is_listening(7432)
+
+        async def client(i: int) -> int:
+            async with await connect(7432, open_connection=net.open_connection) as c:
+                async with c.transaction("main"):
+                    await c.execute("main", f"INSERT INTO {pg_env.table} VALUES ($1, 'v')", (i,))
+                return int((await c.execute("main", "SELECT $1::int", (i,))).scalar())
+
+        assert await asyncio.gather(*(client(i) for i in range(10))) == list(range(10))
+        await eventually(lambda: service.statistics().clients_connected == 0)
+        stats = service.statistics()
+        assert stats.clients_total == 10
+        assert stats.databases["main"].in_use == 0
+    res = await pg_env.service.pools["main"].acquire()
+    try:
+        assert (await res.query(f"SELECT count(*) FROM {pg_env.table}")).rows == [(10,)]
+    finally:
+        await pg_env.service.pools["main"].release(res)

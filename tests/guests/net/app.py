@@ -584,7 +584,6 @@ def mode_rtt(args: list[str]) -> None:
     """``rtt HOST PORT N``: N one-byte round trips over one connection to an echo server."""
     host, port, rounds = args[0], int(args[1]), int(args[2])
     sock = socket.create_connection((host, port), timeout=30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ok = 0
     for _ in range(rounds):
         sock.sendall(b"x")
