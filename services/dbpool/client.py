@@ -232,8 +232,8 @@ class DbPoolClient:
         return next(self._ids)
 
     async def _call(self, req: Request) -> Response:
-        if self._closed is not None:
-            raise self._closed
+        if (closed := self._closed) is not None:
+            raise DbPoolError(closed.code, closed.sqlstate, closed.message)
         try:
             frame = self._conn.send(req)
         except FrameTooLarge as exc:

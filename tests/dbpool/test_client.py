@@ -11,7 +11,7 @@ import pytest
 
 from services.dbpool.client import DbPoolClient, DbPoolError, connect
 
-from .conftest import Env
+from .conftest import Env, make_env
 
 
 async def count(c: DbPoolClient, env: Env) -> int:
@@ -161,3 +161,37 @@ async def test_connect_to_a_closed_port_is_a_dbpool_error() -> None:
     with pytest.raises(DbPoolError) as info:
         await connect(port, timeout=5)
     assert info.value.code == "disconnected"
+
+
+async def test_fifty_clients_share_a_pool_of_five(kind: str) -> None:
+    async with make_env(kind, min_size=0, max_size=5) as env:
+
+        async def one(i: int) -> int:
+            async with await connect(env.port) as c:
+                async with c.transaction("main"):
+                    await c.execute(
+                        "main", f"INSERT INTO {env.table} VALUES ({env.ph(1)}, 'c')", (i,)
+                    )
+                return int((await c.execute("main", f"SELECT {env.ph(1)} + 0", (i,))).scalar())
+
+        assert await asyncio.gather(*(one(i) for i in range(50))) == list(range(50))
+        await env.settled()
+        stats = env.service.statistics()
+        db = stats.databases["main"]
+        assert db.size <= 5 and db.in_use == 0
+        assert stats.requests == {"begin": 50, "query": 100, "commit": 50}
+        async with await connect(env.port) as c:
+            assert await count(c, env) == 50
+
+
+async def test_a_client_killed_mid_transaction_is_rolled_back(env: Env) -> None:
+    c = await connect(env.port)
+    await c.begin("main")
+    await c.execute("main", f"INSERT INTO {env.table} VALUES (1, 'ghost')")
+    c._writer.transport.abort()  # type: ignore[attr-defined]
+    await c.close()
+    await env.settled()
+    stats = env.service.statistics()
+    assert (stats.transactions_abandoned, stats.transactions_open) == (1, 0)
+    async with await connect(env.port) as other:
+        assert await count(other, env) == 0
