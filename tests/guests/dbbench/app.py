@@ -1,0 +1,163 @@
+"""A wasi:cli/command guest for database benchmarks: one round trip per run.
+
+Usage: ``guest MODE [ARGS...]``; every mode prints ``key=value`` lines:
+
+  pooled PORT DB SQL                           borrow a connection from the dbpool
+                                               service on 127.0.0.1:PORT (fabric_dbpool)
+  pg-direct HOST PORT USER PASSWORD DB SQL     connect to PostgreSQL (fabric_pgwire),
+                                               run SQL, close; "" means no password
+  mysql-direct HOST PORT USER PASSWORD DB SQL  the same against MySQL/MariaDB (PyMySQL)
+  pbkdf2 ITERATIONS                            time SCRAM's key derivation alone
+
+Output: ``columns=<json>``, ``rows=<json>`` (values the JSON encoder cannot
+write are printed with ``str``), ``connect_ms``, ``query_ms``, ``total_ms``
+(wall time inside the guest: connect + query + close), and for pg-direct
+``auth=`` and ``pbkdf2=`` (``hashlib`` or ``pure``: what derives the SCRAM key).
+Set the environment variable ``DBBENCH_REPEAT=N`` to repeat the round trip
+N times in one run (``total_ms`` is then the median, ``all_ms`` lists them).
+
+Failures print ``error=<code>`` (SQLSTATE, dbpool code, MySQL error number or
+errno name) and ``message=...``, then exit with status 1.
+"""
+
+# Only modules imported at build time exist at run time: import everything here.
+import encodings.idna  # noqa: F401  (getaddrinfo needs it)
+import errno
+import json
+import os
+import socket
+import sys
+import time
+
+import fabric_dbpool
+import fabric_pgwire
+import pymysql
+import pymysql.cursors
+from wit_world import exports
+
+
+LAST_AUTH: list = [None]  # how the last pg-direct connection authenticated
+
+
+def out(key: str, value: object) -> None:
+    sys.stdout.write(f"{key}={value}\n")
+    sys.stdout.flush()
+
+
+def as_json(value: object) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000.0
+
+
+def pooled(args: list[str]) -> tuple[list, list, float, float]:
+    port, db, sql = int(args[0]), args[1], args[2]
+    start = now_ms()
+    conn = fabric_dbpool.connect(port=port, timeout=30)
+    connected = now_ms()
+    try:
+        res = conn.execute(db, sql)
+    finally:
+        conn.close()
+    return res.columns, [list(r) for r in res.rows], connected - start, now_ms() - connected
+
+
+def pg_direct(args: list[str]) -> tuple[list, list, float, float]:
+    host, port, user, password, db, sql = args[0], int(args[1]), *args[2:6]
+    start = now_ms()
+    conn = fabric_pgwire.connect(
+        host, port, user=user, password=password or None, database=db, timeout=30
+    )
+    connected = now_ms()
+    try:
+        columns, rows = conn.query(sql)
+    finally:
+        conn.close()
+    LAST_AUTH[0] = conn.auth_method
+    return columns, [list(r) for r in rows], connected - start, now_ms() - connected
+
+
+def mysql_direct(args: list[str]) -> tuple[list, list, float, float]:
+    host, port, user, password, db, sql = args[0], int(args[1]), *args[2:6]
+    start = now_ms()
+    conn = pymysql.connect(
+        host=host, port=port, user=user, password=password, database=db, connect_timeout=30
+    )
+    connected = now_ms()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description or ()]
+            rows = [list(r) for r in cur.fetchall()]
+        conn.commit()
+    finally:
+        conn.close()
+    return columns, rows, connected - start, now_ms() - connected
+
+
+def pbkdf2(args: list[str]) -> None:
+    iterations = int(args[0])
+    start = now_ms()
+    fabric_pgwire.pbkdf2_sha256(b"password", b"salt-salt-salt", iterations)
+    out("pbkdf2", fabric_pgwire.PBKDF2_IMPLEMENTATION)
+    out("pbkdf2_ms", f"{now_ms() - start:.2f}")
+
+
+MODES = {"pooled": (pooled, 3), "pg-direct": (pg_direct, 6), "mysql-direct": (mysql_direct, 6)}
+
+
+def fail(code: object, message: object) -> None:
+    out("error", code)
+    out("message", str(message).replace("\n", " "))
+    sys.exit(1)
+
+
+def round_trips(mode: str, args: list[str]) -> None:
+    handler, nargs = MODES[mode]
+    if len(args) != nargs:
+        fail("usage", f"{mode} takes {nargs} arguments, got {len(args)}")
+    repeat = int(os.environ.get("DBBENCH_REPEAT", "1"))
+    totals: list[float] = []
+    for _ in range(repeat):
+        start = now_ms()
+        columns, rows, connect_ms, query_ms = handler(args)
+        totals.append(now_ms() - start)
+    out("columns", as_json(columns))
+    out("rows", as_json(rows))
+    out("connect_ms", f"{connect_ms:.2f}")
+    out("query_ms", f"{query_ms:.2f}")
+    out("total_ms", f"{sorted(totals)[len(totals) // 2]:.2f}")
+    if repeat > 1:
+        out("all_ms", ",".join(f"{t:.2f}" for t in totals))
+    if mode == "pg-direct":
+        out("auth", LAST_AUTH[0])
+        out("pbkdf2", fabric_pgwire.PBKDF2_IMPLEMENTATION)
+
+
+class Run(exports.Run):
+    def run(self) -> None:
+        argv = sys.argv[1:]
+        mode = argv[0] if argv else ""
+        try:
+            if mode == "pbkdf2":
+                pbkdf2(argv[1:])
+            elif mode in MODES:
+                round_trips(mode, argv[1:])
+            else:
+                fail("usage", f"unknown mode {mode!r}")
+        except fabric_pgwire.PgError as exc:
+            fail(exc.sqlstate, exc.message)
+        except fabric_dbpool.DbPoolError as exc:
+            fail(exc.sqlstate or exc.code, exc.message)
+        except pymysql.MySQLError as exc:
+            fail(exc.args[0] if exc.args else type(exc).__name__, exc)
+        except fabric_pgwire.PgWireError as exc:
+            fail(type(exc).__name__, exc)
+        except socket.gaierror as exc:
+            fail(f"gaierror:{exc.args[0]}", exc)
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            fail(name, exc)
+        sys.stdout.flush()
