@@ -8,7 +8,7 @@ passes the virtual network's (``VirtualNetwork.start_server`` has that shape).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Annotated, Any, Protocol
 
@@ -57,9 +57,20 @@ async def _asyncio_start_server(handler: Handler, /, *, host: str, port: int) ->
 
 
 class DbPoolService:
-    """Starts the pools, then the server; ``close`` undoes both in reverse."""
+    """Starts the pools, then the server; ``close`` undoes both in reverse.
 
-    def __init__(self, config: DbPoolConfig, start_server: StartServer | None = None) -> None:
+    Also a fabric native service: name it in a manifest as
+    ``native = "services.dbpool.service:DbPoolService"`` with the
+    ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
+    the workload's virtual network and publishes the server statistics to
+    ``fabric status``.
+    """
+
+    def __init__(
+        self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None
+    ) -> None:
+        if not isinstance(config, DbPoolConfig):
+            config = msgspec.convert(dict(config), DbPoolConfig)
         self.config = config
         self._start_server = start_server or _asyncio_start_server
         self.pools: dict[str, Pool] = {}
@@ -115,6 +126,16 @@ class DbPoolService:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
         return self.server.statistics()
+
+    async def serve(self, ctx: Any) -> None:
+        """Run as a fabric native service until cancelled."""
+        self._start_server = ctx.network.start_server
+        await self.start()
+        ctx.publish_stats(self.statistics)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
 
     async def __aenter__(self) -> DbPoolService:
         await self.start()
