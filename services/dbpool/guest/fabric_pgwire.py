@@ -78,24 +78,17 @@ class ProtocolError(PgWireError):
 
 
 def _pbkdf2_sha256_pure(password: bytes, salt: bytes, iterations: int) -> bytes:
-    """PBKDF2-HMAC-SHA256 for one 32-byte block (RFC 8018) on ``hashlib.sha256`` only.
+    """PBKDF2-HMAC-SHA256 for one 32-byte block (RFC 8018) on ``hmac.digest``.
 
-    HMAC is unrolled onto two pre-keyed hash states that each iteration
-    copies: about 13 ms for 4096 iterations, natively and inside a guest.
+    Inside a guest ``hmac.digest`` is CPython's built-in HACL* HMAC, one C
+    call per iteration: 4096 iterations take 11-25 ms there (keyed-state
+    copies of ``hashlib.sha256`` measured 10-15% slower).
     """
-    if len(password) > 64:
-        password = hashlib.sha256(password).digest()
-    key = password.ljust(64, b"\x00")
-    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
-    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
-    block = salt + b"\x00\x00\x00\x01"  # INT(1): the first and only block
-    acc = 0
-    for _ in range(iterations):
-        inner = inner_copy()
-        inner.update(block)
-        outer = outer_copy()
-        outer.update(inner.digest())
-        block = outer.digest()
+    digest = hmac.digest
+    block = digest(password, salt + b"\x00\x00\x00\x01", "sha256")  # INT(1): one block
+    acc = int.from_bytes(block, "big")
+    for _ in range(iterations - 1):
+        block = digest(password, block, "sha256")
         acc ^= int.from_bytes(block, "big")
     return acc.to_bytes(32, "big")
 
@@ -105,7 +98,7 @@ def _pbkdf2_sha256_hashlib(password: bytes, salt: bytes, iterations: int) -> byt
 
 
 #: PBKDF2-HMAC-SHA256: ``hashlib.pbkdf2_hmac`` where it exists (it needs
-#: OpenSSL, absent inside a guest), else a pure-Python loop over ``hashlib.sha256``.
+#: OpenSSL, absent inside a guest), else a Python loop over ``hmac.digest``.
 pbkdf2_sha256: Callable[[bytes, bytes, int], bytes] = (
     _pbkdf2_sha256_hashlib if hasattr(hashlib, "pbkdf2_hmac") else _pbkdf2_sha256_pure
 )
