@@ -118,8 +118,18 @@ def _workload(
         yield from _member(component.name, path, members)
         if component.timeout <= 0:
             yield (*path, "timeout"), "expected a positive duration, got 0s"
-        if check_files and not os.path.isfile(component.wasm):
+        if component.wasm is not None and component.python is not None:
+            yield (*path, "python"), 'give either "wasm" or "python", not both'
+        elif component.wasm is None and component.python is None:
+            yield path, 'missing "wasm" (a component file) or "python" (a guest source directory)'
+        if check_files and component.wasm is not None and not os.path.isfile(component.wasm):
             yield (*path, "wasm"), f"file {component.wasm} does not exist"
+        if (
+            check_files
+            and component.python is not None
+            and not os.path.isfile(os.path.join(component.python, "app.py"))
+        ):
+            yield (*path, "python"), f"no app.py in {component.python}"
         yield from _dirs(component.dirs, path, check_files)
 
     yield from _links(workload, base)

@@ -109,7 +109,9 @@ class ComponentSpec(_Spec, frozen=True):
     """A component instantiated fresh for every invocation."""
 
     name: Name
-    wasm: Name
+    wasm: Name | None = None
+    python: Name | None = None
+    world: Name = "command"
     concurrency: Annotated[int, msgspec.Meta(ge=1)] = 16
     queue: Annotated[int, msgspec.Meta(ge=0)] = 64
     timeout: Duration = Duration(30.0)
@@ -310,7 +312,12 @@ def _resolve_workload(spec: WorkloadSpec, base: str) -> WorkloadSpec:
         for s in spec.services
     )
     components = tuple(
-        msgspec.structs.replace(c, wasm=_resolve(c.wasm, base), dirs=_resolve_dirs(c.dirs, base))
+        msgspec.structs.replace(
+            c,
+            wasm=None if c.wasm is None else _resolve(c.wasm, base),
+            python=None if c.python is None else _resolve(c.python, base),
+            dirs=_resolve_dirs(c.dirs, base),
+        )
         for c in spec.components
     )
     return msgspec.structs.replace(spec, services=services, components=components)

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fabric.engine import Component, GuestExit, Linker
@@ -37,6 +38,9 @@ from .supervisor import Supervisor
 from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
 
 _log = logging.getLogger("fabric.workload")
+
+#: The pure-Python dbpool client, put on the path of guests built from source.
+GUEST_SDK = Path(__file__).resolve().parent.parent.parent / "services" / "dbpool" / "guest"
 
 
 def _policy(spec: WorkloadSpec) -> NetworkPolicy:
@@ -89,11 +93,21 @@ class WorkloadRuntime:
         # Compiling a component takes seconds the first time; keep the loop free.
         return await asyncio.to_thread(self.runtime.engine.load, path)
 
+    async def _build(self, source: str | None, world: str) -> str:
+        from fabric.build import build_python_guest
+
+        assert source is not None
+        path = await asyncio.to_thread(
+            build_python_guest, Path(source), world=world, extra_paths=[GUEST_SDK]
+        )
+        return str(path)
+
     async def load(self) -> None:
         """Load every wasm file, wire links, and refuse to start with unfilled imports."""
         loaded: dict[str, Component] = {}
         for c in self.spec.components:
-            loaded[c.name] = await self._load(c.wasm)
+            wasm = c.wasm if c.wasm is not None else await self._build(c.python, c.world)
+            loaded[c.name] = await self._load(wasm)
         for s in self.spec.services:
             if s.wasm is not None:
                 loaded[s.name] = await self._load(s.wasm)
