@@ -57,6 +57,10 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
     return NetworkPolicy(egress=tuple(egress), ingress=tuple(ingress), names=dict(spec.names))
 
 
+def _is_command(component: Component) -> bool:
+    return any(name.startswith("wasi:cli/run@") for name in component.exports)
+
+
 class _ComponentEntry:
     def __init__(self, spec: ComponentSpec, component: Component, linker: Linker) -> None:
         self.spec = spec
@@ -229,6 +233,8 @@ class WorkloadRuntime:
         entry = self.components.get(component)
         if entry is None:
             raise NotFound(f"workload {self.name!r} has no component {component!r}")
+        if export in ("run", "wasi:cli/run") and _is_command(entry.component):
+            export = None  # run the command with ``args`` as its arguments
         spec = entry.spec
         async with entry.admission.slot():
             entry.seq += 1

@@ -189,7 +189,7 @@ def test_validate_passes_a_good_manifest(full: Manifest) -> None:
     validate(full)  # no exception
 
 
-@pytest.mark.parametrize("name", ["two-workloads.toml", "dbpool.toml"])
+@pytest.mark.parametrize("name", ["two-workloads.toml", "dbpool/fabric.toml"])
 def test_examples_load(name: str) -> None:
     manifest = load_manifest(EXAMPLES / name)
     assert manifest.workloads
