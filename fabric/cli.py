@@ -34,7 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(args_list[1:])
     parser = build_parser()
+    rest: list[str] = []
+    if "--" in args_list:
+        # Everything after "--" belongs to the guest, even if it looks like an option.
+        cut = args_list.index("--")
+        args_list, rest = args_list[:cut], args_list[cut + 1 :]
     args = parser.parse_args(args_list)
+    if rest:
+        if not hasattr(args, "args") or not isinstance(args.args, list):
+            parser.error(f"{args.command} takes no arguments after --")
+        args.args = [*args.args, *rest]
     try:
         code: int = args.handler(args)
     except UsageError as e:

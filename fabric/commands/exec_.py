@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="deadline in seconds")
     p.add_argument("--max-memory", default=None, metavar="SIZE", help="memory limit, e.g. 256MiB")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the guest (after --)")
+    p.add_argument("args", nargs="*", help="arguments for the guest (after --)")
     p.set_defaults(handler=main)
 
 
@@ -68,8 +68,9 @@ async def _stdin() -> InputStream:
     import stat
 
     mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode):
-        # A regular file cannot be watched by the loop: read it whole.
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+        # Regular files and devices such as /dev/null cannot be watched by the
+        # loop (libuv aborts on them): read them whole.
         return BytesInput(await asyncio.to_thread(_read_all, fd))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

@@ -147,7 +147,7 @@ def _destructor(env: int, ctx: Any, rep: int) -> int:
         store = STORES[c.context_get_data(ctx)]
         obj = store.table_pop(rep)
         if obj is not None:
-            obj.close()
+            obj.drop()
         return 0
     except BaseException as e:
         return _fail(store, None, e)

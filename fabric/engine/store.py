@@ -16,6 +16,7 @@ poisons it), so the store is marked dead and must be discarded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import time
@@ -235,10 +236,11 @@ class Store:
         # wasmtime runs no destructor for handles still in the guest's table.
         table, self._table = self._table, {}
         for obj in table.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort at teardown
                 obj.close()
-            except Exception:
-                pass
+        closer = getattr(self.data, "close", None)
+        if closer is not None:
+            closer()
 
     def __enter__(self) -> Store:
         return self

@@ -104,6 +104,10 @@ class HostResource:
     def close(self) -> None:
         """Release what the resource holds; the default holds nothing."""
 
+    def drop(self) -> None:
+        """The guest dropped its handle (may refuse by raising, which traps)."""
+        self.close()
+
 
 class ResourceScope(Protocol):
     """What codecs need from a store to move resources across the boundary."""

@@ -59,5 +59,11 @@ class WasiCtx:
         self.exit_code: int | None = None
         self.preopen_descriptors: list[Any] | None = None
 
+    def close(self) -> None:
+        """The guest instance is gone: release its network handle."""
+        net, self.sockets = self.sockets, None
+        if net is not None:
+            net.close()
+
     def __repr__(self) -> str:
         return f"<WasiCtx {self.name} args={len(self.config.args)} env={len(self.config.env)}>"
