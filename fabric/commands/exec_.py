@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 from typing import Any
 
 from fabric.engine import ComponentLoadError, DeadlineExceeded, GuestTrap
 from fabric.errors import UsageError
+from fabric.net import EgressRule, IngressRule, NetworkPolicy, Role, VirtualNetwork
 from fabric.wasi import Preopen, WasiConfig, WasiCtx
 from fabric.wasi.io import BytesInput, InputStream, ReaderInput
 
@@ -33,6 +35,27 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="deadline in seconds")
     p.add_argument("--max-memory", default=None, metavar="SIZE", help="memory limit, e.g. 256MiB")
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="'SVC.wasm [ARG...]'",
+        help="start a long-lived guest in the same workload first, wait until it listens",
+    )
+    p.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="HOSTPORT:VPORT",
+        help="expose a virtual port on a real host port (ingress)",
+    )
+    p.add_argument(
+        "--egress",
+        action="append",
+        default=[],
+        metavar="DEST:PORT=HOST:PORT",
+        help="let guests reach a real address (egress rule)",
+    )
     p.add_argument("args", nargs="*", help="arguments for the guest (after --)")
     p.set_defaults(handler=main)
 
@@ -95,6 +118,60 @@ def _writer(stream: Any) -> Any:
     return write
 
 
+def parse_publish(item: str) -> IngressRule:
+    host_port, _, vport = item.partition(":")
+    try:
+        return IngressRule(port=int(vport), host_port=int(host_port))
+    except ValueError:
+        raise UsageError(f"--publish {item!r}: expected HOSTPORT:VPORT") from None
+
+
+def parse_egress(item: str) -> EgressRule:
+    dest, sep, target = item.partition("=")
+    dhost, _, dport = dest.rpartition(":")
+    thost, _, tport = target.rpartition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return EgressRule(
+            destination=dhost, port=int(dport), target_host=thost, target_port=int(tport)
+        )
+    except ValueError:
+        raise UsageError(f"--egress {item!r}: expected DEST:PORT=HOST:PORT") from None
+
+
+async def _start_service(rt: Any, net: VirtualNetwork, spec: str) -> asyncio.Task[int]:
+    """Start a service guest ("SVC.wasm ARG...") and wait until it listens on a new port."""
+    path, *svc_args = shlex.split(spec)
+    name = os.path.basename(path)
+    component = rt.load(path)
+    before = set(net.statistics().tcp_listening)
+    prefix = f"[{name}] ".encode()
+
+    def emit(stream: Any) -> Any:
+        write = _writer(stream)
+        return lambda data: write(b"".join(prefix + line for line in data.splitlines(True)))
+
+    ctx = WasiCtx(
+        WasiConfig(args=[name, *svc_args]),
+        name=name,
+        stdout=emit(sys.stdout),
+        stderr=emit(sys.stderr),
+        sockets=net.attach(name, Role.SERVICE),
+    )
+    task = asyncio.create_task(rt.run_command(component, ctx))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while set(net.statistics().tcp_listening) <= before:
+        if task.done():
+            task.result()  # raises the service's error, if any
+            raise UsageError(f"--service {path}: exited before it listened")
+        if loop.time() > deadline:
+            raise UsageError(f"--service {path}: not listening after 30 s")
+        await asyncio.sleep(0.01)
+    return task
+
+
 def main(args: argparse.Namespace) -> int:
     guest_args = list(args.args)
     if guest_args[:1] == ["--"]:
@@ -106,21 +183,37 @@ def main(args: argparse.Namespace) -> int:
     )
     max_memory = parse_size(args.max_memory) if args.max_memory else None
 
+    policy = NetworkPolicy(
+        egress=tuple(parse_egress(e) for e in args.egress),
+        ingress=tuple(parse_publish(p) for p in args.publish),
+    )
+
     async def run() -> int:
         from fabric.runtime import Runtime
 
         rt = Runtime()
+        net = VirtualNetwork("exec", policy)
+        services: list[asyncio.Task[int]] = []
         try:
             component = rt.load(args.component)
+            for spec in args.service:
+                services.append(await _start_service(rt, net, spec))  # noqa: PERF401 - in order
+            await net.start_ingress()
+            name = os.path.basename(args.component)
             ctx = WasiCtx(
                 config,
-                name=os.path.basename(args.component),
+                name=name,
                 stdin=await _stdin(),
                 stdout=_writer(sys.stdout),
                 stderr=_writer(sys.stderr),
+                sockets=net.attach(name, Role.COMPONENT),
             )
             return await rt.run_command(component, ctx, timeout=args.timeout, max_memory=max_memory)
         finally:
+            for task in services:
+                task.cancel()
+            await asyncio.gather(*services, return_exceptions=True)
+            await net.aclose()
             rt.close()
 
     try:

@@ -328,12 +328,21 @@ class SinkOutput(OutputStream):
     def __init__(self, sink: Callable[[bytes], Any], capacity: int = 1 << 20) -> None:
         self._sink = sink
         self._capacity = capacity
-
-    def _check_write(self) -> int:
-        return self._capacity
+        self._broken: OSError | None = None
 
     def _write(self, data: bytes) -> None:
-        self._sink(data)
+        if self._broken is not None:
+            raise StreamClosed()
+        try:
+            self._sink(data)
+        except OSError as e:  # e.g. the reader of our stdout went away
+            self._broken = e
+            raise StreamFailed(str(e)) from None
+
+    def _check_write(self) -> int:
+        if self._broken is not None:
+            raise StreamClosed()
+        return self._capacity
 
     def _writable(self) -> bool:
         return True
