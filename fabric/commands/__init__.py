@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from . import bench, exec_, workload
+from . import bench, demo, exec_, workload
 
 
 def register_all(sub: Any) -> None:
-    for module in (exec_, workload, bench):
+    for module in (exec_, workload, bench, demo):
         module.register(sub)
 
 

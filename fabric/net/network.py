@@ -379,7 +379,7 @@ class VirtualNetwork:
     async def wait_listening(
         self,
         port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (asked for by the API)
+        timeout: float | None = None,
     ) -> None:
         """Wait until `port` has a listener; `TimeoutError` after `timeout` seconds."""
         async with asyncio.timeout(timeout):
