@@ -21,7 +21,7 @@ def _instant_pollable(deadline_ns: int) -> Pollable:
         if remaining > 0:
             await asyncio.sleep(remaining / 1e9)
 
-    return Pollable(ready, wait)
+    return Pollable(ready, wait, deadline_ns)
 
 
 def interfaces(version: str) -> list[HostInterface]:

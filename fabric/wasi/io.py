@@ -18,6 +18,7 @@ it asks ``ready()`` synchronously and awaits ``wait()``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,9 +63,16 @@ def _stream_error(exc: BaseException) -> Err:
 class Pollable(HostResource):
     """``wasi:io/poll.pollable``."""
 
-    def __init__(self, ready: Callable[[], bool], wait: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        wait: Callable[[], Awaitable[None]],
+        deadline_ns: int | None = None,
+    ) -> None:
         self._ready = ready
         self._wait = wait
+        #: for clock pollables: the monotonic time (ns) at which it becomes ready
+        self.deadline_ns = deadline_ns
 
     def ready(self) -> bool:
         return self._ready()
@@ -85,6 +93,23 @@ async def poll(pollables: list[Pollable]) -> list[int]:
             return ready
         if len(pollables) == 1:
             await pollables[0].block()
+            continue
+        # The common shape (a socket or stream plus a timeout) needs no task:
+        # wait on the one source with the earliest clock deadline as a timeout.
+        deadlines = [p.deadline_ns for p in pollables if p.deadline_ns is not None]
+        others = [p for p in pollables if p.deadline_ns is None]
+        if len(others) <= 1:
+            delay = None
+            if deadlines:
+                delay = max(min(deadlines) - time.monotonic_ns(), 0) / 1e9
+            if not others:
+                await asyncio.sleep(delay or 0)
+                continue
+            try:
+                async with asyncio.timeout(delay):
+                    await others[0]._wait()
+            except TimeoutError:
+                pass
             continue
         tasks = [asyncio.ensure_future(p._wait()) for p in pollables]
         try:
