@@ -63,7 +63,8 @@ async def suspended_guest_memory(n: int) -> dict[str, float]:
     try:
         comp = rt.load(build_wat_guest(GUESTS / "wat" / "sleeper.wat"))
         parked = 0
-        release = asyncio.Event()
+        target = 10
+        all_parked = asyncio.Event()
         stores: list[Store] = []
 
         async def one() -> None:
@@ -72,6 +73,8 @@ async def suspended_guest_memory(n: int) -> dict[str, float]:
             stores.append(store)
             inst = await store.instantiate(rt.linker, comp)
             parked += 1
+            if parked == target:
+                all_parked.set()
             await inst.call("sleep", 3_000_000_000)
 
         # warm the allocator with a few guests first
@@ -79,11 +82,11 @@ async def suspended_guest_memory(n: int) -> dict[str, float]:
         for s in stores:
             s.close()
         stores.clear()
-        parked = 0
+        parked, target = 0, n
+        all_parked.clear()
         before = _status()
         tasks = [asyncio.create_task(one()) for _ in range(n)]
-        while parked < n:
-            await asyncio.sleep(0.05)
+        await all_parked.wait()
         await asyncio.sleep(0.2)  # every guest is now suspended in pollable.block
         during = _status()
         for t in tasks:
@@ -91,7 +94,6 @@ async def suspended_guest_memory(n: int) -> dict[str, float]:
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in stores:
             s.close()
-        release.set()
         return {
             "guests": n,
             "rss_kib_per_guest": (during["VmRSS"] - before["VmRSS"]) / n,
@@ -155,11 +157,11 @@ def render(facts: dict[str, Any]) -> str:
         f"| RSS per suspended guest | {m['rss_kib_per_guest']:.1f} KiB |",
         f"| address space per suspended guest | {m['vm_kib_per_guest']:.0f} KiB |",
     ]
-    for row in facts["bytes"]:
-        lines.append(
-            f"| {row['shape']} {row['direction']}, {row['chunk'] // 1024} KiB chunks | "
-            f"{row['mb_per_s']:.1f} MB/s |"
-        )
+    lines.extend(
+        f"| {row['shape']} {row['direction']}, {row['chunk'] // 1024} KiB chunks | "
+        f"{row['mb_per_s']:.1f} MB/s |"
+        for row in facts["bytes"]
+    )
     return "\n".join(lines)
 
 
