@@ -159,6 +159,10 @@ class UdpSocket:
     def local_address(self) -> SocketAddress:
         if self._state is not UdpState.BOUND or self._local is None:
             raise SocketError(ErrorCode.INVALID_STATE, "not bound")
+        if self._remote is not None and self._local.is_unspecified:
+            # A connected socket has a source address, as the kernel picks one
+            # at connect(); it is unspecified again after a disconnect.
+            return self.source_address
         return self._local
 
     def remote_address(self) -> SocketAddress:

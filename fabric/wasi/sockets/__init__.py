@@ -1,51 +1,42 @@
 """``wasi:sockets`` over the workload's virtual network (``fabric.net``).
 
-One module per interface family: ``tcp`` (tcp, tcp-create-socket), ``udp``
-(udp, udp-create-socket); ``network``, ``instance-network`` and
-``ip-name-lookup`` are here.  Every WIT function is one call on a
-``fabric.net`` object; ``_common.guest_errors`` maps its errors.
+One module per interface family: ``network`` (network, instance-network),
+``tcp`` (tcp, tcp-create-socket), ``udp`` (udp, udp-create-socket),
+``ip_name_lookup``. Every WIT function is one call on a ``fabric.net``
+object (see docs/network.md, "wasi:sockets binding"); ``_common`` holds the
+error mapping, the address conversion and the parent/child rule.
+
+What a guest reaches is ``WasiCtx.sockets``: a ``GuestNetwork`` from
+``VirtualNetwork.attach(name, role)``, ``None`` (a private loopback of its
+own) or :data:`NO_NETWORK`. ``WasiCtx.close()``, called when the store
+closes, releases every socket the guest still holds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from fabric.engine import HostInterface
 
-from fabric.engine import HostInterface, HostResource
-from fabric.net import ResolveAddressStream
-
-from ..io import Pollable
-from . import tcp, udp
-from ._common import Network, from_ip, guest_errors, guest_network
-
-
-class ResolveStream(HostResource):
-    def __init__(self, stream: ResolveAddressStream) -> None:
-        self.stream = stream
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-def _next(cx: Any, s: ResolveStream) -> Any:
-    ip = s.stream.resolve_next_address()
-    return None if ip is None else from_ip(ip)
+from . import ip_name_lookup, network, tcp, udp
+from .network import NO_NETWORK, Network, guest_network, network_error_code
+from .tcp import TCP_METHODS
+from .udp import UDP_METHODS
 
 
 def interfaces(version: str) -> list[HostInterface]:
-    net = HostInterface(f"wasi:sockets/network@{version}")
-    net.resource("network", Network)
-    inst = HostInterface(f"wasi:sockets/instance-network@{version}")
-    inst.func("instance-network", lambda cx: Network(guest_network(cx)))
-    lookup = HostInterface(f"wasi:sockets/ip-name-lookup@{version}")
-    lookup.resource("resolve-address-stream", ResolveStream)
-    lookup.func(
-        "resolve-addresses",
-        guest_errors(lambda cx, n, name: ResolveStream(n.guest.resolve_addresses(name))),
-    )
-    m = "[method]resolve-address-stream."
-    lookup.func(m + "resolve-next-address", guest_errors(_next))
-    lookup.func(m + "subscribe", lambda cx, s: Pollable(s.stream.ready, s.stream.wait_ready))
-    return [net, inst, *tcp.interfaces(version), *udp.interfaces(version), lookup]
+    return [
+        *network.interfaces(version),
+        *tcp.interfaces(version),
+        *udp.interfaces(version),
+        *ip_name_lookup.interfaces(version),
+    ]
 
 
-__all__ = ["interfaces"]
+__all__ = [
+    "NO_NETWORK",
+    "TCP_METHODS",
+    "UDP_METHODS",
+    "Network",
+    "guest_network",
+    "interfaces",
+    "network_error_code",
+]

@@ -1,30 +1,34 @@
-"""What the wasi:sockets binding modules share: address conversion, the
-error mapping (in one place), parent/child accounting, the network resource.
+"""What the wasi:sockets binding modules share: the error mapping (in one
+place), address conversion, and the parent/child rule of the resource table.
 
-Guest-visible errors (``fabric.net.SocketError``) become the WIT
-``error-code`` as ``Err``; contract violations (``fabric.net.NetTrap``)
-trap the guest.
+Errors: a guest-visible ``fabric.net.SocketError(code)`` becomes the WIT
+``error-code`` as ``Err(code.value)``; a contract violation
+(``fabric.net.NetTrap``) traps the guest (``fabric.engine.TrapError``).
+
+Children: as in wasmtime's resource table, a stream or a pollable is a child
+of the resource it came from (``finish-connect``/``accept`` streams of their
+tcp-socket, datagram streams of their udp-socket, every ``subscribe``
+pollable of its source). Dropping a parent while one of its children is
+alive traps, as wasmtime's ``ResourceTable::delete`` refuses a resource with
+children. wasi-libc always drops children first, so a correct guest never
+sees it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fabric.engine import Err, HostResource, TrapError
-from fabric.net import (
-    GuestNetwork,
-    IpAddress,
-    IpAddressFamily,
-    NetTrap,
-    Role,
-    SocketAddress,
-    SocketError,
-    VirtualNetwork,
-)
+from fabric.net import IpAddress, IpAddressFamily, NetTrap, SocketAddress, SocketError
+
+from ..io import Pollable
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: WIT ``ip-socket-address``: ``("ipv4", {...})`` or ``("ipv6", {...})``
+WitSocketAddress = tuple[str, dict[str, Any]]
 
 
 def guest_errors(fn: F) -> F:
@@ -43,10 +47,11 @@ def guest_errors(fn: F) -> F:
 
 
 def family(value: str) -> IpAddressFamily:
+    """WIT ``ip-address-family`` (``"ipv4"`` / ``"ipv6"``)."""
     return IpAddressFamily(value)
 
 
-def to_address(value: tuple[str, dict[str, Any]]) -> SocketAddress:
+def to_address(value: WitSocketAddress) -> SocketAddress:
     """WIT ``ip-socket-address`` -> ``SocketAddress``."""
     case, payload = value
     if case == "ipv4":
@@ -60,7 +65,7 @@ def to_address(value: tuple[str, dict[str, Any]]) -> SocketAddress:
     )
 
 
-def from_address(addr: SocketAddress) -> tuple[str, dict[str, Any]]:
+def from_address(addr: SocketAddress) -> WitSocketAddress:
     """``SocketAddress`` -> WIT ``ip-socket-address``."""
     if addr.family is IpAddressFamily.IPV4:
         return ("ipv4", {"port": addr.port, "address": tuple(addr.address)})
@@ -76,38 +81,42 @@ def from_address(addr: SocketAddress) -> tuple[str, dict[str, Any]]:
 
 
 def from_ip(ip: IpAddress) -> tuple[str, tuple[int, ...]]:
+    """``IpAddress`` -> WIT ``ip-address``."""
     return (ip.family.value, tuple(ip.address))
 
 
 class Parent(HostResource):
-    """A resource with child resources: dropping it while children live traps."""
+    """A resource that may have children: dropping it while they live traps."""
 
     children = 0
     kind = "resource"
 
+    def adopt(self) -> None:
+        self.children += 1
+
+    def disown(self) -> None:
+        self.children -= 1
+
     def drop(self) -> None:
         if self.children:
-            raise TrapError(f"{self.kind} dropped while {self.children} child resources live")
+            raise TrapError(
+                f"{self.kind} dropped while {self.children} of its child resources"
+                " (streams, pollables) are alive"
+            )
         self.close()
 
 
-class Network(HostResource):
-    """``wasi:sockets/network.network``: the guest's view of its workload's network."""
+class ChildPollable(Pollable):
+    """A ``subscribe`` pollable: a child of the resource it watches."""
 
-    def __init__(self, guest: GuestNetwork) -> None:
-        self.guest = guest
+    def __init__(
+        self, ready: Callable[[], bool], wait: Callable[[], Awaitable[None]], parent: Parent
+    ) -> None:
+        super().__init__(ready, wait)
+        self._parent: Parent | None = parent
+        parent.adopt()
 
-
-def guest_network(cx: Any) -> GuestNetwork:
-    """The guest's network handle; a guest with none gets a private loopback.
-
-    A guest started without a workload (``fabric exec`` with no network
-    options) still has a loopback of its own, so asyncio's self-connected
-    socket pair works; everything else is denied.
-    """
-    net = cx.sockets
-    if net is None:
-        private = VirtualNetwork(cx.name)
-        net = cx.sockets = private.attach(cx.name, Role.COMPONENT)
-    assert isinstance(net, GuestNetwork)
-    return net
+    def close(self) -> None:
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            parent.disown()

@@ -1,18 +1,54 @@
-"""``wasi:sockets/tcp`` and ``tcp-create-socket`` over ``fabric.net.TcpSocket``."""
+"""``wasi:sockets/tcp`` and ``tcp-create-socket`` over ``fabric.net.TcpSocket``.
+
+Each WIT method is one ``TcpSocket`` method (same name, ``_`` for ``-``);
+this module converts addresses and enums and wraps the connection's two
+streams as ``wasi:io`` streams:
+
+- ``TcpIn`` (``input-stream``): ``read`` returns what the pipe holds,
+  ``closed`` at EOF; a reset connection is ``last-operation-failed`` with an
+  ``IoError`` whose ``code`` is ``connection-reset`` (what
+  ``network-error-code`` answers), then ``closed``;
+- ``TcpOut`` (``output-stream``): ``check-write`` is the room under the
+  pipe's high-water mark (0 under backpressure), a write above it traps, a
+  write to a peer that went away is ``last-operation-failed``
+  (``connection-reset``), then ``closed``.
+
+Both are children of their socket, and every pollable is a child of what it
+watches (see ``_common``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fabric.engine import HostInterface, TrapError
-from fabric.net import ShutdownType, SocketError, TcpInputStream, TcpOutputStream, TcpSocket
+from fabric.engine import HostInterface
+from fabric.net import (
+    ShutdownType,
+    SocketError,
+    TcpInputStream,
+    TcpOutputStream,
+    TcpSocket,
+)
 from fabric.net import StreamClosed as NetClosed
 
 from ..io import InputStream, OutputStream, Pollable, StreamClosed, StreamFailed
-from ._common import Network, Parent, family, from_address, guest_errors, guest_network, to_address
+from ._common import (
+    ChildPollable,
+    Parent,
+    WitSocketAddress,
+    family,
+    from_address,
+    guest_errors,
+    to_address,
+)
+from .network import Network, guest_network
+
+__all__ = ["TCP_METHODS", "TcpIn", "TcpOut", "TcpSocketResource", "interfaces"]
 
 
 class TcpSocketResource(Parent):
+    """``tcp-socket``."""
+
     kind = "tcp-socket"
 
     def __init__(self, sock: TcpSocket) -> None:
@@ -21,20 +57,31 @@ class TcpSocketResource(Parent):
     def close(self) -> None:
         self.sock.close()
 
+    def __repr__(self) -> str:
+        return f"<TcpSocketResource {self.sock!r} children={self.children}>"
 
-class TcpIn(InputStream):
+
+def _stream_failure(e: NetClosed | SocketError) -> StreamClosed | StreamFailed:
+    if isinstance(e, NetClosed):
+        return StreamClosed()
+    return StreamFailed(str(e), e.code.value)
+
+
+class TcpIn(Parent, InputStream):
+    """The ``input-stream`` of a connected socket (a child of it)."""
+
+    kind = "input-stream"
+
     def __init__(self, stream: TcpInputStream, parent: TcpSocketResource) -> None:
         self._s = stream
-        self._parent = parent
-        parent.children += 1
+        self._parent: TcpSocketResource | None = parent
+        parent.adopt()
 
     def _read(self, n: int) -> bytes:
         try:
             return self._s.read(n)
-        except NetClosed:
-            raise StreamClosed() from None
-        except SocketError as e:
-            raise StreamFailed(str(e), e.code.value) from None
+        except (NetClosed, SocketError) as e:
+            raise _stream_failure(e) from None
 
     def _readable(self) -> bool:
         return self._s.ready()
@@ -42,36 +89,43 @@ class TcpIn(InputStream):
     async def _wait_readable(self) -> None:
         await self._s.wait_ready()
 
+    def subscribe(self) -> Pollable:
+        return ChildPollable(self._readable, self._wait_readable, self)
+
     def close(self) -> None:
-        if not self._s.closed:
-            self._s.close()
-            self._parent.children -= 1
+        self._s.close()
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            parent.disown()
 
 
-class TcpOut(OutputStream):
+class TcpOut(Parent, OutputStream):
+    """The ``output-stream`` of a connected socket (a child of it)."""
+
+    kind = "output-stream"
+
     def __init__(self, stream: TcpOutputStream, parent: TcpSocketResource) -> None:
         self._s = stream
-        self._parent = parent
-        parent.children += 1
+        self._parent: TcpSocketResource | None = parent
+        parent.adopt()
 
     def _check_write(self) -> int:
         try:
             return self._s.check_write()
-        except NetClosed:
-            raise StreamClosed() from None
-        except SocketError as e:
-            raise StreamFailed(str(e), e.code.value) from None
+        except (NetClosed, SocketError) as e:
+            raise _stream_failure(e) from None
 
     def _write(self, data: bytes) -> None:
         try:
             self._s.write(data)
-        except NetClosed:
-            raise StreamClosed() from None
-        except SocketError as e:
-            raise StreamFailed(str(e), e.code.value) from None
+        except (NetClosed, SocketError) as e:
+            raise _stream_failure(e) from None
 
     def _flush(self) -> None:
-        self._s.flush()
+        try:
+            self._s.flush()
+        except (NetClosed, SocketError) as e:
+            raise _stream_failure(e) from None
 
     def _writable(self) -> bool:
         return self._s.ready()
@@ -79,74 +133,100 @@ class TcpOut(OutputStream):
     async def _wait_writable(self) -> None:
         await self._s.wait_ready()
 
+    def subscribe(self) -> Pollable:
+        return ChildPollable(self._subscribe_ready, self._wait_writable, self)
+
     def close(self) -> None:
-        if not self._s.closed:
-            self._s.close()
-            self._parent.children -= 1
+        self._s.close()
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            parent.disown()
 
 
 def _streams(
     res: TcpSocketResource, pair: tuple[TcpInputStream, TcpOutputStream]
-) -> tuple[Any, Any]:
+) -> tuple[TcpIn, TcpOut]:
     return TcpIn(pair[0], res), TcpOut(pair[1], res)
 
 
+# --- the WIT functions ------------------------------------------------------------
 def _create(cx: Any, fam: str) -> TcpSocketResource:
     return TcpSocketResource(guest_network(cx).create_tcp_socket(family(fam)))
 
 
-def _start_bind(cx: Any, s: TcpSocketResource, net: Network, addr: Any) -> None:
-    s.sock.start_bind(net.guest, to_address(addr))
+def _start_bind(cx: Any, s: TcpSocketResource, net: Network, addr: WitSocketAddress) -> None:
+    s.sock.start_bind(net.handle(), to_address(addr))
 
 
-def _start_connect(cx: Any, s: TcpSocketResource, net: Network, addr: Any) -> None:
-    s.sock.start_connect(net.guest, to_address(addr))
+def _start_connect(cx: Any, s: TcpSocketResource, net: Network, addr: WitSocketAddress) -> None:
+    s.sock.start_connect(net.handle(), to_address(addr))
 
 
-def _finish_connect(cx: Any, s: TcpSocketResource) -> tuple[Any, Any]:
+def _finish_connect(cx: Any, s: TcpSocketResource) -> tuple[TcpIn, TcpOut]:
     return _streams(s, s.sock.finish_connect())
 
 
-def _accept(cx: Any, s: TcpSocketResource) -> tuple[Any, Any, Any]:
+def _accept(cx: Any, s: TcpSocketResource) -> tuple[TcpSocketResource, TcpIn, TcpOut]:
     sock, inp, out = s.sock.accept()
     child = TcpSocketResource(sock)
     i, o = _streams(child, (inp, out))
     return child, i, o
 
 
+def _local(cx: Any, s: TcpSocketResource) -> WitSocketAddress:
+    return from_address(s.sock.local_address())
+
+
+def _remote(cx: Any, s: TcpSocketResource) -> WitSocketAddress:
+    return from_address(s.sock.remote_address())
+
+
+def _address_family(cx: Any, s: TcpSocketResource) -> str:
+    return s.sock.address_family().value
+
+
 def _subscribe(cx: Any, s: TcpSocketResource) -> Pollable:
-    return Pollable(s.sock.ready, s.sock.wait_ready)
+    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
 
 
 def _shutdown(cx: Any, s: TcpSocketResource, how: str) -> None:
     s.sock.shutdown(ShutdownType(how))
 
 
-# WIT method -> (TcpSocket method, kind of argument / result conversion)
-_PLAIN = (
-    "finish-bind start-listen finish-listen is-listening listen-backlog-size "
-    "keep-alive-enabled set-keep-alive-enabled keep-alive-idle-time set-keep-alive-idle-time "
-    "keep-alive-interval set-keep-alive-interval keep-alive-count set-keep-alive-count "
-    "hop-limit set-hop-limit receive-buffer-size set-receive-buffer-size send-buffer-size "
-    "set-send-buffer-size set-listen-backlog-size"
-).split()
-
-
 def _plain(method: str) -> Any:
+    """A WIT method that passes its arguments (bool, u8, u64) straight through."""
     attr = method.replace("-", "_")
 
     def call(cx: Any, s: TcpSocketResource, *args: Any) -> Any:
         return getattr(s.sock, attr)(*args)
 
+    call.__name__ = f"tcp_{attr}"
     return call
 
 
-def _local(cx: Any, s: Any) -> Any:
-    return from_address(s.sock.local_address())
+#: methods whose arguments and results need no conversion
+_PLAIN = (
+    "finish-bind start-listen finish-listen is-listening set-listen-backlog-size "
+    "keep-alive-enabled set-keep-alive-enabled keep-alive-idle-time set-keep-alive-idle-time "
+    "keep-alive-interval set-keep-alive-interval keep-alive-count set-keep-alive-count "
+    "hop-limit set-hop-limit receive-buffer-size set-receive-buffer-size send-buffer-size "
+    "set-send-buffer-size"
+).split()
 
+_CONVERTED: dict[str, Any] = {
+    "start-bind": _start_bind,
+    "start-connect": _start_connect,
+    "finish-connect": _finish_connect,
+    "accept": _accept,
+    "local-address": _local,
+    "remote-address": _remote,
+    "address-family": _address_family,
+    "subscribe": _subscribe,
+    "shutdown": _shutdown,
+}
 
-def _remote(cx: Any, s: Any) -> Any:
-    return from_address(s.sock.remote_address())
+#: every method of ``tcp-socket`` in the WIT
+TCP_METHODS = tuple(sorted([*_PLAIN, *_CONVERTED]))
 
 
 def interfaces(version: str) -> list[HostInterface]:
@@ -155,18 +235,8 @@ def interfaces(version: str) -> list[HostInterface]:
     m = "[method]tcp-socket."
     for name in _PLAIN:
         tcp.func(m + name, guest_errors(_plain(name)))
-    tcp.func(m + "start-bind", guest_errors(_start_bind))
-    tcp.func(m + "start-connect", guest_errors(_start_connect))
-    tcp.func(m + "finish-connect", guest_errors(_finish_connect))
-    tcp.func(m + "accept", guest_errors(_accept))
-    tcp.func(m + "local-address", guest_errors(_local))
-    tcp.func(m + "remote-address", guest_errors(_remote))
-    tcp.func(m + "address-family", lambda cx, s: s.sock.address_family().value)
-    tcp.func(m + "subscribe", _subscribe)
-    tcp.func(m + "shutdown", guest_errors(_shutdown))
+    for name, impl in _CONVERTED.items():
+        tcp.func(m + name, guest_errors(impl))
     create = HostInterface(f"wasi:sockets/tcp-create-socket@{version}")
     create.func("create-tcp-socket", guest_errors(_create))
     return [tcp, create]
-
-
-__all__ = ["TrapError", "interfaces"]

@@ -1,17 +1,51 @@
-"""``wasi:sockets/udp`` and ``udp-create-socket`` over ``fabric.net.UdpSocket``."""
+"""``wasi:sockets/udp`` and ``udp-create-socket`` over ``fabric.net.UdpSocket``.
+
+``stream(remote?)`` returns the two datagram streams, children of the
+socket; calling it again while they live traps (wasmtime: "UDP streams not
+dropped yet"). ``receive`` returns at most 16 datagrams per call and
+``check-send`` permits 16, as wasmtime does.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fabric.engine import HostInterface, HostResource
-from fabric.net import IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream, UdpSocket
+from fabric.engine import HostInterface
+from fabric.net import (
+    IncomingDatagramStream,
+    OutgoingDatagram,
+    OutgoingDatagramStream,
+    UdpSocket,
+)
 
 from ..io import Pollable
-from ._common import Network, Parent, family, from_address, guest_errors, guest_network, to_address
+from ._common import (
+    ChildPollable,
+    Parent,
+    WitSocketAddress,
+    family,
+    from_address,
+    guest_errors,
+    to_address,
+)
+from .network import Network, guest_network
+
+__all__ = [
+    "MAX_DATAGRAMS",
+    "UDP_METHODS",
+    "IncomingStream",
+    "OutgoingStream",
+    "UdpSocketResource",
+    "interfaces",
+]
+
+#: the most datagrams one ``receive`` returns (wasmtime's ``MAX_DATAGRAMS``)
+MAX_DATAGRAMS = 16
 
 
 class UdpSocketResource(Parent):
+    """``udp-socket``."""
+
     kind = "udp-socket"
 
     def __init__(self, sock: UdpSocket) -> None:
@@ -20,50 +54,95 @@ class UdpSocketResource(Parent):
     def close(self) -> None:
         self.sock.close()
 
+    def __repr__(self) -> str:
+        return f"<UdpSocketResource {self.sock!r} children={self.children}>"
 
-class _Child(HostResource):
-    def __init__(self, stream: Any, parent: UdpSocketResource) -> None:
-        self.stream = stream
-        self.parent = parent
-        parent.children += 1
-        self._open = True
+
+class _DatagramStream(Parent):
+    """A datagram stream: a child of its socket, parent of its pollables."""
+
+    def __init__(
+        self, stream: IncomingDatagramStream | OutgoingDatagramStream, parent: UdpSocketResource
+    ) -> None:
+        self._stream = stream
+        self._parent: UdpSocketResource | None = parent
+        parent.adopt()
+
+    def subscribe(self) -> Pollable:
+        return ChildPollable(self._stream.ready, self._stream.wait_ready, self)
 
     def close(self) -> None:
-        if self._open:
-            self._open = False
-            self.stream.close()
-            self.parent.children -= 1
+        self._stream.close()
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            parent.disown()
 
 
-class IncomingStream(_Child):
-    stream: IncomingDatagramStream
+class IncomingStream(_DatagramStream):
+    """``incoming-datagram-stream``."""
+
+    kind = "incoming-datagram-stream"
+    _stream: IncomingDatagramStream
+
+    def receive(self, max_results: int) -> list[dict[str, Any]]:
+        return [
+            {"data": d.data, "remote-address": from_address(d.remote_address)}
+            for d in self._stream.receive(min(max_results, MAX_DATAGRAMS))
+        ]
 
 
-class OutgoingStream(_Child):
-    stream: OutgoingDatagramStream
+class OutgoingStream(_DatagramStream):
+    """``outgoing-datagram-stream``."""
+
+    kind = "outgoing-datagram-stream"
+    _stream: OutgoingDatagramStream
+
+    def check_send(self) -> int:
+        return self._stream.check_send()
+
+    def send(self, datagrams: list[dict[str, Any]]) -> int:
+        if not datagrams:
+            return 0  # wasmtime: an empty batch needs no permit
+        batch = [
+            OutgoingDatagram(
+                bytes(d["data"]),
+                None if d["remote-address"] is None else to_address(d["remote-address"]),
+            )
+            for d in datagrams
+        ]
+        return self._stream.send(batch)
 
 
-def _stream(cx: Any, s: UdpSocketResource, remote: Any) -> tuple[Any, Any]:
+# --- the WIT functions ------------------------------------------------------------
+def _create(cx: Any, fam: str) -> UdpSocketResource:
+    return UdpSocketResource(guest_network(cx).create_udp_socket(family(fam)))
+
+
+def _start_bind(cx: Any, s: UdpSocketResource, net: Network, addr: WitSocketAddress) -> None:
+    s.sock.start_bind(net.handle(), to_address(addr))
+
+
+def _stream(
+    cx: Any, s: UdpSocketResource, remote: WitSocketAddress | None
+) -> tuple[IncomingStream, OutgoingStream]:
     inc, out = s.sock.stream(None if remote is None else to_address(remote))
     return IncomingStream(inc, s), OutgoingStream(out, s)
 
 
-def _receive(cx: Any, s: IncomingStream, max_results: int) -> list[dict[str, Any]]:
-    return [
-        {"data": d.data, "remote-address": from_address(d.remote_address)}
-        for d in s.stream.receive(max_results)
-    ]
+def _local(cx: Any, s: UdpSocketResource) -> WitSocketAddress:
+    return from_address(s.sock.local_address())
 
 
-def _send(cx: Any, s: OutgoingStream, datagrams: list[dict[str, Any]]) -> int:
-    batch = [
-        OutgoingDatagram(
-            bytes(d["data"]),
-            None if d["remote-address"] is None else to_address(d["remote-address"]),
-        )
-        for d in datagrams
-    ]
-    return s.stream.send(batch)
+def _remote(cx: Any, s: UdpSocketResource) -> WitSocketAddress:
+    return from_address(s.sock.remote_address())
+
+
+def _address_family(cx: Any, s: UdpSocketResource) -> str:
+    return s.sock.address_family().value
+
+
+def _subscribe(cx: Any, s: UdpSocketResource) -> Pollable:
+    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
 
 
 def _plain(method: str) -> Any:
@@ -72,23 +151,26 @@ def _plain(method: str) -> Any:
     def call(cx: Any, s: UdpSocketResource, *args: Any) -> Any:
         return getattr(s.sock, attr)(*args)
 
+    call.__name__ = f"udp_{attr}"
     return call
 
 
-def _create(cx: Any, fam: str) -> UdpSocketResource:
-    return UdpSocketResource(guest_network(cx).create_udp_socket(family(fam)))
+_PLAIN = (
+    "finish-bind unicast-hop-limit set-unicast-hop-limit receive-buffer-size "
+    "set-receive-buffer-size send-buffer-size set-send-buffer-size"
+).split()
 
+_CONVERTED: dict[str, Any] = {
+    "start-bind": _start_bind,
+    "stream": _stream,
+    "local-address": _local,
+    "remote-address": _remote,
+    "address-family": _address_family,
+    "subscribe": _subscribe,
+}
 
-def _bind(cx: Any, s: UdpSocketResource, net: Network, addr: Any) -> None:
-    s.sock.start_bind(net.guest, to_address(addr))
-
-
-def _local(cx: Any, s: Any) -> Any:
-    return from_address(s.sock.local_address())
-
-
-def _remote(cx: Any, s: Any) -> Any:
-    return from_address(s.sock.remote_address())
+#: every method of ``udp-socket`` in the WIT
+UDP_METHODS = tuple(sorted([*_PLAIN, *_CONVERTED]))
 
 
 def interfaces(version: str) -> list[HostInterface]:
@@ -97,27 +179,17 @@ def interfaces(version: str) -> list[HostInterface]:
     udp.resource("incoming-datagram-stream", IncomingStream)
     udp.resource("outgoing-datagram-stream", OutgoingStream)
     m = "[method]udp-socket."
-    for name in (
-        "finish-bind unicast-hop-limit set-unicast-hop-limit receive-buffer-size "
-        "set-receive-buffer-size send-buffer-size set-send-buffer-size"
-    ).split():
+    for name in _PLAIN:
         udp.func(m + name, guest_errors(_plain(name)))
-    udp.func(m + "start-bind", guest_errors(_bind))
-    udp.func(m + "stream", guest_errors(_stream))
-    udp.func(m + "local-address", guest_errors(_local))
-    udp.func(m + "remote-address", guest_errors(_remote))
-    udp.func(m + "address-family", lambda cx, s: s.sock.address_family().value)
-    udp.func(m + "subscribe", lambda cx, s: Pollable(s.sock.ready, s.sock.wait_ready))
+    for name, impl in _CONVERTED.items():
+        udp.func(m + name, guest_errors(impl))
     i = "[method]incoming-datagram-stream."
-    udp.func(i + "receive", guest_errors(_receive))
-    udp.func(i + "subscribe", lambda cx, s: Pollable(s.stream.ready, s.stream.wait_ready))
+    udp.func(i + "receive", guest_errors(lambda cx, s, n: s.receive(n)))
+    udp.func(i + "subscribe", lambda cx, s: s.subscribe())
     o = "[method]outgoing-datagram-stream."
-    udp.func(o + "check-send", guest_errors(lambda cx, s: s.stream.check_send()))
-    udp.func(o + "send", guest_errors(_send))
-    udp.func(o + "subscribe", lambda cx, s: Pollable(s.stream.ready, s.stream.wait_ready))
+    udp.func(o + "check-send", guest_errors(lambda cx, s: s.check_send()))
+    udp.func(o + "send", guest_errors(lambda cx, s, datagrams: s.send(datagrams)))
+    udp.func(o + "subscribe", lambda cx, s: s.subscribe())
     create = HostInterface(f"wasi:sockets/udp-create-socket@{version}")
-    create.func(
-        "create-udp-socket",
-        guest_errors(_create),
-    )
+    create.func("create-udp-socket", guest_errors(_create))
     return [udp, create]
