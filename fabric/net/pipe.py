@@ -32,8 +32,12 @@ Close and reset (kernel semantics, which is what a guest sees under wasmtime)
     followed by EOF. If unread inbound bytes are discarded by the close,
     the peer gets a reset, as the kernel sends RST when a socket is closed
     with unread data. `abort()` always resets.
-    A peer whose connection was reset reads the bytes already delivered,
-    then `SocketError(connection-reset)` once, then `StreamClosed`; the
+    A reset that follows a `shutdown_send()` is not seen by the peer's
+    reads (the FIN came first: bytes, then EOF), as with a kernel socket;
+    the WASI binding sends that FIN when a guest drops its output stream,
+    as wasmtime does. A peer whose connection was reset reads the bytes
+    already delivered, then `SocketError(connection-reset)` once, then
+    `StreamClosed`; the
     WASI streams binding presents the error as
     `stream-error::last-operation-failed` with `network-error-code` =
     `connection-reset`. A writer whose peer is gone gets the same
@@ -321,10 +325,11 @@ class PipeEnd:
         inb.reader_gone = True
         inb.clear()
         inb.readers.notify()
-        if reset:
+        if reset and not out.eof:
             out.reset = True
-        elif not out.eof:
-            out.eof = True
+        # A reset after our FIN (shutdown_send) is not seen by the peer's reads:
+        # it has the FIN queued and reads EOF, as with a kernel socket.
+        out.eof = True
         self._send_shut = True
         out.readers.notify()
         out.writers.notify()

@@ -99,6 +99,9 @@ class Parent(HostResource):
 
     def drop(self) -> None:
         if self.children:
+            # The guest dies of the trap; release what the resource holds now,
+            # since the store's table no longer has it to close at teardown.
+            self.close()
             raise TrapError(
                 f"{self.kind} dropped while {self.children} of its child resources"
                 " (streams, pollables) are alive"

@@ -137,6 +137,10 @@ class TcpOut(Parent, OutputStream):
         return ChildPollable(self._subscribe_ready, self._wait_writable, self)
 
     def close(self) -> None:
+        if not self._s.closed:
+            # Dropping the output stream is a FIN, as wasmtime's send stream
+            # shuts its socket down for writing when dropped.
+            self._s.end.shutdown_send()
         self._s.close()
         parent, self._parent = self._parent, None
         if parent is not None:
