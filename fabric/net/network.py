@@ -341,7 +341,14 @@ class VirtualNetwork:
     def _send_datagram(
         self, guest: GuestNetwork, sock: UdpSocket, data: bytes, dest: SocketAddress
     ) -> None:
-        target = self.udp_ports.find(dest.port, guest) if is_local(dest) else None
+        source = sock.source_address.port
+
+        def is_reply(binding: PortBinding) -> bool:
+            # a component's private port takes replies from the ports it sent to
+            endpoint = binding.endpoint
+            return isinstance(endpoint, UdpSocket) and endpoint.expects_from(source)
+
+        target = self.udp_ports.find(dest.port, guest, admit=is_reply) if is_local(dest) else None
         receiver = target.endpoint if target is not None else None
         if isinstance(receiver, UdpSocket) and receiver.deliver(data, sock.source_address):
             self._datagrams_delivered += 1

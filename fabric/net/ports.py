@@ -17,7 +17,7 @@ is invisible to every other guest, who finds nothing listening there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import ErrorCode, SocketError
 
@@ -111,10 +111,22 @@ class PortTable:
         """Record the endpoint (a UDP socket) that receives on `binding`."""
         binding.endpoint = endpoint
 
-    def find(self, port: int, guest: object) -> PortBinding | None:
-        """The listening (TCP) or bound (UDP) binding on `port` that `guest` can reach."""
+    def find(
+        self,
+        port: int,
+        guest: object,
+        *,
+        admit: Callable[[PortBinding], bool] | None = None,
+    ) -> PortBinding | None:
+        """The listening (TCP) or bound (UDP) binding on `port` that `guest` can reach.
+
+        `admit(binding)` may let `guest` reach a private binding anyway (a
+        UDP reply to a datagram the binding's socket sent).
+        """
         for binding in self._ports.get(port, ()):
-            if binding.endpoint is None or not binding.visible_to(guest):
+            if binding.endpoint is None:
+                continue
+            if not binding.visible_to(guest) and not (admit is not None and admit(binding)):
                 continue
             if binding.listening or not self.reuse_bound:
                 return binding

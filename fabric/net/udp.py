@@ -14,8 +14,9 @@ Sending never blocks: `check-send` always permits 16 datagrams (wasmtime's
 permit), `send` without a permit, or with more datagrams than permitted, is
 a trap. A datagram goes straight into the queue of the socket bound to the
 destination port of this workload's loopback, keeping its boundaries. A
-datagram to a port nobody bound, to another guest's private port, or to a
-full queue is dropped, as UDP drops it; `datagram-too-large` above 65535
+datagram to a port nobody bound, to another guest's private port (unless it
+is a reply: the private socket sent to, or connected to, the sender's port),
+or to a full queue is dropped, as UDP drops it; `datagram-too-large` above 65535
 bytes. Each socket's queue is bounded by its receive buffer size (bytes)
 and by `MAX_QUEUED_DATAGRAMS`.
 
@@ -106,6 +107,7 @@ class UdpSocket:
         self.send_buffer = 106496
         self.received = 0
         self.dropped = 0
+        self._peer_ports: set[int] = set()  # ports this socket sent to or connected to
 
     @property
     def state(self) -> UdpState:
@@ -150,6 +152,7 @@ class UdpSocket:
                 raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad address {remote_address}")
             self._guest.check(remote_address, SocketAddrUse.UDP_CONNECT)
             self._remote = remote_address
+            self._peer_ports.add(remote_address.port)
         self._streams = (
             IncomingDatagramStream(self, self._remote),
             OutgoingDatagramStream(self, self._remote),
@@ -210,6 +213,14 @@ class UdpSocket:
         if self._local.is_unspecified:
             return self._local.with_ip(IpAddress.loopback(self._family))
         return self._local
+
+    def expects_from(self, port: int) -> bool:
+        """Whether this socket sent to (or connected to) loopback `port`.
+
+        A component's ephemeral port is private, but a reply from a port it
+        talked to reaches it, as a stateful firewall lets replies in.
+        """
+        return port in self._peer_ports
 
     def deliver(self, data: bytes, source: SocketAddress) -> bool:
         """Queue a datagram from `source`; False (dropped) when the queue is full."""
@@ -347,6 +358,7 @@ class OutgoingDatagramStream:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, f"bad destination {dest}")
         if self._remote is None:
             sock.guest.check(dest, SocketAddrUse.UDP_OUTGOING_DATAGRAM)
+        sock._peer_ports.add(dest.port)
         sock.guest.send_datagram(sock, bytes(datagram.data), dest)
 
     def ready(self) -> bool:
