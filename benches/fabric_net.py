@@ -20,7 +20,7 @@ from typing import Any
 
 from benches.errors import ContenderSkipped
 from benches.registry import Registry
-from fabric.build import build_python_guest
+from fabric.build import build_python_guest, stage_packages
 from fabric.net import VirtualNetwork
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
@@ -111,7 +111,9 @@ class _GuestRounds:
         self.workload: WorkloadRuntime | None = None
 
     async def setup(self) -> None:
-        guest = await asyncio.to_thread(build_python_guest, NET_GUEST)
+        guest = await asyncio.to_thread(
+            build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
+        )
         host_port = _free_port()
         wl: dict[str, Any] = {
             "name": "bench-net",
