@@ -94,15 +94,19 @@ async def splice(
     finally:
         for task in tasks:
             task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            # Also when cancelled while waiting for the pumps (server shutdown):
+            # the writers are closed whatever happens.
+            if failed:
+                _abort(a_writer)
+                _abort(b_writer)
+            a_writer.close()
+            b_writer.close()
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, OSError):
                 logger.error("splice pump failed: %r", result)
-        if failed:
-            _abort(a_writer)
-            _abort(b_writer)
-        a_writer.close()
-        b_writer.close()
 
 
 async def run_egress(
@@ -202,6 +206,11 @@ class IngressServer:
             raise
         self.connections += 1
         await splice(reader, writer, v_reader, v_writer)
+        # The real transport closes on a later loop iteration: wait for it, so
+        # that no connection outlives the server (uvloop refuses to close a
+        # loop with open handles).
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     def close(self) -> None:
         if self._server is not None:
