@@ -140,12 +140,21 @@ def parse_egress(item: str) -> EgressRule:
         raise UsageError(f"--egress {item!r}: expected DEST:PORT=HOST:PORT") from None
 
 
+def _serving(net: VirtualNetwork) -> set[tuple[str, int]]:
+    """The ports a service can be reached on: TCP listeners and bound UDP ports."""
+    stats = net.statistics()
+    return {("tcp", p) for p in stats.tcp_listening} | {("udp", p) for p in stats.udp_ports}
+
+
 async def _start_service(rt: Any, net: VirtualNetwork, spec: str) -> asyncio.Task[int]:
-    """Start a service guest ("SVC.wasm ARG...") and wait until it listens on a new port."""
+    """Start a service guest ("SVC.wasm ARG...") and wait until it listens on a new port.
+
+    Listening is a new TCP listener or a newly bound UDP port on the network.
+    """
     path, *svc_args = shlex.split(spec)
     name = os.path.basename(path)
     component = rt.load(path)
-    before = set(net.statistics().tcp_listening)
+    before = _serving(net)
     prefix = f"[{name}] ".encode()
 
     def emit(stream: Any) -> Any:
@@ -162,7 +171,7 @@ async def _start_service(rt: Any, net: VirtualNetwork, spec: str) -> asyncio.Tas
     task = asyncio.create_task(rt.run_command(component, ctx))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
-    while set(net.statistics().tcp_listening) <= before:
+    while _serving(net) <= before:
         if task.done():
             task.result()  # raises the service's error, if any
             raise UsageError(f"--service {path}: exited before it listened")

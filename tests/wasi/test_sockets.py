@@ -411,6 +411,22 @@ def test_exec_service_and_client(net_wasm: Path) -> None:
     assert f"[{net_wasm.name}] listening=7" in p.stdout.splitlines()
 
 
+def test_exec_udp_service(net_wasm: Path) -> None:
+    """A service that binds a UDP port counts as started, as one that listens on TCP."""
+    service = f"{net_wasm} udp-echo-server 5353 1"
+    p = fabric("exec", "--service", service, str(net_wasm), "--", "udp-client", "5353", "dgram")
+    assert p.returncode == 0, p.stderr
+    assert parse_facts(p.stdout)["reply"] == "dgram"
+
+
+def test_exec_service_that_never_listens(net_wasm: Path) -> None:
+    p = fabric(
+        "exec", "--service", f"{net_wasm} lookup localhost", str(net_wasm), "--", "bind", "0"
+    )
+    assert p.returncode != 0
+    assert "exited before it listened" in p.stderr
+
+
 def test_exec_without_flags_has_loopback_only(net_wasm: Path) -> None:
     p = fabric("exec", str(net_wasm), "--", "bind", "0")
     assert (p.returncode, parse_facts(p.stdout)) == (0, {"bind": "ok", "port_nonzero": "1"})
