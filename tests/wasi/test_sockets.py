@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import signal
 import socket
 import subprocess
@@ -20,17 +21,29 @@ from pathlib import Path
 
 import pytest
 
+from fabric.build import WIT_DIR
 from fabric.net import (
     EgressRule,
     IngressRule,
+    IpAddressFamily,
     NetworkPolicy,
     Role,
+    SocketAddress,
     VirtualNetwork,
     VirtualStreamReader,
     VirtualStreamWriter,
 )
 from fabric.runtime import Runtime
-from fabric.wasi.sockets import NO_NETWORK
+from fabric.wasi.io import IoError
+from fabric.wasi.sockets import (
+    NO_NETWORK,
+    TCP_METHODS,
+    UDP_METHODS,
+    guest_network,
+    interfaces,
+    network_error_code,
+)
+from fabric.wasi.sockets._common import from_address, to_address
 from tests.guestlib import GUESTS
 from tests.reference.guests import net_guest
 from tests.reference.wasmtime_cli import parse_facts
@@ -511,3 +524,76 @@ def _recv_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# --- the binding without a guest ------------------------------------------------------------
+def wit_functions() -> dict[str, tuple[set[str], set[str]]]:
+    """Per interface of wasi:sockets: its function names (as imported) and resources."""
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    for path in sorted((WIT_DIR / "deps" / "sockets").glob("*.wit")):
+        text = path.read_text()
+        header = re.search(r"^interface ([a-z-]+) \{", text, re.MULTILINE)
+        if header is None:
+            continue
+        funcs: set[str] = set()
+        resources: set[str] = set()
+        current: str | None = None
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("///"):
+                continue
+            if res := re.match(r"resource ([a-z-]+)\s*([{;])", stripped):
+                resources.add(res[1])
+                current = res[1] if res[2] == "{" else None
+            elif stripped == "}":
+                current = None
+            elif func := re.match(r"%?([a-z-]+): func\(", stripped):
+                funcs.add(f"[method]{current}.{func[1]}" if current else func[1])
+        found[header[1]] = (funcs, resources)
+    return found
+
+
+def test_every_wit_function_is_provided() -> None:
+    """Each function and resource of wasi:sockets@0.2 has a host implementation."""
+    wit = wit_functions()
+    assert set(wit) == {
+        "network",
+        "instance-network",
+        "tcp",
+        "tcp-create-socket",
+        "udp",
+        "udp-create-socket",
+        "ip-name-lookup",
+    }
+    provided = {i.base.split("/", 1)[1]: i for i in interfaces("0.2.9")}
+    assert set(provided) == set(wit)
+    for name, (funcs, resources) in wit.items():
+        extra = {"network-error-code"} if name == "network" else set()  # unstable in 0.2
+        assert set(provided[name].funcs) == funcs | extra, name
+        assert set(provided[name].resources) == resources, name
+    assert {f"[method]tcp-socket.{m}" for m in TCP_METHODS} == wit["tcp"][0]
+    assert {f"[method]udp-socket.{m}" for m in UDP_METHODS} <= wit["udp"][0]
+
+
+def test_network_error_code_only_for_socket_errors() -> None:
+    assert network_error_code(IoError("reset", "connection-reset")) == "connection-reset"
+    assert network_error_code(IoError("bad fd", "bad-descriptor")) is None
+    assert network_error_code(IoError("no code")) is None
+
+
+def test_addresses_round_trip() -> None:
+    v6 = SocketAddress(IpAddressFamily.IPV6, (0, 0, 0, 0, 0, 0, 0, 1), 443, 7, 3)
+    wit_v6 = ("ipv6", {"port": 443, "flow-info": 7, "address": v6.address, "scope-id": 3})
+    assert from_address(v6) == wit_v6
+    assert to_address(wit_v6) == v6
+    v4 = SocketAddress(IpAddressFamily.IPV4, (127, 0, 0, 1), 80)
+    assert to_address(from_address(v4)) == v4
+
+
+def test_a_wrong_sockets_object_is_a_host_error() -> None:
+    class Ctx:
+        name = "guest"
+        sockets = object()
+
+    with pytest.raises(TypeError, match="GuestNetwork, None or NO_NETWORK"):
+        guest_network(Ctx())
