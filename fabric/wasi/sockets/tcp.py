@@ -9,7 +9,8 @@ streams as ``wasi:io`` streams:
   ``IoError`` whose ``code`` is ``connection-reset`` (what
   ``network-error-code`` answers), then ``closed``;
 - ``TcpOut`` (``output-stream``): ``check-write`` is the room under the
-  pipe's high-water mark (0 under backpressure), a write above it traps, a
+  pipe's high-water mark (0 under backpressure), at most 64 KiB as in
+  wasmtime (reads return at most 64 KiB too), a write above it traps, a
   write to a peer that went away is ``last-operation-failed``
   (``connection-reset``), then ``closed``.
 
@@ -43,7 +44,12 @@ from ._common import (
 )
 from .network import Network, guest_network
 
-__all__ = ["TCP_METHODS", "TcpIn", "TcpOut", "TcpSocketResource", "interfaces"]
+__all__ = ["MAX_CHUNK", "TCP_METHODS", "TcpIn", "TcpOut", "TcpSocketResource", "interfaces"]
+
+#: The most one ``read`` returns and one ``check-write`` permits: wasmtime's
+#: ``MAX_READ_SIZE_ALLOC``. It also keeps each ``list<u8>`` crossing the
+#: component boundary in the size range the C API moves fastest (ENGINE-FACTS §8).
+MAX_CHUNK = 64 * 1024
 
 
 class TcpSocketResource(Parent):
@@ -79,7 +85,7 @@ class TcpIn(Parent, InputStream):
 
     def _read(self, n: int) -> bytes:
         try:
-            return self._s.read(n)
+            return self._s.read(min(n, MAX_CHUNK))
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
 
@@ -111,7 +117,7 @@ class TcpOut(Parent, OutputStream):
 
     def _check_write(self) -> int:
         try:
-            return self._s.check_write()
+            return min(self._s.check_write(), MAX_CHUNK)
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
 
