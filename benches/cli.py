@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCENARIO=CONTENDER",
         help="compare a scenario against another contender",
     )
+    parser.add_argument(
+        "--no-plugins",
+        action="store_true",
+        help="baselines only: do not load the benches.fabric_* contenders",
+    )
     parser.add_argument("--list", action="store_true", help="list scenarios and contenders")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser
@@ -207,7 +212,7 @@ def _list(registry: Registry) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    registry = default_registry()
+    registry = default_registry(plugins=not args.no_plugins)
     if args.list:
         print(_list(registry))
         return 0
