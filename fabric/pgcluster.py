@@ -28,6 +28,7 @@ started on that port.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib.util
@@ -566,8 +567,6 @@ class TempCluster:
         self.stop()
 
     async def __aenter__(self) -> Self:
-        import asyncio
-
         if not self.running:
             await asyncio.to_thread(self.start)
         return self
@@ -578,8 +577,6 @@ class TempCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        import asyncio
-
         await asyncio.to_thread(self.stop)
 
     # -- administration
