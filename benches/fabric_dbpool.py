@@ -74,8 +74,14 @@ class _SharedFabric:
             db = {"kind": "mysql"}
             default_port = 3306
         db.update(
-            host=t.host, port=t.port, user=t.user, password=t.password, database=t.database,
-            min_size=4, max_size=16, acquire_timeout=30.0,
+            host=t.host,
+            port=t.port,
+            user=t.user,
+            password=t.password,
+            database=t.database,
+            min_size=4,
+            max_size=16,
+            acquire_timeout=30.0,
         )
         self.direct[kind] = [EGRESS_NAME, str(default_port), t.user, t.password, t.database]
         components: list[dict[str, Any]] = []

@@ -132,7 +132,12 @@ class _GuestRounds:
             wl["ingress"] = [{"host_port": host_port, "port": ECHO_PORT}]
             wl["egress"] = [{"dest": "echo.host", "port": 9, "to": f"127.0.0.1:{host_port}"}]
             target_port = 9
-        self.args = ["rtt", "echo.host" if self.kernel else "127.0.0.1", str(target_port), str(ROUNDS)]
+        self.args = [
+            "rtt",
+            "echo.host" if self.kernel else "127.0.0.1",
+            str(target_port),
+            str(ROUNDS),
+        ]
         manifest = manifest_from_dict({"workloads": [wl]}, path="<bench>", base_dir=str(ROOT))
         self.fabric = Fabric(manifest, emit=lambda line: None)
         await self.fabric.start()
@@ -154,12 +159,16 @@ class _GuestRounds:
 
 class VirtualGuestRounds(_GuestRounds):
     name = f"virtual-guest x{ROUNDS}"
-    description = f"wasm client -> wasm echo service over the virtual loopback, {ROUNDS} round trips"
+    description = (
+        f"wasm client -> wasm echo service over the virtual loopback, {ROUNDS} round trips"
+    )
 
 
 class KernelGuestRounds(_GuestRounds):
     name = f"kernel-guest x{ROUNDS}"
-    description = f"the same guests through egress -> kernel loopback -> ingress, {ROUNDS} round trips"
+    description = (
+        f"the same guests through egress -> kernel loopback -> ingress, {ROUNDS} round trips"
+    )
     kernel = True
 
 

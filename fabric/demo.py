@@ -77,7 +77,7 @@ async def _measure(
             try:
                 await op()
                 latencies.append((time.perf_counter() - t0) * 1000)
-            except Exception:  # noqa: BLE001 - counted and reported
+            except Exception:
                 errors += 1
             advance()
 

@@ -18,7 +18,6 @@ import uvloop
 
 from fabric.build import build_python_guest
 from fabric.runtime import Runtime
-
 from tests.guestlib import GUESTS
 
 

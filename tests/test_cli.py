@@ -9,7 +9,9 @@ from pathlib import Path
 from tests.guestlib import wat_guest
 
 
-def fabric(*args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def fabric(
+    *args: str, stdin: bytes = b"", timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "fabric.cli", *args],
         input=stdin,

@@ -18,7 +18,6 @@ from fabric.engine import (
 )
 from fabric.runtime import Runtime
 from fabric.wasi import WasiConfig, WasiCtx
-
 from tests.guestlib import wat_guest
 
 

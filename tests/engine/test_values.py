@@ -50,7 +50,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("func", "value"), CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("func", "value"), CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(CASES)]
+)
 async def test_export_round_trip(values, func: str, value: object) -> None:  # type: ignore[no-untyped-def]
     assert await values.call(f"{EXPORT}#{func}", value) == value
 

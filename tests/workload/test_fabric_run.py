@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 
 
-def fabric(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fabric(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fabric.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
 
 
@@ -38,7 +44,9 @@ wasm = "{job_guest}"
     with log.open("w") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fabric.cli", "run", str(manifest)],
-            stdout=sink, stderr=subprocess.STDOUT, env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     deadline = time.monotonic() + 120
     while fabric("status", "--json", env=env).returncode != 0:
@@ -52,7 +60,7 @@ wasm = "{job_guest}"
 
 
 def test_invoke_and_status_against_running_fabric(running) -> None:  # type: ignore[no-untyped-def]
-    proc, env = running
+    _proc, env = running
     p = fabric("invoke", "jobs", "job", "run", '["ok:hello"]', env=env)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"ok": "job-ok:hello"}
@@ -73,7 +81,10 @@ def test_sigterm_drains_inflight_invocations(running) -> None:  # type: ignore[n
     proc, env = running
     slow = subprocess.Popen(
         [sys.executable, "-m", "fabric.cli", "invoke", "jobs", "job", "run", '["sleep:1500"]'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     time.sleep(0.7)  # let the invocation start
     proc.send_signal(signal.SIGTERM)
