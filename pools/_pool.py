@@ -112,7 +112,7 @@ class Pool(abc.ABC):
             await self.close()
             raise ConnectFailed(f"could not open min_size connections: {error}") from error
 
-    async def acquire(self, timeout: float | None = None) -> Lease:  # noqa: ASYNC109 - the interface
+    async def acquire(self, timeout: float | None = None) -> Lease:
         """Borrow a connection, waiting at most ``timeout`` seconds (default: the config's
         ``acquire_timeout``). Raises :class:`AcquireTimeout`, :class:`PoolClosed` or
         :class:`ConnectFailed`."""
@@ -181,7 +181,7 @@ class Pool(abc.ABC):
         self._state.expire_all()
         self._step()
 
-    async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - a grace period
+    async def close(self, *, timeout: float | None = None) -> None:
         """Stop lending, fail waiters with :class:`PoolClosed`, close idle connections and
         wait up to ``timeout`` (default ``acquire_timeout``) for leases to come back;
         connections still lent after that are terminated. Idempotent."""
