@@ -21,6 +21,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from benches.baselines import POOL_SIZE
 from benches.errors import ContenderSkipped
 from benches.registry import Registry
 from fabric.build import BuildError, build_python_guest, build_wat_guest, stage_packages
@@ -80,7 +81,7 @@ class _SharedFabric:
             password=t.password,
             database=t.database,
             min_size=4,
-            max_size=16,
+            max_size=POOL_SIZE,
             acquire_timeout=30.0,
         )
         self.direct[kind] = [EGRESS_NAME, str(default_port), t.user, t.password, t.database]
