@@ -93,6 +93,41 @@ class VirtualBulk(_VirtualEcho):
         await self._exchange(self._payload)
 
 
+class KernelConnect:
+    name = "tcp-loopback-connect"
+    group = "loopback"
+    description = "open a kernel loopback TCP connection to the echo server, exchange 1 byte, close"
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    async def setup(self) -> None:
+        self.address = await self.env.echo_server()
+
+    async def op(self) -> None:
+        reader, writer = await asyncio.open_connection(*self.address)
+        writer.write(b"x")
+        await reader.readexactly(1)
+        writer.close()
+        await writer.wait_closed()
+
+    async def teardown(self) -> None:
+        return None
+
+
+class VirtualConnect(_VirtualEcho):
+    name = "virtual-native-connect"
+    description = "the same on the virtual loopback (native peers)"
+
+    async def op(self) -> None:
+        assert self.net is not None
+        reader, writer = await self.net.open_connection(ECHO_PORT)
+        writer.write(b"x")
+        await reader.readexactly(1)
+        writer.close()
+        await writer.wait_closed()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -175,6 +210,14 @@ class KernelGuestRounds(_GuestRounds):
 def register(registry: Registry) -> None:
     registry.add_contender("loopback-rtt", VirtualRoundTrip)
     registry.add_contender("loopback-bulk", VirtualBulk)
+    registry.add_scenario(
+        "loopback-connect",
+        title="Loopback: connections per second",
+        description="Open a connection, exchange one byte, close: kernel loopback vs virtual.",
+        baseline=KernelConnect.name,
+    )
+    registry.add_contender("loopback-connect", KernelConnect)
+    registry.add_contender("loopback-connect", VirtualConnect)
     registry.add_scenario(
         "guest-rtt",
         title=f"Guest to guest: {ROUNDS} one-byte round trips per invocation",
