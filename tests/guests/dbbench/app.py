@@ -9,12 +9,30 @@ Usage: ``guest MODE [ARGS...]``; every mode prints ``key=value`` lines:
   mysql-direct HOST PORT USER PASSWORD DB SQL  the same against MySQL/MariaDB (PyMySQL)
   pbkdf2 ITERATIONS                            time SCRAM's key derivation alone
 
+Modes for the dbpool component tests (all borrow from the dbpool service on
+127.0.0.1:PORT; TABLE has columns ``id int, name varchar``; ids and names are
+written into the SQL, so one statement works on PostgreSQL and MariaDB):
+
+  query PORT DB SQL PARAMS_JSON                run SQL with PARAMS_JSON (a JSON array)
+                                               as parameters; prints columns, rows, rowcount
+  txn PORT DB TABLE FIRST_ID COUNT commit|rollback
+                                               begin, insert COUNT rows one request each,
+                                               count them inside, then commit or roll back;
+                                               prints count_inside and ended
+  txn-trap PORT DB TABLE ID                    begin, insert one row, then raise an uncaught
+                                               exception: the guest traps mid-transaction
+  txn-sleep PORT DB TABLE ID SECONDS           begin, insert one row, then sleep (prints
+                                               ``inserted=ID`` on stderr first)
+
 Output: ``columns=<json>``, ``rows=<json>`` (values the JSON encoder cannot
 write are printed with ``str``), ``connect_ms``, ``query_ms``, ``total_ms``
 (wall time inside the guest: connect + query + close), and for pg-direct
 ``auth=`` and ``pbkdf2=`` (``hashlib`` or ``pure``: what derives the SCRAM key).
 Set the environment variable ``DBBENCH_REPEAT=N`` to repeat the round trip
 N times in one run (``total_ms`` is then the median, ``all_ms`` lists them).
+
+DbPoolErrors of the component-test modes also print ``code=`` (the dbpool
+error code) before ``error=``.
 
 Failures print ``error=<code>`` (SQLSTATE, dbpool code, MySQL error number or
 errno name) and ``message=...``, then exit with status 1.
@@ -34,7 +52,6 @@ import fabric_pgwire
 import pymysql
 import pymysql.cursors
 from wit_world import exports
-
 
 LAST_AUTH: list = [None]  # how the last pg-direct connection authenticated
 
@@ -136,6 +153,88 @@ def round_trips(mode: str, args: list[str]) -> None:
         out("pbkdf2", fabric_pgwire.PBKDF2_IMPLEMENTATION)
 
 
+# --------------------------------------------------- modes for the component tests
+
+
+class GuestCrash(Exception):
+    """Raised on purpose and left uncaught: the guest traps."""
+
+
+def insert_sql(table: str, row_id: int) -> str:
+    return f"INSERT INTO {table} (id, name) VALUES ({row_id}, 'row-{row_id}')"
+
+
+def query_mode(args: list[str]) -> None:
+    port, db, sql, params = int(args[0]), args[1], args[2], json.loads(args[3])
+    with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        res = conn.execute(db, sql, params)
+    out("columns", as_json(res.columns))
+    out("rows", as_json([list(r) for r in res.rows]))
+    out("rowcount", res.rowcount)
+
+
+def txn_mode(args: list[str]) -> None:
+    port, db, table, first, count, end = int(args[0]), args[1], args[2], *args[3:6]
+    if end not in ("commit", "rollback"):
+        fail("usage", f"txn ends with commit or rollback, not {end!r}")
+    ids = range(int(first), int(first) + int(count))
+    with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        conn.begin(db)
+        for row_id in ids:
+            conn.execute(db, insert_sql(table, row_id))
+        inside = conn.execute(
+            db, f"SELECT count(*) FROM {table} WHERE id >= {ids.start} AND id < {ids.stop}"
+        ).scalar()
+        out("count_inside", inside)
+        if end == "commit":
+            conn.commit()
+        else:
+            conn.rollback()
+        out("ended", end)
+
+
+def txn_trap_mode(args: list[str]) -> None:
+    port, db, table, row_id = int(args[0]), args[1], args[2], int(args[3])
+    conn = fabric_dbpool.connect(port=port, timeout=30)
+    conn.begin(db)
+    conn.execute(db, insert_sql(table, row_id))
+    sys.stderr.write(f"inserted={row_id}\n")
+    sys.stderr.flush()
+    raise GuestCrash(f"crashing inside the transaction on {table} (row {row_id})")
+
+
+def txn_sleep_mode(args: list[str]) -> None:
+    port, db, table, row_id = int(args[0]), args[1], args[2], int(args[3])
+    seconds = float(args[4])
+    conn = fabric_dbpool.connect(port=port, timeout=seconds + 30)
+    conn.begin(db)
+    conn.execute(db, insert_sql(table, row_id))
+    sys.stderr.write(f"inserted={row_id}\n")
+    sys.stderr.flush()
+    time.sleep(seconds)
+    conn.commit()  # only reached when the component outlives the sleep
+    out("ended", "commit")
+
+
+TEST_MODES = {
+    "query": (query_mode, 4),
+    "txn": (txn_mode, 6),
+    "txn-trap": (txn_trap_mode, 4),
+    "txn-sleep": (txn_sleep_mode, 5),
+}
+
+
+def test_case_mode(mode: str, args: list[str]) -> None:
+    handler, nargs = TEST_MODES[mode]
+    if len(args) != nargs:
+        fail("usage", f"{mode} takes {nargs} arguments, got {len(args)}")
+    try:
+        handler(args)
+    except fabric_dbpool.DbPoolError as exc:
+        out("code", exc.code)
+        raise
+
+
 class Run(exports.Run):
     def run(self) -> None:
         argv = sys.argv[1:]
@@ -145,6 +244,8 @@ class Run(exports.Run):
                 pbkdf2(argv[1:])
             elif mode in MODES:
                 round_trips(mode, argv[1:])
+            elif mode in TEST_MODES:
+                test_case_mode(mode, argv[1:])
             else:
                 fail("usage", f"unknown mode {mode!r}")
         except fabric_pgwire.PgError as exc:
