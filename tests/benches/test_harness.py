@@ -241,7 +241,8 @@ def test_registry_selection_and_plugins() -> None:
     registry = default_registry()
     names = [s.name for s in registry.scenarios]
     assert names[:4] == ["pg-select1", "mysql-select1", "loopback-rtt", "loopback-bulk"]
-    assert [s.name for s in registry.select(["loopback-*"])] == ["loopback-rtt", "loopback-bulk"]
+    loopback = [s.name for s in registry.select(["loopback-*"])]
+    assert loopback[:2] == ["loopback-rtt", "loopback-bulk"]
     from benches.errors import UnknownScenario
 
     with pytest.raises(UnknownScenario, match="pg-select1"):

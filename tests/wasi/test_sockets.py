@@ -270,7 +270,10 @@ async def test_peer_dropped_mid_stream_resets_the_writer(
     server = await net.start_server(drop_after_64k, 7001)
     sender = await run(runtime, net_wasm, net, "bulk-send", "7001", str(8 * MIB))
     assert sender.trapped
-    assert "BrokenPipeError" in sender.stderr  # how wasi-libc reports a failed send
+    # How wasi-libc reports the reset depends on where the writer was when the
+    # peer went away: a failed send (EPIPE, ECONNRESET) or a failed wait (EIO).
+    reported = ("BrokenPipeError", "ConnectionResetError", "I/O error")
+    assert any(r in sender.stderr for r in reported), sender.stderr
     assert received >= 64 * 1024
     server.close()
     await server.wait_closed()
