@@ -120,7 +120,12 @@ def _plot(result: DemoResult, target: Path) -> None:
 
 
 async def run_demo(
-    *, invocations: int = 300, direct_invocations: int = 60, concurrency: int = 8, out: Path
+    *,
+    invocations: int = 300,
+    direct_invocations: int = 60,
+    concurrency: int = 8,
+    out: Path,
+    pg_port: int = 5432,
 ) -> DemoResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -131,7 +136,9 @@ async def run_demo(
 
     console = Console()
     console.print("[bold]fabric demo[/bold]: pooled database connections for wasm components")
-    pg: PostgresEndpoint = await asyncio.to_thread(find_or_start_postgres, database="postgres")
+    pg: PostgresEndpoint = await asyncio.to_thread(
+        find_or_start_postgres, pg_port, database="postgres"
+    )
     where = f"{pg.host}:{pg.port}"
     if pg.source == "existing":
         console.print(f"PostgreSQL: using the server at {where}")
@@ -168,9 +175,7 @@ async def run_demo(
                     "components": [
                         {"name": "select1", "wasm": str(guest), "concurrency": concurrency}
                     ],
-                    "egress": [
-                        {"dest": EGRESS_NAME, "port": 5432, "to": f"{pg.host}:{pg.port}"}
-                    ],
+                    "egress": [{"dest": EGRESS_NAME, "port": 5432, "to": f"{pg.host}:{pg.port}"}],
                 }
             ]
         }
@@ -181,7 +186,13 @@ async def run_demo(
         wl = fabric.workloads["demo"]
         pooled_args = ["pooled", str(DBPOOL_PORT), "pg", "SELECT 1"]
         direct_args = [
-            "pg-direct", EGRESS_NAME, "5432", pg.user, pg.password or "", pg.database, "SELECT 1",
+            "pg-direct",
+            EGRESS_NAME,
+            "5432",
+            pg.user,
+            pg.password or "",
+            pg.database,
+            "SELECT 1",
         ]
 
         async def invoke(args: list[str]) -> None:
@@ -192,18 +203,26 @@ async def run_demo(
         try:
             await invoke(pooled_args)  # warm up
             with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 console=console,
             ) as progress:
                 t1 = progress.add_task("pooled through fabric   ", total=invocations)
                 pooled = await _measure(
-                    "pooled (fabric dbpool)", invocations, concurrency,
-                    lambda: invoke(pooled_args), lambda: progress.advance(t1),
+                    "pooled (fabric dbpool)",
+                    invocations,
+                    concurrency,
+                    lambda: invoke(pooled_args),
+                    lambda: progress.advance(t1),
                 )
                 t2 = progress.add_task("connect per invocation  ", total=direct_invocations)
                 direct = await _measure(
-                    "connect per invocation", direct_invocations, concurrency,
-                    lambda: invoke(direct_args), lambda: progress.advance(t2),
+                    "connect per invocation",
+                    direct_invocations,
+                    concurrency,
+                    lambda: invoke(direct_args),
+                    lambda: progress.advance(t2),
                 )
         finally:
             await fabric.stop()
@@ -228,8 +247,13 @@ def _report(console: Any, result: DemoResult, out: Path) -> None:
         table.add_column(col, justify="right" if col != "path" else "left")
     for p in result.paths:
         table.add_row(
-            p.name, str(p.invocations), str(p.errors), f"{p.p50_ms:.2f}", f"{p.p90_ms:.2f}",
-            f"{p.p99_ms:.2f}", f"{p.throughput:.0f}",
+            p.name,
+            str(p.invocations),
+            str(p.errors),
+            f"{p.p50_ms:.2f}",
+            f"{p.p90_ms:.2f}",
+            f"{p.p99_ms:.2f}",
+            f"{p.throughput:.0f}",
         )
     console.print(table)
     console.print(
@@ -237,9 +261,7 @@ def _report(console: Any, result: DemoResult, out: Path) -> None:
         f"(database auth: {result.auth})."
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps(msgspec.to_builtins(result), indent=2) + "\n"
-    )
+    (out / "results.json").write_text(json.dumps(msgspec.to_builtins(result), indent=2) + "\n")
     _plot(result, out / "results.png")
     console.print(f"results written to {out}/results.json and {out}/results.png")
     console.print("for the full side-by-side suite (PgBouncer, MariaDB, WAT): fabric bench")

@@ -16,6 +16,12 @@ def register(sub: Any) -> None:
     p.add_argument("--invocations", type=int, default=300, help="pooled invocations")
     p.add_argument("--direct", type=int, default=60, help="connect-per-invocation invocations")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--pg-port",
+        type=int,
+        default=5432,
+        help="where to look for PostgreSQL on 127.0.0.1 (a throwaway one starts if none answers)",
+    )
     p.add_argument("--out", type=Path, default=Path("demo-results"), help="where to write results")
     p.set_defaults(handler=main)
 
@@ -29,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
             direct_invocations=args.direct,
             concurrency=args.concurrency,
             out=args.out,
+            pg_port=args.pg_port,
         )
     )
     failed = sum(p.errors for p in result.paths)
