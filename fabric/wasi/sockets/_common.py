@@ -123,3 +123,57 @@ class ChildPollable(Pollable):
         parent, self._parent = self._parent, None
         if parent is not None:
             parent.disown()
+
+
+class SocketResource(Parent):
+    """A ``tcp-socket`` or ``udp-socket``: ``sock`` is the ``fabric.net`` socket."""
+
+    sock: Any
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.sock!r} children={self.children}>"
+
+
+# --- methods tcp-socket and udp-socket share ------------------------------------
+def passthrough(method: str) -> Callable[..., Any]:
+    """A socket method whose arguments and result need no conversion."""
+    attr = method.replace("-", "_")
+
+    def call(cx: Any, s: SocketResource, *args: Any) -> Any:
+        return getattr(s.sock, attr)(*args)
+
+    call.__name__ = attr
+    return call
+
+
+def _start_bind(cx: Any, s: SocketResource, net: Any, addr: WitSocketAddress) -> None:
+    s.sock.start_bind(net.handle(), to_address(addr))
+
+
+def _local(cx: Any, s: SocketResource) -> WitSocketAddress:
+    return from_address(s.sock.local_address())
+
+
+def _remote(cx: Any, s: SocketResource) -> WitSocketAddress:
+    return from_address(s.sock.remote_address())
+
+
+def _address_family(cx: Any, s: SocketResource) -> str:
+    return str(s.sock.address_family().value)
+
+
+def _subscribe(cx: Any, s: SocketResource) -> Pollable:
+    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
+
+
+#: WIT methods with the same meaning on tcp-socket and udp-socket
+SHARED_METHODS: dict[str, Callable[..., Any]] = {
+    "start-bind": _start_bind,
+    "local-address": _local,
+    "remote-address": _remote,
+    "address-family": _address_family,
+    "subscribe": _subscribe,
+}

@@ -34,12 +34,14 @@ from fabric.net import StreamClosed as NetClosed
 
 from ..io import InputStream, OutputStream, Pollable, StreamClosed, StreamFailed
 from ._common import (
+    SHARED_METHODS,
     ChildPollable,
     Parent,
+    SocketResource,
     WitSocketAddress,
     family,
-    from_address,
     guest_errors,
+    passthrough,
     to_address,
 )
 from .network import Network, guest_network
@@ -52,19 +54,13 @@ __all__ = ["MAX_CHUNK", "TCP_METHODS", "TcpIn", "TcpOut", "TcpSocketResource", "
 MAX_CHUNK = 64 * 1024
 
 
-class TcpSocketResource(Parent):
+class TcpSocketResource(SocketResource):
     """``tcp-socket``."""
 
     kind = "tcp-socket"
 
     def __init__(self, sock: TcpSocket) -> None:
         self.sock = sock
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __repr__(self) -> str:
-        return f"<TcpSocketResource {self.sock!r} children={self.children}>"
 
 
 def _stream_failure(e: NetClosed | SocketError) -> StreamClosed | StreamFailed:
@@ -164,10 +160,6 @@ def _create(cx: Any, fam: str) -> TcpSocketResource:
     return TcpSocketResource(guest_network(cx).create_tcp_socket(family(fam)))
 
 
-def _start_bind(cx: Any, s: TcpSocketResource, net: Network, addr: WitSocketAddress) -> None:
-    s.sock.start_bind(net.handle(), to_address(addr))
-
-
 def _start_connect(cx: Any, s: TcpSocketResource, net: Network, addr: WitSocketAddress) -> None:
     s.sock.start_connect(net.handle(), to_address(addr))
 
@@ -183,35 +175,8 @@ def _accept(cx: Any, s: TcpSocketResource) -> tuple[TcpSocketResource, TcpIn, Tc
     return child, i, o
 
 
-def _local(cx: Any, s: TcpSocketResource) -> WitSocketAddress:
-    return from_address(s.sock.local_address())
-
-
-def _remote(cx: Any, s: TcpSocketResource) -> WitSocketAddress:
-    return from_address(s.sock.remote_address())
-
-
-def _address_family(cx: Any, s: TcpSocketResource) -> str:
-    return s.sock.address_family().value
-
-
-def _subscribe(cx: Any, s: TcpSocketResource) -> Pollable:
-    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
-
-
 def _shutdown(cx: Any, s: TcpSocketResource, how: str) -> None:
     s.sock.shutdown(ShutdownType(how))
-
-
-def _plain(method: str) -> Any:
-    """A WIT method that passes its arguments (bool, u8, u64) straight through."""
-    attr = method.replace("-", "_")
-
-    def call(cx: Any, s: TcpSocketResource, *args: Any) -> Any:
-        return getattr(s.sock, attr)(*args)
-
-    call.__name__ = f"tcp_{attr}"
-    return call
 
 
 #: methods whose arguments and results need no conversion
@@ -224,14 +189,10 @@ _PLAIN = (
 ).split()
 
 _CONVERTED: dict[str, Any] = {
-    "start-bind": _start_bind,
+    **SHARED_METHODS,
     "start-connect": _start_connect,
     "finish-connect": _finish_connect,
     "accept": _accept,
-    "local-address": _local,
-    "remote-address": _remote,
-    "address-family": _address_family,
-    "subscribe": _subscribe,
     "shutdown": _shutdown,
 }
 
@@ -244,7 +205,7 @@ def interfaces(version: str) -> list[HostInterface]:
     tcp.resource("tcp-socket", TcpSocketResource)
     m = "[method]tcp-socket."
     for name in _PLAIN:
-        tcp.func(m + name, guest_errors(_plain(name)))
+        tcp.func(m + name, guest_errors(passthrough(name)))
     for name, impl in _CONVERTED.items():
         tcp.func(m + name, guest_errors(impl))
     create = HostInterface(f"wasi:sockets/tcp-create-socket@{version}")

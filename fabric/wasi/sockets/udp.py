@@ -20,15 +20,18 @@ from fabric.net import (
 
 from ..io import Pollable
 from ._common import (
+    SHARED_METHODS,
     ChildPollable,
     Parent,
+    SocketResource,
     WitSocketAddress,
     family,
     from_address,
     guest_errors,
+    passthrough,
     to_address,
 )
-from .network import Network, guest_network
+from .network import guest_network
 
 __all__ = [
     "MAX_DATAGRAMS",
@@ -43,19 +46,13 @@ __all__ = [
 MAX_DATAGRAMS = 16
 
 
-class UdpSocketResource(Parent):
+class UdpSocketResource(SocketResource):
     """``udp-socket``."""
 
     kind = "udp-socket"
 
     def __init__(self, sock: UdpSocket) -> None:
         self.sock = sock
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __repr__(self) -> str:
-        return f"<UdpSocketResource {self.sock!r} children={self.children}>"
 
 
 class _DatagramStream(Parent):
@@ -118,10 +115,6 @@ def _create(cx: Any, fam: str) -> UdpSocketResource:
     return UdpSocketResource(guest_network(cx).create_udp_socket(family(fam)))
 
 
-def _start_bind(cx: Any, s: UdpSocketResource, net: Network, addr: WitSocketAddress) -> None:
-    s.sock.start_bind(net.handle(), to_address(addr))
-
-
 def _stream(
     cx: Any, s: UdpSocketResource, remote: WitSocketAddress | None
 ) -> tuple[IncomingStream, OutgoingStream]:
@@ -129,45 +122,12 @@ def _stream(
     return IncomingStream(inc, s), OutgoingStream(out, s)
 
 
-def _local(cx: Any, s: UdpSocketResource) -> WitSocketAddress:
-    return from_address(s.sock.local_address())
-
-
-def _remote(cx: Any, s: UdpSocketResource) -> WitSocketAddress:
-    return from_address(s.sock.remote_address())
-
-
-def _address_family(cx: Any, s: UdpSocketResource) -> str:
-    return s.sock.address_family().value
-
-
-def _subscribe(cx: Any, s: UdpSocketResource) -> Pollable:
-    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
-
-
-def _plain(method: str) -> Any:
-    attr = method.replace("-", "_")
-
-    def call(cx: Any, s: UdpSocketResource, *args: Any) -> Any:
-        return getattr(s.sock, attr)(*args)
-
-    call.__name__ = f"udp_{attr}"
-    return call
-
-
 _PLAIN = (
     "finish-bind unicast-hop-limit set-unicast-hop-limit receive-buffer-size "
     "set-receive-buffer-size send-buffer-size set-send-buffer-size"
 ).split()
 
-_CONVERTED: dict[str, Any] = {
-    "start-bind": _start_bind,
-    "stream": _stream,
-    "local-address": _local,
-    "remote-address": _remote,
-    "address-family": _address_family,
-    "subscribe": _subscribe,
-}
+_CONVERTED: dict[str, Any] = {**SHARED_METHODS, "stream": _stream}
 
 #: every method of ``udp-socket`` in the WIT
 UDP_METHODS = tuple(sorted([*_PLAIN, *_CONVERTED]))
@@ -180,7 +140,7 @@ def interfaces(version: str) -> list[HostInterface]:
     udp.resource("outgoing-datagram-stream", OutgoingStream)
     m = "[method]udp-socket."
     for name in _PLAIN:
-        udp.func(m + name, guest_errors(_plain(name)))
+        udp.func(m + name, guest_errors(passthrough(name)))
     for name, impl in _CONVERTED.items():
         udp.func(m + name, guest_errors(impl))
     i = "[method]incoming-datagram-stream."
