@@ -90,10 +90,11 @@ class WorkloadRuntime:
         self.supervisor = Supervisor(name=spec.name)
         self.components: dict[str, _ComponentEntry] = {}
         self._service_components: dict[str, tuple[Component, Linker]] = {}
+        self._loaded = False
         self.started_at = 0.0
 
     # -- loading ------------------------------------------------------------
-    async def _load(self, path: str, linker: Linker | None = None) -> Component:
+    async def _load(self, path: str) -> Component:
         # Compiling a component takes seconds the first time; keep the loop free.
         return await asyncio.to_thread(self.runtime.engine.load, path)
 
@@ -149,6 +150,7 @@ class WorkloadRuntime:
                     loaded[s.name],
                     linkers.get(s.name, self.runtime.linker),
                 )
+        self._loaded = True
 
     def _linked_invoker(self, component: str) -> Callable[[str, Sequence[Any]], Any]:
         async def call(path: str, args: Sequence[Any]) -> Any:
@@ -158,44 +160,36 @@ class WorkloadRuntime:
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
-        if not self.components and not self._service_components and self.spec.components:
+        if not self._loaded:
             await self.load()
         self.started_at = time.time()
         for s in self.spec.services:
-            policy = s.restart.policy()
+            factory: Callable[[], Any]
             if s.wasm is not None:
                 comp, linker = self._service_components[s.name]
-                self.supervisor.add(
-                    s.name,
-                    functools.partial(WasmService, self, s, comp, linker),
-                    policy=policy,
-                    ready_timeout=float(s.ready_timeout),
-                    stop_timeout=float(s.stop_timeout),
-                    kind="wasm",
-                    ports=s.ports,
-                )
+                factory = functools.partial(WasmService, self, s, comp, linker)
             else:
                 assert s.native is not None
-                cls = load_service_class(s.native, self.python_path)
-                self.supervisor.add(
-                    s.name,
-                    functools.partial(
-                        NativeRunner,
-                        cls,
-                        config=s.config,
-                        workload=self.name,
-                        service=s.name,
-                        network=self.network,
-                        ports=s.ports,
-                        invoker=self.invoke,
-                        env=s.env,
-                    ),
-                    policy=policy,
-                    ready_timeout=float(s.ready_timeout),
-                    stop_timeout=float(s.stop_timeout),
-                    kind="native",
+                factory = functools.partial(
+                    NativeRunner,
+                    load_service_class(s.native, self.python_path),
+                    config=s.config,
+                    workload=self.name,
+                    service=s.name,
+                    network=self.network,
                     ports=s.ports,
+                    invoker=self.invoke,
+                    env=s.env,
                 )
+            self.supervisor.add(
+                s.name,
+                factory,
+                policy=s.restart.policy(),
+                ready_timeout=float(s.ready_timeout),
+                stop_timeout=float(s.stop_timeout),
+                kind=s.kind,
+                ports=s.ports,
+            )
         await self.supervisor.start()
         await self.network.start_ingress()
 

@@ -169,3 +169,36 @@ wasm = "{job_guest}"
     await fabric.stop()
     assert inflight.done()
     assert inflight.result() == Ok("slept:300")
+
+
+async def test_workload_with_only_wasm_services_loads_on_start(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    from fabric.build import build_python_guest, stage_packages
+    from fabric.workload.runtime import WorkloadRuntime
+    from tests.guestlib import GUESTS
+
+    net = build_python_guest(GUESTS / "net", extra_paths=[stage_packages(["pymysql"])])
+    m = manifest(
+        f"""
+[[workloads]]
+name = "svc-only"
+[[workloads.services]]
+name = "echo"
+wasm = "{net}"
+args = ["echo-server", "7"]
+ports = [7]
+""",
+        tmp_path,
+    )
+    wl = WorkloadRuntime(m.workloads[0], runtime, emit=lambda line: None)
+    await wl.start()  # no explicit load(): start loads what it needs
+    try:
+        await asyncio.wait_for(wl.supervisor.wait_for("echo", State.READY), 60)
+        reader, writer = await wl.network.open_connection(7)
+        writer.write(b"ping")
+        writer.write_eof()
+        assert await reader.read() == b"ping"
+        writer.close()
+    finally:
+        await wl.stop()
