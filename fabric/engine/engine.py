@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,15 @@ class Engine:
             raise ComponentLoadError(f"{p}: no such file") from None
         if not p.is_file():
             raise ComponentLoadError(f"{p}: not a file")
-        digest = self._digest(p, st)
+        return self._cached(self._digest(p, st), str(p), p.read_bytes)
+
+    def load_bytes(self, data: bytes, name: str = "<bytes>") -> Component:
+        """Load a component from memory (same cache as :meth:`load`)."""
+        digest = hashlib.sha256(data + self.config.fingerprint().encode()).hexdigest()
+        return self._cached(digest, name, lambda: data)
+
+    def _cached(self, digest: str, name: str, read: Callable[[], bytes]) -> Component:
+        """The component for ``digest``: from memory, the disk cache, or compiled."""
         hit = self._components.get(digest)
         if hit is not None:
             self._stats["memory_hits"] += 1
@@ -175,30 +184,11 @@ class Engine:
             except wasmtime.WasmtimeError:
                 inner = None  # stale or truncated entry: compile again
         if inner is None:
-            inner = self._compile(p)
-            self._store_compiled(inner, compiled)
-        comp = Component(self, inner, str(p), digest)
-        self._components[digest] = comp
-        return comp
-
-    def load_bytes(self, data: bytes, name: str = "<bytes>") -> Component:
-        digest = hashlib.sha256(data + self.config.fingerprint().encode()).hexdigest()
-        hit = self._components.get(digest)
-        if hit is not None:
-            return hit
-        compiled = self.cache_dir / f"{digest}.cwasm"
-        if compiled.exists():
-            inner = wc.Component.deserialize_file(self.inner, str(compiled))
-            self._stats["cache_hits"] += 1
-        else:
-            inner = self._compile_bytes(data, name)
+            inner = self._compile_bytes(read(), name)
             self._store_compiled(inner, compiled)
         comp = Component(self, inner, name, digest)
         self._components[digest] = comp
         return comp
-
-    def _compile(self, p: Path) -> wc.Component:
-        return self._compile_bytes(p.read_bytes(), str(p))
 
     def _compile_bytes(self, data: bytes, name: str) -> wc.Component:
         if data[:4] != b"\0asm":
