@@ -70,6 +70,7 @@ class Store:
         self.dead = False
         self.closed = False
         self.failure: BaseException | None = None
+        self.failure_where = ""
         self._table: dict[int, HostResource] = {}
         self._reps = itertools.count(1)
         self._parked: Coroutine[Any, Any, Any] | None = None
@@ -208,7 +209,7 @@ class Store:
                 if isinstance(failure, EngineError):
                     raise failure
                 raise GuestTrap(
-                    f"{getattr(self, 'failure_where', 'host')}: {type(failure).__name__}: "
+                    f"{self.failure_where}: {type(failure).__name__}: "
                     f"{failure}",
                     trace,
                 ) from failure

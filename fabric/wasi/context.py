@@ -57,7 +57,6 @@ class WasiCtx:
         #: the guest's view of the network (``fabric.wasi.sockets``); None denies all
         self.sockets = sockets
         self.exit_code: int | None = None
-        self.preopen_descriptors: list[Any] | None = None
 
     def close(self) -> None:
         """The guest instance is gone: release its network handle."""

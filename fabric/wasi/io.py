@@ -120,25 +120,6 @@ async def poll(pollables: list[Pollable]) -> list[int]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class Signal:
-    """A level-triggered wake-up: waiters sleep until the next ``notify()``."""
-
-    __slots__ = ("_fut",)
-
-    def __init__(self) -> None:
-        self._fut: asyncio.Future[None] | None = None
-
-    def notify(self) -> None:
-        fut, self._fut = self._fut, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    async def wait(self) -> None:
-        if self._fut is None or self._fut.done():
-            self._fut = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._fut)
-
-
 # --- streams ---------------------------------------------------------------------
 class InputStream(HostResource):
     """``wasi:io/streams.input-stream``."""
