@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from benches.harness import percentile
 from fabric.pgcluster import PostgresEndpoint, find_or_start_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +48,9 @@ class DemoResult(msgspec.Struct, frozen=True):
     speedup_p50: float
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
+def _pct(ordered: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of sorted latencies; NaN when none succeeded."""
+    return percentile(ordered, q) if ordered else float("nan")
 
 
 async def _measure(
@@ -84,13 +81,14 @@ async def _measure(
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
+    ordered = sorted(latencies)
     return PathResult(
         name=name,
         invocations=len(latencies),
         errors=errors,
-        p50_ms=_pct(latencies, 0.5),
-        p90_ms=_pct(latencies, 0.9),
-        p99_ms=_pct(latencies, 0.99),
+        p50_ms=_pct(ordered, 50),
+        p90_ms=_pct(ordered, 90),
+        p99_ms=_pct(ordered, 99),
         throughput=len(latencies) / wall if wall else 0.0,
     )
 
@@ -267,4 +265,4 @@ def _report(console: Any, result: DemoResult, out: Path) -> None:
     console.print("for the full side-by-side suite (PgBouncer, MariaDB, WAT): fabric bench")
 
 
-__all__ = ["DemoResult", "run_demo", "statistics"]
+__all__ = ["DemoResult", "run_demo"]
