@@ -24,20 +24,15 @@ from typing import Any
 from benches.baselines import POOL_SIZE
 from benches.errors import ContenderSkipped
 from benches.registry import Registry
-from fabric.build import BuildError, build_python_guest, build_wat_guest, stage_packages
+from fabric.build import BuildError, build_wat_guest
+from fabric.demo import dbbench_guest
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
-DBBENCH = ROOT / "tests" / "guests" / "dbbench"
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
-SDK = ROOT / "services" / "dbpool" / "guest"
 DBPOOL_PORT = 7000
 EGRESS_NAME = "db.internal"
-
-
-def dbbench_guest() -> Path:
-    return build_python_guest(DBBENCH, extra_paths=[SDK, stage_packages(["pymysql"])])
 
 
 class _SharedFabric:

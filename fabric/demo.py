@@ -30,6 +30,14 @@ DBPOOL_PORT = 7000
 EGRESS_NAME = "postgres.internal"
 
 
+def dbbench_guest() -> Path:
+    """The ``dbbench`` guest (pooled, pg-direct and mysql-direct modes), built and cached."""
+    from fabric.build import build_python_guest, stage_packages
+    from fabric.workload.runtime import GUEST_SDK
+
+    return build_python_guest(DBBENCH, extra_paths=[GUEST_SDK, stage_packages(["pymysql"])])
+
+
 class PathResult(msgspec.Struct, frozen=True):
     name: str
     invocations: int
@@ -128,9 +136,8 @@ async def run_demo(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from fabric.build import build_python_guest, stage_packages
     from fabric.workload import manifest_from_dict
-    from fabric.workload.runtime import GUEST_SDK, Fabric
+    from fabric.workload.runtime import Fabric
 
     console = Console()
     console.print("[bold]fabric demo[/bold]: pooled database connections for wasm components")
@@ -145,9 +152,7 @@ async def run_demo(
     auth = "password (scram-sha-256)" if pg.password else "the server's own (trust?)"
     try:
         with console.status("building the demo component (first run only, ~15-30 s)"):
-            guest = await asyncio.to_thread(
-                build_python_guest, DBBENCH, extra_paths=[GUEST_SDK, stage_packages(["pymysql"])]
-            )
+            guest = await asyncio.to_thread(dbbench_guest)
         db = {
             "kind": "postgres",
             "host": pg.host,

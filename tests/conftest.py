@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fabric.build import build_python_guest
 from fabric.runtime import Runtime
-from tests.guestlib import GUESTS
+from tests.reference import guests
 
 
 @pytest.fixture(scope="session")
@@ -30,29 +29,27 @@ def runtime() -> Iterator[Runtime]:
 
 @pytest.fixture(scope="session")
 def cli_guest() -> Path:
-    return build_python_guest(GUESTS / "cli")
+    return guests.cli_guest()
 
 
 @pytest.fixture(scope="session")
 def job_guest() -> Path:
-    return build_python_guest(GUESTS / "cron", world="job-component", app="job")
+    return guests.job_guest()
 
 
 @pytest.fixture(scope="session")
 def cron_service_guest() -> Path:
-    return build_python_guest(GUESTS / "cron", world="cron-service", app="service")
+    return guests.service_guest()
 
 
 @pytest.fixture(scope="session")
 def pipeline_guest() -> Path:
-    return build_python_guest(GUESTS / "compose", world="composer", app="pipeline")
+    return guests.pipeline_guest()
 
 
 @pytest.fixture(scope="session")
 def values_guest() -> Path:
-    return build_python_guest(
-        GUESTS / "values", world="values", wit_dir=GUESTS / "values" / "wit"
-    )
+    return guests.values_guest()
 
 
 _LOOP_ERRORS: list[dict[str, object]] = []

@@ -24,13 +24,13 @@ import asyncpg
 import msgspec
 import pytest
 
-from fabric.build import build_python_guest, stage_packages
 from fabric.engine import DeadlineExceeded, GuestTrap
 from fabric.runtime import Runtime
 from fabric.workload import load_manifest, manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 from services.dbpool.messages import DatabaseStats, ServerStats
-from tests.guestlib import GUESTS, ROOT
+from tests.guestlib import ROOT
+from tests.reference.guests import dbbench_guest
 
 PORT = 7432  # the service's port on the workload's virtual loopback
 WORKLOAD = "dbtest"
@@ -42,8 +42,7 @@ SHORT_TIMEOUT = "3s"  # the `short` component's time limit
 
 @pytest.fixture(scope="module")
 def dbbench() -> Path:
-    sdk = ROOT / "services" / "dbpool" / "guest"
-    return build_python_guest(GUESTS / "dbbench", extra_paths=[sdk, stage_packages(["pymysql"])])
+    return dbbench_guest()
 
 
 # ------------------------------------------------------------- outside views

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import functools
 import hashlib
 import importlib.util
 import json
@@ -19,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from fabric.build import build_python_guest, stage_packages
 from fabric.pgcluster import TempCluster, free_port
+from tests.reference.guests import dbbench_guest
 from tests.reference.wasmtime_cli import GuestResult, run_guest
 
 from .conftest import Env
@@ -261,11 +260,6 @@ def test_md5_and_cleartext(cluster: TempCluster, user: str, password: str, metho
 
 
 # --------------------------------------------- the dbbench guest under wasmtime
-
-
-@functools.cache
-def dbbench_guest() -> Path:
-    return build_python_guest(DBBENCH_DIR, extra_paths=[GUEST_DIR, stage_packages(["pymysql"])])
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,13 @@ GUESTS_DIR = Path(__file__).resolve().parent.parent / "guests"
 __all__ = [
     "GUESTS_DIR",
     "cli_guest",
+    "dbbench_guest",
     "guest_path",
     "job_guest",
     "net_guest",
     "pipeline_guest",
     "service_guest",
+    "values_guest",
 ]
 
 
@@ -53,6 +55,22 @@ def service_guest() -> Path:
 def pipeline_guest() -> Path:
     """World ``composer``: exports ``pipeline``, imports ``job``."""
     return build_python_guest(GUESTS_DIR / "compose", world="composer", app="pipeline")
+
+
+@functools.cache
+def dbbench_guest() -> Path:
+    """World ``command``: pooled / pg-direct / mysql-direct round trips, transactions."""
+    from fabric.demo import dbbench_guest as build
+
+    return build()
+
+
+@functools.cache
+def values_guest() -> Path:
+    """World ``values``: every component value kind both ways, host resources."""
+    return build_python_guest(
+        GUESTS_DIR / "values", world="values", wit_dir=GUESTS_DIR / "values" / "wit"
+    )
 
 
 def guest_path(name: str) -> Path:

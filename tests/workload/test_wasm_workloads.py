@@ -174,11 +174,10 @@ wasm = "{job_guest}"
 async def test_workload_with_only_wasm_services_loads_on_start(
     runtime: Runtime, tmp_path: Path
 ) -> None:
-    from fabric.build import build_python_guest, stage_packages
     from fabric.workload.runtime import WorkloadRuntime
-    from tests.guestlib import GUESTS
+    from tests.reference.guests import net_guest
 
-    net = build_python_guest(GUESTS / "net", extra_paths=[stage_packages(["pymysql"])])
+    net = net_guest()
     m = manifest(
         f"""
 [[workloads]]
