@@ -25,7 +25,7 @@ from benches.baselines import POOL_SIZE
 from benches.errors import ContenderSkipped
 from benches.registry import Registry
 from fabric.build import BuildError, build_wat_guest
-from fabric.demo import dbbench_guest
+from fabric.guests import DBPOOL_SERVICE, dbbench
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
@@ -82,7 +82,7 @@ class _SharedFabric:
         self.direct[kind] = [EGRESS_NAME, str(default_port), t.user, t.password, t.database]
         components: list[dict[str, Any]] = []
         try:
-            py = await asyncio.to_thread(dbbench_guest)
+            py = await asyncio.to_thread(dbbench)
             components.append({"name": "py", "wasm": str(py), "concurrency": 256, "queue": 4096})
         except BuildError as e:
             raise ContenderSkipped(f"cannot build the dbbench guest: {e}") from e
@@ -96,7 +96,7 @@ class _SharedFabric:
                     "services": [
                         {
                             "name": "dbpool",
-                            "native": "services.dbpool.service:DbPoolService",
+                            "native": DBPOOL_SERVICE,
                             "ports": [DBPOOL_PORT],
                             "config": {"port": DBPOOL_PORT, "databases": {kind: db}},
                         }

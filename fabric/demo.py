@@ -21,21 +21,12 @@ from typing import Any
 
 import msgspec
 
-from benches.harness import percentile
+from fabric.guests import DBPOOL_SERVICE, dbbench
 from fabric.pgcluster import PostgresEndpoint, find_or_start_postgres
+from fabric.stats import percentile
 
-ROOT = Path(__file__).resolve().parent.parent
-DBBENCH = ROOT / "tests" / "guests" / "dbbench"
 DBPOOL_PORT = 7000
 EGRESS_NAME = "postgres.internal"
-
-
-def dbbench_guest() -> Path:
-    """The ``dbbench`` guest (pooled, pg-direct and mysql-direct modes), built and cached."""
-    from fabric.build import build_python_guest, stage_packages
-    from fabric.workload.runtime import GUEST_SDK
-
-    return build_python_guest(DBBENCH, extra_paths=[GUEST_SDK, stage_packages(["pymysql"])])
 
 
 class PathResult(msgspec.Struct, frozen=True):
@@ -152,7 +143,7 @@ async def run_demo(
     auth = "password (scram-sha-256)" if pg.password else "the server's own (trust?)"
     try:
         with console.status("building the demo component (first run only, ~15-30 s)"):
-            guest = await asyncio.to_thread(dbbench_guest)
+            guest = await asyncio.to_thread(dbbench)
         db = {
             "kind": "postgres",
             "host": pg.host,
@@ -170,7 +161,7 @@ async def run_demo(
                     "services": [
                         {
                             "name": "dbpool",
-                            "native": "services.dbpool.service:DbPoolService",
+                            "native": DBPOOL_SERVICE,
                             "ports": [DBPOOL_PORT],
                             "config": {"port": DBPOOL_PORT, "databases": {"pg": db}},
                         }
@@ -182,7 +173,7 @@ async def run_demo(
                 }
             ]
         }
-        manifest = manifest_from_dict(raw, path="<demo>", base_dir=str(ROOT))
+        manifest = manifest_from_dict(raw, path="<demo>", base_dir=str(Path.cwd()))
         fabric = Fabric(manifest, emit=lambda line: None)
         with console.status("starting the workload (compiling the component on first run)"):
             await fabric.start()

@@ -25,6 +25,11 @@ is *ready* once it listens on all its declared ``ports``.
 guests see); ``ctx.invoke(component, export, args)`` runs a component of the
 same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
 dict) part of ``fabric status``.
+
+A service class may offer a guest SDK: ``guest_paths`` (a class attribute, a
+sequence of directories of pure-Python modules) are put on the module path of
+every component of the workload built from Python source (``python = "dir"``),
+so those components can ``import`` the service's client.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import msgspec
@@ -55,6 +61,7 @@ __all__ = [
     "StreamReaderLike",
     "StreamWriterLike",
     "load_service_class",
+    "offered_guest_paths",
     "parse_native_spec",
 ]
 
@@ -202,6 +209,20 @@ def load_service_class(spec: str, python_path: Sequence[str] = ()) -> type[Nativ
             f"native service {spec!r}: {qualname} has no `async def serve(self, ctx)` method"
         )
     return cast("type[NativeService]", obj)
+
+
+def offered_guest_paths(
+    specs: Sequence[str], python_path: Sequence[str] = ()
+) -> list[Path]:
+    """The ``guest_paths`` the native service classes named by ``specs`` offer, in order."""
+    paths: list[Path] = []
+    for spec in specs:
+        offered = getattr(load_service_class(spec, python_path), "guest_paths", ())
+        for entry in offered:
+            path = Path(entry)
+            if path not in paths:
+                paths.append(path)
+    return paths
 
 
 class _TrackedNetwork:

@@ -32,7 +32,7 @@ from .admission import Admission
 from .control import ControlServer
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
-from .native import NativeRunner, load_service_class
+from .native import NativeRunner, load_service_class, offered_guest_paths
 from .status import StatusReport, WorkloadStatus
 from .supervisor import Supervisor
 from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
@@ -40,7 +40,6 @@ from .wasm import LineSink, WasmService, link_interface, preopens, resolve_expor
 _log = logging.getLogger("fabric.workload")
 
 #: The pure-Python dbpool client, put on the path of guests built from source.
-GUEST_SDK = Path(__file__).resolve().parent.parent.parent / "services" / "dbpool" / "guest"
 
 
 def _policy(spec: WorkloadSpec) -> NetworkPolicy:
@@ -102,8 +101,10 @@ class WorkloadRuntime:
         from fabric.build import build_python_guest
 
         assert source is not None
+        natives = [s.native for s in self.spec.services if s.native is not None]
+        sdk = offered_guest_paths(natives, self.python_path)
         path = await asyncio.to_thread(
-            build_python_guest, Path(source), world=world, extra_paths=[GUEST_SDK]
+            build_python_guest, Path(source), world=world, extra_paths=sdk
         )
         return str(path)
 

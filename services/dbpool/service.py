@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import msgspec
 
@@ -20,9 +21,19 @@ from .messages import Limits, ServerStats
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 
-__all__ = ["DEFAULT_PORT", "DbPoolConfig", "DbPoolService", "Listener", "StartServer"]
+__all__ = [
+    "DEFAULT_PORT",
+    "GUEST_SDK",
+    "DbPoolConfig",
+    "DbPoolService",
+    "Listener",
+    "StartServer",
+]
 
 DEFAULT_PORT = 7432
+
+#: The pure-Python guest SDK (``fabric_dbpool``, ``fabric_pgwire``).
+GUEST_SDK = Path(__file__).resolve().parent / "guest"
 
 
 class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,8 +74,11 @@ class DbPoolService:
     ``native = "services.dbpool.service:DbPoolService"`` with the
     ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
     the workload's virtual network and publishes the server statistics to
-    ``fabric status``.
+    ``fabric status``. Components of the workload built from Python source
+    get its guest SDK on their module path (``guest_paths``).
     """
+
+    guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
 
     def __init__(
         self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None

@@ -26,7 +26,7 @@ from .conftest import Env
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = ROOT / "services" / "dbpool" / "guest"
-DBBENCH_DIR = ROOT / "tests" / "guests" / "dbbench"
+DBBENCH_DIR = ROOT / "fabric" / "guests" / "dbbench"
 
 
 def _load() -> Any:

@@ -60,9 +60,9 @@ def pipeline_guest() -> Path:
 @functools.cache
 def dbbench_guest() -> Path:
     """World ``command``: pooled / pg-direct / mysql-direct round trips, transactions."""
-    from fabric.demo import dbbench_guest as build
+    from fabric.guests import dbbench
 
-    return build()
+    return dbbench()
 
 
 @functools.cache
