@@ -210,8 +210,19 @@ def _list(registry: Registry) -> str:
     return "\n".join(lines)
 
 
+GUEST_SOURCES = Path(__file__).resolve().parent.parent / "tests" / "guests"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not GUEST_SOURCES.is_dir():
+        # The benchmarks build the repository's test guests (net, cli, WAT).
+        print(
+            f"fabric bench: runs from a source checkout (no guest sources at {GUEST_SOURCES}); "
+            "clone the repository and use ./dev bench",
+            file=sys.stderr,
+        )
+        return 2
     registry = default_registry(plugins=not args.no_plugins)
     if args.list:
         print(_list(registry))

@@ -104,7 +104,7 @@ async def suspended_guest_memory(n: int) -> dict[str, float]:
 
 
 async def bytes_throughput() -> list[dict[str, Any]]:
-    from tests.engine.hostvalues import EXPORT, values_linker
+    from benches.hostvalues import EXPORT, values_linker
 
     rt = Runtime()
     rows: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import register_all
+from .commands import plugin_commands, register_all, run_plugin
 from .errors import UsageError
 
 
@@ -28,11 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["bench"]:
-        # The benchmark runner has its own parser; hand it every argument.
-        from benches.cli import main as bench_main
-
-        return bench_main(args_list[1:])
+    plugins = plugin_commands()
+    if args_list and args_list[0] in plugins:
+        # A command from another package (``fabric bench``) has its own parser.
+        return run_plugin(plugins[args_list[0]], args_list[1:])
     parser = build_parser()
     rest: list[str] = []
     if "--" in args_list:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from benches.hostvalues import EXPORT, Counter, HostFailure, values_linker
 from fabric.engine import Err, GuestTrap, InstanceDead, Ok
 from fabric.runtime import Runtime
 from fabric.wasi import WasiCtx
-
-from .hostvalues import EXPORT, Counter, HostFailure, values_linker
 
 
 @pytest.fixture
