@@ -1,6 +1,6 @@
 """Shared infrastructure for one suite run, started lazily and torn down at the end.
 
-* :meth:`BenchEnv.postgres` — a private :class:`~fabric.pgcluster.TempCluster`
+* :meth:`BenchEnv.postgres` — a private :class:`~fabric.postgres.TempCluster`
   with ``scram-sha-256`` for TCP, a login role ``fabric_bench`` with a random
   password and a database ``bench`` it owns. The machine's own server is never
   touched: where it trusts loopback, no password would be checked and
@@ -37,7 +37,7 @@ import msgspec
 from benches.errors import BenchError, ContenderSkipped
 from benches.model import MachineInfo
 from benches.pgbouncer import PgBouncer, require_pgbouncer
-from fabric.pgcluster import PgClusterError, TempCluster, make_dsn
+from fabric.postgres import PgClusterError, TempCluster, make_dsn
 
 __all__ = ["BENCH_USER", "BenchEnv", "MysqlAdmin", "MysqlTarget", "PgTarget", "machine_info"]
 

@@ -9,7 +9,7 @@ itself and logs in to the server by SCRAM pass-through; with a plain-text
 password it must run PBKDF2 for every client login, on its single thread.
 Like PostgreSQL
 it refuses to run as root, so it runs as the ``postgres`` system user when
-we are root (see :func:`fabric.pgcluster.spawn`).
+we are root (see :func:`fabric.postgres.spawn`).
 
 When no ``pgbouncer`` binary exists, :meth:`PgBouncer.start` raises
 :class:`~benches.errors.PgBouncerNotInstalled`, which the harness reports as
@@ -32,7 +32,7 @@ from typing import Literal, Self
 import msgspec
 
 from benches.errors import BenchError, PgBouncerNotInstalled
-from fabric.pgcluster import free_port, make_dsn, make_private_dir, service_user, spawn
+from fabric.postgres import free_port, make_dsn, make_private_dir, service_user, spawn
 
 __all__ = [
     "PgBouncer",

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from fabric.guests import DBPOOL_SERVICE, dbbench
-from fabric.pgcluster import PostgresEndpoint, find_or_start_postgres
+from fabric.postgres import PostgresEndpoint, find_or_start_postgres
 from fabric.stats import percentile
 
 DBPOOL_PORT = 7000

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fabric.pgcluster import free_port
+from fabric.postgres import free_port
 
 
 def demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]

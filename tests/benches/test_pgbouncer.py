@@ -10,7 +10,7 @@ import pytest
 
 from benches.errors import PgBouncerNotInstalled
 from benches.pgbouncer import PgBouncer, find_pgbouncer, require_pgbouncer
-from fabric.pgcluster import TempCluster, probe_postgres
+from fabric.postgres import TempCluster, probe_postgres
 
 ROLE, PASSWORD, DB = "app", "app-password", "appdb"
 

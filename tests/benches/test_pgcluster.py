@@ -1,4 +1,4 @@
-"""fabric.pgcluster: throwaway clusters with real passwords, against real servers."""
+"""fabric.postgres: throwaway clusters with real passwords, against real servers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from fabric.pgcluster import (
+from fabric.postgres import (
     ClusterStateError,
     TempCluster,
     find_or_start_postgres,

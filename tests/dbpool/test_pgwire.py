@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fabric.pgcluster import TempCluster, free_port
+from fabric.postgres import TempCluster, free_port
 from tests.reference.guests import dbbench_guest
 from tests.reference.wasmtime_cli import GuestResult, run_guest
 

@@ -31,327 +31,26 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import importlib.util
 import os
-import pwd
-import re
-import secrets
 import shutil
 import signal
-import socket
-import struct
-import subprocess
-import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
-from urllib.parse import quote
 
 import msgspec
 
-__all__ = [
-    "Auth",
-    "BinarySource",
-    "ClusterCommandError",
-    "ClusterStartError",
-    "ClusterStateError",
-    "ClusterStatistics",
-    "PgBinaries",
-    "PgClusterError",
-    "PostgresEndpoint",
-    "PostgresNotFound",
-    "ServiceUser",
-    "TempCluster",
-    "find_or_start_postgres",
-    "find_pg_binaries",
-    "free_port",
-    "make_dsn",
-    "make_private_dir",
-    "port_is_free",
-    "probe_postgres",
-    "run_command",
-    "service_user",
-    "spawn",
-]
+from .binaries import BinarySource, PgBinaries, find_pg_binaries
+from .errors import ClusterCommandError, ClusterStartError, ClusterStateError
+from .probe import free_port, make_dsn
+from .proc import give_to_service_user, make_private_dir, run_command
 
 Auth = Literal["scram-sha-256", "trust"]
-BinarySource = Literal["system", "pgserver"]
 ClusterState = Literal["new", "running", "stopped"]
-
-_SERVICE_USER_NAME = "postgres"
-_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
-_REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
-
-
-# --------------------------------------------------------------------- errors
-
-
-class PgClusterError(Exception):
-    """Base class of every error raised by this module."""
-
-
-class PostgresNotFound(PgClusterError):
-    """No PostgreSQL server binaries (and no ``pgserver`` package) were found."""
-
-
-class ClusterStateError(PgClusterError):
-    """An operation does not fit the cluster's state (e.g. SQL on a stopped cluster)."""
-
-
-class ClusterCommandError(PgClusterError):
-    """A PostgreSQL command-line tool failed."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, output: str) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.output = output
-        tool = Path(argv[0]).name if argv else "?"
-        super().__init__(f"{tool} exited with status {returncode}: {output.strip()[-2000:]}")
-
-
-class ClusterStartError(PgClusterError):
-    """The server did not start; the message carries the tail of its log."""
-
-
-# ----------------------------------------------------------- process helpers
-
-
-class ServiceUser(msgspec.Struct, frozen=True):
-    """The unprivileged system user that server processes run as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def service_user() -> ServiceUser | None:
-    """The user to run PostgreSQL tools as: ``postgres`` when euid is 0, else ``None``."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(_SERVICE_USER_NAME)
-    except KeyError:
-        raise PgClusterError(
-            "running as root, but there is no 'postgres' system user to run the server as"
-        ) from None
-    return ServiceUser(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
-
-
-def make_private_dir(parent: Path | None = None, prefix: str = "fabric-") -> Path:
-    """Create a fresh 0700 directory owned by the service user (or by us)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    _give_to_service_user(path)
-    return path
-
-
-def _give_to_service_user(path: Path) -> None:
-    user = service_user()
-    if user is not None:
-        os.chown(path, user.uid, user.gid)
-
-
-def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["LC_ALL"] = "C"
-    user = service_user()
-    if user is not None:
-        env["HOME"] = pwd.getpwuid(user.uid).pw_dir
-        env["USER"] = env["LOGNAME"] = user.name
-    if extra:
-        env.update(extra)
-    return env
-
-
-def run_command(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    as_service_user: bool = True,
-    env: Mapping[str, str] | None = None,
-    stdin: str | None = None,
-    timeout: float = 60.0,
-) -> str:
-    """Run a tool (as the service user when root); return its combined output.
-
-    Raises :class:`ClusterCommandError` on a non-zero exit status.
-    """
-    user = service_user() if as_service_user else None
-    try:
-        proc = subprocess.run(
-            list(argv),
-            cwd=cwd,
-            env=_child_env(env),
-            input=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-            user=user.uid if user else None,
-            group=user.gid if user else None,
-            extra_groups=[] if user else None,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output if isinstance(exc.output, str) else ""
-        raise ClusterCommandError(argv, -1, f"timed out after {timeout} s\n{out}") from None
-    if proc.returncode != 0:
-        raise ClusterCommandError(argv, proc.returncode, proc.stdout or "")
-    return proc.stdout or ""
-
-
-def spawn(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    log_path: Path,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running server process as the service user, output to ``log_path``."""
-    user = service_user()
-    with open(log_path, "ab") as log:
-        if user is not None:
-            os.chown(log_path, user.uid, user.gid)
-        return subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=_child_env(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            user=user.uid if user else None,
-            group=user.gid if user else None,
-            extra_groups=[] if user else None,
-            start_new_session=True,
-        )
-
-
-# ------------------------------------------------------------ network helpers
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``host:port`` can be bound right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def probe_postgres(host: str = "127.0.0.1", port: int = 5432, timeout: float = 1.0) -> bool:
-    """Whether a PostgreSQL server answers at ``host:port``.
-
-    Sends an ``SSLRequest`` and expects the one-byte answer every server gives
-    (``S`` or ``N``) before any authentication, so no credentials are needed.
-    """
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(_SSL_REQUEST)
-            answer = sock.recv(1)
-    except OSError:
-        return False
-    return answer in (b"S", b"N")
-
-
-def make_dsn(host: str, port: int, user: str, password: str | None, database: str) -> str:
-    """A ``postgresql://`` URL with user and password quoted."""
-    auth = quote(user, safe="")
-    if password:
-        auth += ":" + quote(password, safe="")
-    return f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}"
-
-
-# ------------------------------------------------------------------ binaries
-
-
-class PgBinaries(msgspec.Struct, frozen=True):
-    """Where the server binaries are and what they are."""
-
-    bin_dir: str
-    source: BinarySource
-    version: str
-
-    def tool(self, name: str) -> str:
-        return str(Path(self.bin_dir) / name)
-
-
-def _has_server(bin_dir: Path) -> bool:
-    return all((bin_dir / name).is_file() for name in _REQUIRED_BINARIES)
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
-
-
-def _system_candidates() -> list[Path]:
-    found: list[Path] = []
-    env_dir = os.environ.get("FABRIC_PG_BIN_DIR")
-    if env_dir:
-        found.append(Path(env_dir))
-    on_path = shutil.which("initdb")
-    if on_path:
-        found.append(Path(on_path).resolve().parent)
-    found.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True))
-    found.append(Path("/usr/local/pgsql/bin"))
-    return found
-
-
-def _pgserver_bin_dir() -> Path | None:
-    try:
-        spec = importlib.util.find_spec("pgserver")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "pginstall" / "bin"
-
-
-def find_pg_binaries(
-    prefer: Literal["any", "system", "pgserver"] = "any", bin_dir: Path | None = None
-) -> PgBinaries:
-    """Locate ``initdb``/``pg_ctl``/``postgres``.
-
-    ``prefer="any"`` tries the system's server first and the ``pgserver``
-    package second; ``"system"`` or ``"pgserver"`` restrict the search.
-    """
-    candidates: list[tuple[Path, BinarySource]] = []
-    if bin_dir is not None:
-        candidates.append((bin_dir, "system"))
-    else:
-        if prefer in ("any", "system"):
-            candidates.extend((path, "system") for path in _system_candidates())
-        bundled = _pgserver_bin_dir()
-        if prefer in ("any", "pgserver") and bundled is not None:
-            candidates.append((bundled, "pgserver"))
-    for path, source in candidates:
-        if _has_server(path):
-            out = subprocess.run(
-                [str(path / "postgres"), "--version"],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=30,
-            ).stdout
-            match = re.search(r"\d+(\.\d+)*", out)
-            return PgBinaries(str(path), source, match.group(0) if match else "unknown")
-    raise PostgresNotFound(
-        "no PostgreSQL server binaries found (looked at $FABRIC_PG_BIN_DIR, initdb on $PATH, "
-        "/usr/lib/postgresql/*/bin and the pgserver package); install PostgreSQL's server "
-        "package (e.g. apt-get install postgresql) or `pip install pgserver`"
-    )
 
 
 # ------------------------------------------------------------------- cluster
@@ -648,7 +347,7 @@ class TempCluster:
         pwfile = base / "pwfile"
         pwfile.write_text(self.password + "\n")
         pwfile.chmod(0o600)
-        _give_to_service_user(pwfile)
+        give_to_service_user(pwfile)
         try:
             run_command(
                 [
@@ -667,9 +366,9 @@ class TempCluster:
         finally:
             pwfile.unlink(missing_ok=True)
         self.socket_dir.mkdir(mode=0o700)
-        _give_to_service_user(self.socket_dir)
+        give_to_service_user(self.socket_dir)
         hba = (
-            "# written by fabric.pgcluster\n"
+            "# written by fabric.postgres\n"
             "local   all  all                 trust\n"
             f"host    all  all  127.0.0.1/32    {self.auth}\n"
             f"host    all  all  ::1/128         {self.auth}\n"
@@ -701,7 +400,7 @@ class TempCluster:
         path = self.data_dir / name
         path.write_text(text)
         path.chmod(0o600)
-        _give_to_service_user(path)
+        give_to_service_user(path)
 
     def _start_server(self, binaries: PgBinaries) -> None:
         attempts = 1 if self._requested_port is not None else 3
@@ -771,112 +470,3 @@ def _conf_value(value: str | int | float | bool) -> str:
     if isinstance(value, int | float):
         return str(value)
     return "'" + value.replace("'", "''") + "'"
-
-
-# -------------------------------------------------------------- find or start
-
-
-EndpointSource = Literal["existing", "system", "pgserver"]
-
-
-class PostgresEndpoint:
-    """Where to reach PostgreSQL, and the embedded cluster behind it (if any)."""
-
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        user: str,
-        password: str | None,
-        database: str,
-        source: EndpointSource,
-        cluster: TempCluster | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.user = user
-        self.password = password
-        self.database = database
-        self.source: EndpointSource = source
-        self.cluster = cluster
-
-    @property
-    def dsn(self) -> str:
-        return make_dsn(self.host, self.port, self.user, self.password, self.database)
-
-    @property
-    def embedded(self) -> bool:
-        return self.cluster is not None
-
-    def close(self) -> None:
-        """Stop the embedded cluster (a server that was already running is left alone)."""
-        if self.cluster is not None:
-            self.cluster.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<PostgresEndpoint {self.source} {self.host}:{self.port}/{self.database}>"
-
-
-def find_or_start_postgres(
-    port: int = 5432,
-    *,
-    host: str = "127.0.0.1",
-    user: str = "postgres",
-    password: str | None = None,
-    database: str = "postgres",
-    embedded: Literal["any", "system", "pgserver", "never"] = "any",
-    base_dir: Path | None = None,
-    probe_timeout: float = 1.0,
-) -> PostgresEndpoint:
-    """Reuse the PostgreSQL server at ``host:port``, or start an embedded one.
-
-    An embedded cluster (``initdb`` route when server binaries exist, else the
-    binaries bundled in the ``pgserver`` package) listens on ``port`` when
-    that port is free, otherwise on a free port; it uses ``scram-sha-256``
-    with ``password`` (a random one when ``None``) for ``user``, and creates
-    ``database``. Close the returned endpoint to stop it.
-    """
-    if probe_postgres(host, port, probe_timeout):
-        return PostgresEndpoint(
-            host=host, port=port, user=user, password=password, database=database,
-            source="existing",
-        )  # fmt: skip
-    if embedded == "never":
-        raise PostgresNotFound(f"no PostgreSQL server answers at {host}:{port}")
-    loopback = host in ("127.0.0.1", "localhost")
-    secret = password or secrets.token_urlsafe(18)
-    cluster = TempCluster(
-        port if loopback and port_is_free(port) else None,
-        password=secret,
-        superuser=user,
-        base_dir=base_dir,
-        prefer=embedded,
-    )
-    cluster.start()
-    try:
-        if database != "postgres":
-            cluster.create_database(database)
-    except BaseException:
-        cluster.stop()
-        raise
-    return PostgresEndpoint(
-        host=cluster.host,
-        port=cluster.port,
-        user=user,
-        password=secret,
-        database=database,
-        source=cluster.binaries.source,
-        cluster=cluster,
-    )
