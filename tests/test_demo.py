@@ -39,18 +39,29 @@ def demo(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
 
 
 def test_demo_against_the_local_postgres(tmp_path: Path) -> None:
-    p, result = demo(tmp_path)
+    p, result = demo(tmp_path, "--pg-port", "5432")
     assert "using the server at 127.0.0.1:5432" in p.stdout
+    assert result["auth"] == "the server's own"
     paths = {path["name"]: path for path in result["paths"]}
-    assert paths["pooled (fabric dbpool)"]["invocations"] == 20
-    assert paths["connect per invocation"]["invocations"] == 5
+    # Each path runs its count one at a time (latency), then again concurrently (throughput).
+    assert paths["pooled, fresh instance"]["invocations"] == 2 * 20
+    assert paths["connect per invocation"]["invocations"] == 2 * 5
     assert all(path["errors"] == 0 for path in paths.values())
+    assert all(path["throughput"] > 0 and path["concurrency"] == 2 for path in paths.values())
     assert result["speedup_p50"] > 0
+
+
+def test_demo_starts_a_throwaway_scram_postgres_by_default(tmp_path: Path) -> None:
+    p, result = demo(tmp_path)
+    assert "started a throwaway server" in p.stdout
+    assert result["auth"] == "password (scram-sha-256)"
+    assert all(path["errors"] == 0 for path in result["paths"])
+    assert "faster than connecting per invocation" in p.stdout
 
 
 def test_demo_starts_a_throwaway_postgres_when_none_answers(tmp_path: Path) -> None:
     port = free_port()
     p, result = demo(tmp_path, "--pg-port", str(port))
-    assert "started a throwaway server" in p.stdout
+    assert f"started a throwaway server at 127.0.0.1:{port}" in p.stdout
     assert result["auth"].startswith("password")
     assert all(path["errors"] == 0 for path in result["paths"])

@@ -13,14 +13,23 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "demo", help="run the pooled-database demo and print a side-by-side table"
     )
-    p.add_argument("--invocations", type=int, default=300, help="pooled invocations")
-    p.add_argument("--direct", type=int, default=60, help="connect-per-invocation invocations")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--invocations",
+        type=int,
+        default=300,
+        help="invocations per pooled path, one at a time and again with --concurrency",
+    )
+    p.add_argument("--direct", type=int, default=60, help="the same for connect-per-invocation")
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="invocations in flight for the throughput"
+    )
     p.add_argument(
         "--pg-port",
         type=int,
-        default=5432,
-        help="where to look for PostgreSQL on 127.0.0.1 (a throwaway one starts if none answers)",
+        default=None,
+        help="measure the PostgreSQL on 127.0.0.1 at this port when one answers (with its own "
+        "authentication); by default, and when none answers there, a throwaway server with "
+        "password authentication (scram-sha-256) is started",
     )
     p.add_argument("--out", type=Path, default=Path("demo-results"), help="where to write results")
     p.set_defaults(handler=main)
