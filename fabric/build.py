@@ -32,6 +32,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from fabric.errors import FabricError
+
 __all__ = [
     "BUILD_LOG",
     "WIT_DIR",
@@ -72,7 +74,7 @@ sys.stdout.buffer.write(binary)
 """
 
 
-class BuildError(Exception):
+class BuildError(FabricError):
     """A guest could not be built; ``stderr`` holds the tool's diagnostics."""
 
     def __init__(

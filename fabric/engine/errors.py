@@ -8,8 +8,10 @@ or at its memory limit, and a guest that exited with a code.
 
 from __future__ import annotations
 
+from fabric.errors import FabricError
 
-class EngineError(Exception):
+
+class EngineError(FabricError):
     """Base class of every error of the engine bridge."""
 
 

@@ -29,6 +29,8 @@ import enum
 import errno
 import socket
 
+from fabric.errors import FabricError
+
 __all__ = [
     "ErrorCode",
     "NetError",
@@ -66,7 +68,7 @@ class ErrorCode(enum.Enum):
     PERMANENT_RESOLVER_FAILURE = "permanent-resolver-failure"
 
 
-class NetError(Exception):
+class NetError(FabricError):
     """Base class of every exception raised by `fabric.net`."""
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fabric.errors import FabricError
+
 # --------------------------------------------------------------------- errors
 
 
-class PgClusterError(Exception):
+class PgClusterError(FabricError):
     """Base class of every error raised by this module."""
 
 

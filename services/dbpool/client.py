@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from fabric.errors import FabricError
+
 from .protocol import (
     NEED_DATA,
     Begin,
@@ -53,7 +55,7 @@ class OpenConnection(Protocol):
     def __call__(self, *, host: str, port: int) -> Awaitable[tuple[StreamReader, StreamWriter]]: ...
 
 
-class DbPoolError(Exception):
+class DbPoolError(FabricError):
     """An error answered by the service or a failure talking to it (same shape as
     the guest SDK's): ``code``, ``sqlstate`` (database errors only), ``message``,
     ``db_code`` (the database's own code, for database errors)."""

@@ -27,6 +27,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
+from fabric.errors import FabricError
+
 from . import codec
 from .messages import (
     Begin,
@@ -125,7 +127,7 @@ class State(enum.Enum):
 # --------------------------------------------------------------------------- errors
 
 
-class ProtocolError(Exception):
+class ProtocolError(FabricError):
     """Base of the protocol's errors; ``code`` is the wire error code."""
 
     def __init__(self, code: str, message: str) -> None:
