@@ -104,13 +104,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _remote(coro: Any) -> Any:
-    from fabric.workload import ControlUnavailable, RemoteError
+    from fabric.workload import ControlError, ControlUnavailable
 
     try:
         return run_async(coro)
     except ControlUnavailable as e:
         raise UsageError(f"no running fabric answers: {e}") from None
-    except RemoteError as e:
+    except ControlError as e:  # RemoteError, ControlAccessError, broken connections
         raise UsageError(str(e)) from None
 
 

@@ -35,6 +35,16 @@ from typing import Any, Protocol
 
 import msgspec
 
+from .control_access import (
+    ControlAccessError,
+    check_server_peer,
+    client_allowed,
+    describe_uid,
+    peer_uid,
+    private_directory,
+    safe_directory,
+    socket_owner,
+)
 from .errors import ControlError, ControlUnavailable, RemoteError
 from .status import StatusReport
 
@@ -54,9 +64,12 @@ __all__ = [
     "remote_invoke",
     "remote_status",
     "request",
+    "runtime_dir",
 ]
 
 MAX_LINE = 64 * 1024 * 1024
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+CONNECT_PATIENCE = 10.0  # seconds a client retries a socket whose backlog is full
 _log = logging.getLogger("fabric.workload.control")
 
 
@@ -114,7 +127,9 @@ class ControlStats(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
 
 
-def _runtime_dir(environ: Mapping[str, str]) -> Path:
+def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The private directory of the default control sockets (see module doc)."""
+    environ = os.environ if environ is None else environ
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "fabric"
@@ -129,7 +144,7 @@ def default_control_path(
     explicit = env.get("FABRIC_CONTROL")
     if explicit:
         return Path(explicit)
-    base = _runtime_dir(env)
+    base = runtime_dir(env)
     if manifest is None:
         return base / "fabric.sock"
     absolute = os.path.abspath(os.fspath(manifest))
@@ -141,9 +156,19 @@ def default_control_path(
 class ControlServer:
     """Serves a ``ControlTarget`` on a Unix socket."""
 
-    def __init__(self, target: ControlTarget, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        target: ControlTarget,
+        path: str | os.PathLike[str],
+        *,
+        private_dir: bool | None = None,
+    ) -> None:
+        """``private_dir``: hold the socket's directory to the rules of the runtime
+        directory (created 0700, owned by the user, closed to others); by default
+        only when it is the runtime directory."""
         self.target = target
         self.path = Path(path)
+        self.private_dir = self.path.parent == runtime_dir() if private_dir is None else private_dir
         self.draining = False
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
@@ -155,12 +180,26 @@ class ControlServer:
         self.requests = 0
         self.errors = 0
 
+    async def prepare(self) -> None:
+        """Check that the socket can be served here, without binding it.
+
+        Raises ``ControlAccessError`` for a directory or socket path that belongs
+        to someone else or is open to others, ``ControlError`` when the path is
+        not a socket or another fabric serves it; a stale socket is removed.
+        """
+        directory = self.path.parent
+        if self.private_dir or not directory.exists():
+            private_directory(directory)
+        else:
+            safe_directory(directory)
+        socket_owner(self.path)
+        await self._clear_stale()
+
     async def start(self) -> None:
         """Bind the socket (replacing a stale one; refusing if another fabric serves it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self._clear_stale()
+        await self.prepare()
         self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE
+            self._serve, path=str(self.path), limit=MAX_LINE, backlog=BACKLOG
         )
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
@@ -217,6 +256,8 @@ class ControlServer:
         self._connections.add(task)
         self.total_connections += 1
         try:
+            if not self._admit(writer):
+                return
             while True:
                 try:
                     line = await reader.readline()
@@ -231,8 +272,8 @@ class ControlServer:
                     continue
                 writer.write(await self._answer(line) + b"\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away; the others are not affected
         except asyncio.CancelledError:
             # close() hangs up this way; asyncio's stream protocol reports a cancelled
             # connection task to the loop's exception handler, so end it normally
@@ -240,6 +281,24 @@ class ControlServer:
         finally:
             self._connections.discard(task)
             writer.close()
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Serve only our own user and root; tell anyone else why, then hang up."""
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = peer_uid(sock)
+        except (OSError, AttributeError):
+            self.errors += 1
+            return False
+        if client_allowed(uid):
+            return True
+        self.errors += 1
+        _log.warning("control socket %s: refused a client of %s", self.path, describe_uid(uid))
+        reply = ErrorReply(
+            "Forbidden", f"{describe_uid(uid)} may not use this fabric's control socket"
+        )
+        writer.write(_encoder.encode(reply) + b"\n")
+        return False
 
     async def _answer(self, line: bytes) -> bytes:
         self.requests += 1
@@ -299,22 +358,23 @@ class ControlServer:
 async def request(path: str | os.PathLike[str], message: Request) -> Response:
     """Send one request and return the reply (bound the wait with ``asyncio.timeout``)."""
     where = os.fspath(path)
+    reader, writer = await _connect(where)
     try:
-        reader, writer = await asyncio.open_unix_connection(where, limit=MAX_LINE)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ControlUnavailable(
-            f"no fabric is running at {where} ({exc.strerror}); "
-            "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
-        ) from None
+        check_server_peer(writer.get_extra_info("socket"), where)
+    except ControlAccessError:
+        writer.close()
+        raise
     try:
         writer.write(_encoder.encode(message) + b"\n")
         await writer.drain()
         line = await reader.readline()
-    except ConnectionError as exc:
-        raise ControlError(f"control connection to {where} failed: {exc}") from exc
+    except (ValueError, asyncio.LimitOverrunError):
+        raise ControlError(f"{where} sent a reply longer than {MAX_LINE} bytes") from None
+    except OSError as exc:
+        raise ControlError(f"control connection to {where} failed: {exc.strerror or exc}") from None
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
     if not line:
         raise ControlError(f"{where} closed the connection without a reply")
@@ -322,6 +382,37 @@ async def request(path: str | os.PathLike[str], message: Request) -> Response:
         return _response_decoder.decode(line)
     except msgspec.DecodeError as exc:
         raise ControlError(f"{where} sent a malformed reply: {exc}") from None
+
+
+async def _connect(where: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, retrying for a while when the server's backlog is full."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + CONNECT_PATIENCE
+    pause = 0.005
+    while True:
+        try:
+            return await asyncio.open_unix_connection(where, limit=MAX_LINE)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ControlUnavailable(
+                f"no fabric is running at {where} ({exc.strerror}); "
+                "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
+            ) from None
+        except BlockingIOError:
+            if loop.time() >= give_up:
+                raise ControlError(
+                    f"the fabric at {where} is not accepting connections "
+                    f"(its backlog stayed full for {CONNECT_PATIENCE:g}s)"
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        except PermissionError:
+            raise ControlAccessError(
+                f"permission denied connecting to the control socket {where}"
+            ) from None
+        except OSError as exc:
+            raise ControlError(
+                f"cannot connect to the control socket {where}: {exc.strerror or exc}"
+            ) from None
 
 
 async def remote_status(path: str | os.PathLike[str]) -> StatusReport:

@@ -14,6 +14,7 @@ Hierarchy (``WorkloadError`` derives from ``fabric.errors.FabricError``;
     ├── InvalidTransition          a lifecycle event that the state table does not allow
     └── ControlError               the control endpoint (client side)
         ├── ControlUnavailable     nobody is listening on the control socket
+        ├── ControlAccessError     a control directory, socket or peer of another user
         └── RemoteError            the server answered with an error (.kind, .message)
 """
 

@@ -334,13 +334,16 @@ class Fabric:
         self.draining = False
 
     async def start(self) -> None:
+        if self.control_path:
+            # refuse a control path that cannot be served before starting anything
+            self.control = ControlServer(self, self.control_path)
+            await self.control.prepare()
         for wl in self.workloads.values():
             await wl.load()
         for wl in self.workloads.values():
             await wl.start()
         self.started_at = time.time()
-        if self.control_path:
-            self.control = ControlServer(self, self.control_path)
+        if self.control is not None:
             await self.control.start()
 
     async def stop(self) -> None:
