@@ -230,6 +230,8 @@ class WorkloadRuntime:
         if export in ("run", "wasi:cli/run") and _is_command(entry.component):
             export = None  # run the command with ``args`` as its arguments
         spec = entry.spec
+        if export is None and any("\0" in str(arg) for arg in args):
+            raise WorkloadError(f"{component}: an argument contains a NUL byte")
         async with entry.admission.slot():
             entry.seq += 1
             guest = f"{component}#{entry.seq}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import msgspec
 
@@ -65,6 +65,8 @@ class DbPoolService:
     the workload's virtual network and publishes the server statistics to
     ``fabric status``.
     """
+
+    config_type: ClassVar[type[DbPoolConfig]] = DbPoolConfig  # checked by ``fabric validate``
 
     def __init__(
         self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None
