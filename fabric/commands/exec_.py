@@ -63,6 +63,17 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=main)
 
 
+def _missing(path: str) -> bool:
+    """True if ``path`` does not exist (the engine then says so in its own words)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # file_problem reports why it cannot be read
+    return False
+
+
 def parse_timeout(text: str) -> float:
     """``--timeout``: a finite number of seconds, above 0 and at most a year."""
     from fabric.workload.checks import MAX_DURATION
@@ -251,7 +262,7 @@ def main(args: argparse.Namespace) -> int:
     from fabric.workload.checks import file_problem
 
     _no_nul("component", args.component)
-    problem = file_problem(args.component) if os.path.exists(args.component) else None
+    problem = None if _missing(args.component) else file_problem(args.component)
     if problem:
         raise UsageError(problem)
     config = WasiConfig(
@@ -311,3 +322,5 @@ def main(args: argparse.Namespace) -> int:
     except GuestTrap as e:
         print(f"fabric exec: guest trapped: {e}", file=sys.stderr)
         return 134
+    except OSError as e:
+        raise UsageError(f"{e.strerror or e}: {e.filename or args.component}") from None

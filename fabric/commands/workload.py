@@ -54,6 +54,9 @@ def _load(path: str, *, check_files: bool = True, import_native: bool = False) -
 def _control_path(manifest: str | None, control: str | None) -> str:
     from fabric.workload import default_control_path
 
+    for option, value in (("--control", control), ("manifest", manifest)):
+        if value is not None and "\0" in value:
+            raise UsageError(f"{option} {value!r}: contains a NUL byte")
     return control or str(default_control_path(manifest))
 
 

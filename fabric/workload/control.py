@@ -148,7 +148,7 @@ def default_control_path(
     if manifest is None:
         return base / "fabric.sock"
     absolute = os.path.abspath(os.fspath(manifest))
-    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     stem = Path(absolute).stem[:40] or "manifest"
     return base / f"{stem}-{digest}.sock"
 
@@ -397,6 +397,8 @@ async def _connect(where: str) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
                 f"no fabric is running at {where} ({exc.strerror}); "
                 "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
             ) from None
+        except ValueError as exc:  # a NUL byte or a path too long for sun_path
+            raise ControlError(f"cannot use {where!r} as a control socket: {exc}") from None
         except BlockingIOError:
             if loop.time() >= give_up:
                 raise ControlError(

@@ -221,9 +221,9 @@ def load_manifest(path: str | os.PathLike[str], *, check: bool = True) -> Manife
     file = os.fspath(path)
     try:
         data = FsPath(file).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        issue = ManifestIssue(file, None, "", f"cannot read manifest: {reason}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        issue = ManifestIssue(repr(file)[1:-1], None, "", f"cannot read manifest: {reason}")
         raise ManifestError([issue]) from None
     try:
         text = data.decode("utf-8")
