@@ -189,6 +189,14 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as e:
             raise UsageError(f"ARGS must be a JSON array: {e}") from None
         call_args = parsed if isinstance(parsed, list) else [parsed]
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+
+    def on_output(name: str, data: bytes) -> None:
+        stream = streams.get(name, sys.stderr)
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+
     result = _remote(
         remote_invoke(
             _control_path(args.manifest, args.control),
@@ -196,6 +204,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             args.component,
             args.export,
             call_args,
+            # a command's output is streamed as it is written, not held until it ends
+            on_output=on_output if args.export is None else None,
         )
     )
     if args.export is None and isinstance(result, dict) and "exit_code" in result:

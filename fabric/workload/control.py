@@ -9,6 +9,13 @@ Each request and each response is one JSON object on one line, tagged by its
     ← {"type":"invoke-reply","result":...}
     ← {"type":"error","kind":"Overloaded","message":"component 'handler' is overloaded: ..."}
 
+An ``invoke`` with ``"stream":true`` of a command (no export) is answered by
+``output`` messages as the guest writes (``"data"`` is base64), then the reply::
+
+    → {"type":"invoke","workload":"shop","component":"report","stream":true}
+    ← {"type":"output","stream":"stdout","data":"aGVsbG8K"}
+    ← {"type":"invoke-reply","result":{"exit_code":0,"stdout":"","stderr":""}}
+
 A connection may carry any number of requests, answered in order.  The server
 calls an object implementing ``ControlTarget``; errors become ``error`` replies
 whose ``kind`` is the exception's class name.  After ``stop_invocations()``
@@ -29,11 +36,13 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
+
+from fabric.wasi.io import OutputStream, StreamClosed
 
 from .control_access import (
     ControlAccessError,
@@ -47,6 +56,7 @@ from .control_access import (
 )
 from .errors import ControlError, ControlUnavailable, RemoteError
 from .status import StatusReport
+from .streaming import HIGH_WATER, FlowOutput, OutputFactory
 
 __all__ = [
     "MAX_LINE",
@@ -56,6 +66,8 @@ __all__ = [
     "ErrorReply",
     "Invoke",
     "InvokeReply",
+    "Output",
+    "OutputSink",
     "Request",
     "Response",
     "Status",
@@ -84,6 +96,14 @@ class Invoke(msgspec.Struct, tag="invoke", frozen=True, kw_only=True):
     component: str
     export: str | None = None
     args: list[Any] = []
+    stream: bool = False
+
+
+class Output(msgspec.Struct, tag="output", frozen=True):
+    """A piece of a streamed invocation's stdout or stderr."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
 
 
 class StatusReply(msgspec.Struct, tag="status-reply", frozen=True):
@@ -100,7 +120,7 @@ class ErrorReply(msgspec.Struct, tag="error", frozen=True):
 
 
 Request = Status | Invoke
-Response = StatusReply | InvokeReply | ErrorReply
+Response = StatusReply | InvokeReply | ErrorReply | Output
 
 _encoder = msgspec.json.Encoder()
 _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
@@ -113,7 +133,12 @@ class ControlTarget(Protocol):
     def status(self) -> StatusReport: ...
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: OutputFactory | None = None,
     ) -> Any: ...
 
 
@@ -270,7 +295,7 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(await self._answer(line) + b"\n")
+                writer.write(await self._answer(line, writer) + b"\n")
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass  # the client went away; the others are not affected
@@ -300,12 +325,12 @@ class ControlServer:
         writer.write(_encoder.encode(reply) + b"\n")
         return False
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> bytes:
         self.requests += 1
         self._in_flight += 1
         self._idle.clear()
         try:
-            reply = await self._dispatch(line)
+            reply = await self._dispatch(line, writer)
             try:
                 return _encoder.encode(reply)
             except (TypeError, msgspec.EncodeError) as exc:
@@ -316,7 +341,7 @@ class ControlServer:
             if not self._in_flight:
                 self._idle.set()
 
-    async def _dispatch(self, line: bytes) -> Response:
+    async def _dispatch(self, line: bytes, writer: asyncio.StreamWriter) -> Response:
         try:
             message = _request_decoder.decode(line)
         except msgspec.DecodeError as exc:
@@ -328,9 +353,18 @@ class ControlServer:
             if self.draining:
                 self.errors += 1
                 return ErrorReply("ShuttingDown", "fabric is shutting down")
-            result = await self.target.invoke(
-                message.workload, message.component, message.export, message.args
-            )
+            if message.stream:
+                result = await self.target.invoke(
+                    message.workload,
+                    message.component,
+                    message.export,
+                    message.args,
+                    output=_streamer(writer),
+                )
+            else:
+                result = await self.target.invoke(
+                    message.workload, message.component, message.export, message.args
+                )
             return InvokeReply(result)
         except Exception as exc:
             self.errors += 1
@@ -355,19 +389,53 @@ class ControlServer:
         )
 
 
-async def request(path: str | os.PathLike[str], message: Request) -> Response:
-    """Send one request and return the reply (bound the wait with ``asyncio.timeout``)."""
+def _streamer(writer: asyncio.StreamWriter) -> OutputFactory:
+    """Streams that send a guest's output to the client as ``output`` messages."""
+
+    def room() -> int:
+        if writer.is_closing():
+            raise StreamClosed()
+        return max(0, HIGH_WATER - writer.transport.get_write_buffer_size())
+
+    def factory(name: str, also: Any = None) -> OutputStream:
+        kind: Literal["stdout", "stderr"] = "stderr" if name == "stderr" else "stdout"
+
+        def send(data: bytes) -> None:
+            writer.write(_encoder.encode(Output(kind, data)) + b"\n")
+
+        return FlowOutput(send, room, writer.drain, also)
+
+    return factory
+
+
+OutputSink = Callable[[str, bytes], object]
+"""``sink("stdout" | "stderr", data)``: where a streamed invocation's output goes."""
+
+
+async def request(
+    path: str | os.PathLike[str], message: Request, on_output: OutputSink | None = None
+) -> Response:
+    """Send one request and return the reply (bound the wait with ``asyncio.timeout``).
+
+    ``output`` messages before the reply go to ``on_output``.
+    """
     where = os.fspath(path)
     reader, writer = await _connect(where)
     try:
-        check_server_peer(writer.get_extra_info("socket"), where)
-    except ControlAccessError:
-        writer.close()
-        raise
-    try:
         writer.write(_encoder.encode(message) + b"\n")
         await writer.drain()
-        line = await reader.readline()
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ControlError(f"{where} closed the connection without a reply")
+            try:
+                reply = _response_decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                raise ControlError(f"{where} sent a malformed reply: {exc}") from None
+            if not isinstance(reply, Output):
+                return reply
+            if on_output is not None:
+                on_output(reply.stream, reply.data)
     except (ValueError, asyncio.LimitOverrunError):
         raise ControlError(f"{where} sent a reply longer than {MAX_LINE} bytes") from None
     except OSError as exc:
@@ -376,22 +444,35 @@ async def request(path: str | os.PathLike[str], message: Request) -> Response:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    if not line:
-        raise ControlError(f"{where} closed the connection without a reply")
-    try:
-        return _response_decoder.decode(line)
-    except msgspec.DecodeError as exc:
-        raise ControlError(f"{where} sent a malformed reply: {exc}") from None
 
 
 async def _connect(where: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, retrying for a while when the server's backlog is full."""
+    """Connect to a server of our own user, retrying for a while when its backlog is full.
+
+    A full backlog shows as ``EAGAIN`` or, with asyncio's own loop, as a
+    "connection" that is not one (no peer credentials; writing to it fails
+    with ``ENOTCONN``): both are retried.
+    """
     loop = asyncio.get_running_loop()
     give_up = loop.time() + CONNECT_PATIENCE
     pause = 0.005
     while True:
         try:
-            return await asyncio.open_unix_connection(where, limit=MAX_LINE)
+            reader, writer = await asyncio.open_unix_connection(where, limit=MAX_LINE)
+            sock = writer.get_extra_info("socket")
+            try:
+                connected = peer_uid(sock) != -1
+            except OSError:
+                connected = False
+            if connected:
+                try:
+                    check_server_peer(sock, where)
+                except ControlAccessError:
+                    writer.close()
+                    raise
+                return reader, writer
+            writer.close()
+            raise BlockingIOError
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise ControlUnavailable(
                 f"no fabric is running at {where} ({exc.strerror}); "
@@ -434,10 +515,22 @@ async def remote_invoke(
     component: str,
     export: str | None = None,
     args: Sequence[Any] = (),
+    *,
+    on_output: OutputSink | None = None,
 ) -> Any:
-    """``fabric invoke``: run a component through the fabric serving ``path``."""
-    message = Invoke(workload=workload, component=component, export=export, args=list(args))
-    match await request(path, message):
+    """``fabric invoke``: run a component through the fabric serving ``path``.
+
+    With ``on_output`` a command's stdout and stderr are streamed to it as the
+    guest writes them (the result's ``stdout`` and ``stderr`` are then empty).
+    """
+    message = Invoke(
+        workload=workload,
+        component=component,
+        export=export,
+        args=list(args),
+        stream=on_output is not None,
+    )
+    match await request(path, message, on_output):
         case InvokeReply(result=result):
             return result
         case ErrorReply(kind=kind, message=text):

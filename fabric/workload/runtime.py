@@ -34,6 +34,7 @@ from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
 from .native import NativeRunner, load_service_class
 from .status import StatusReport, WorkloadStatus
+from .streaming import OutputFactory
 from .supervisor import Supervisor
 from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
 
@@ -216,13 +217,16 @@ class WorkloadRuntime:
         args: Sequence[Any] = (),
         *,
         resolved: bool = False,
+        output: OutputFactory | None = None,
     ) -> Any:
         """Run a component once in a fresh instance.
 
         Without ``export`` the component's ``wasi:cli/run`` runs with ``args``
         as its arguments, and the result is ``{"exit_code", "stdout",
         "stderr"}``; with ``export`` that export is called with ``args`` and
-        its result returned.
+        its result returned.  With ``output`` the guest's stdout and stderr go
+        to the streams it makes as the guest writes (and the result holds
+        neither).
         """
         entry = self.components.get(component)
         if entry is None:
@@ -253,6 +257,9 @@ class WorkloadRuntime:
                 stderr=tee_err,
                 sockets=guest_net,
             )
+            if output is not None and export is None:
+                ctx.stdout = output("stdout", None)
+                ctx.stderr = output("stderr", logged)
             max_memory = int(spec.max_memory) if spec.max_memory else None
             timeout = float(spec.timeout)
             try:
@@ -372,14 +379,19 @@ class Fabric:
         )
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: OutputFactory | None = None,
     ) -> Any:
         from .wasm import to_jsonable
 
         wl = self.workloads.get(workload)
         if wl is None:
             raise NotFound(f"no workload named {workload!r}")
-        return to_jsonable(await wl.invoke(component, export, args))
+        return to_jsonable(await wl.invoke(component, export, args, output=output))
 
 
 def default_emit(line: str) -> None:

@@ -72,7 +72,12 @@ class Target:
         return StatusReport(manifest="inline", pid=os.getpid(), workloads=())
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: Any = None,
     ) -> Any:
         return "genuine"
 
