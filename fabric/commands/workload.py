@@ -83,12 +83,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        names = ", ".join(fabric.workloads)
+        print(f"fabric: starting {names}", file=sys.stderr, flush=True)
+        # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
+        starting = asyncio.create_task(fabric.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            print("fabric: interrupted while starting; stopped", file=sys.stderr, flush=True)
+            await fabric.stop()
+            return 130
+        stopping.cancel()
         try:
-            await fabric.start()
+            starting.result()
         except BaseException:
             await fabric.stop()
             raise
-        names = ", ".join(fabric.workloads)
+        # the control socket exists (and is served) from here on
         print(f"fabric: running {names}; control socket {path}", file=sys.stderr, flush=True)
         await stop.wait()
         print("fabric: stopping (draining invocations)", file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ from .native import NativeRunner, load_service_class
 from .status import StatusReport, WorkloadStatus
 from .streaming import OutputFactory
 from .supervisor import Supervisor
+from .threads import in_daemon_thread
 from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
 
 _log = logging.getLogger("fabric.workload")
@@ -97,14 +98,16 @@ class WorkloadRuntime:
     # -- loading ------------------------------------------------------------
     async def _load(self, path: str) -> Component:
         # Compiling a component takes seconds the first time; keep the loop free.
-        return await asyncio.to_thread(self.runtime.engine.load, path)
+        return await in_daemon_thread(self.runtime.engine.load, path)
 
     async def _build(self, source: str | None, world: str) -> str:
         from fabric.build import build_python_guest
 
         assert source is not None
-        path = await asyncio.to_thread(
-            build_python_guest, Path(source), world=world, extra_paths=[GUEST_SDK]
+        path = await in_daemon_thread(
+            functools.partial(
+                build_python_guest, Path(source), world=world, extra_paths=[GUEST_SDK]
+            )
         )
         return str(path)
 
