@@ -204,13 +204,18 @@ def parse_egress(item: str) -> EgressRule:
     try:
         if not sep or not dhost or not thost or "\0" in item:
             raise ValueError
-        return EgressRule(
-            destination=dhost, port=_port(dport), target_host=thost, target_port=_port(tport)
-        )
+        port, target_port = _port(dport), _port(tport)
     except ValueError:
         raise UsageError(
             f"--egress {item!r}: expected DEST:PORT=HOST:PORT (ports 1-65535)"
         ) from None
+    from fabric.workload.egress import EgressResolveError, resolve_target
+
+    try:
+        target = resolve_target(thost, target_port)  # once, not on every connect
+    except EgressResolveError as exc:
+        raise UsageError(f"--egress {item!r}: {exc}") from None
+    return EgressRule(destination=dhost, port=port, target_host=target, target_port=target_port)
 
 
 def _serving(net: VirtualNetwork) -> set[tuple[str, int]]:

@@ -30,6 +30,7 @@ from fabric.wasi import WasiConfig, WasiCtx
 
 from .admission import Admission
 from .control import ControlServer
+from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
 from .native import NativeRunner, load_service_class
@@ -52,8 +53,10 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
         if rule.to:
             host, _, p = rule.to.rpartition(":")
             port = int(p)
+        # resolved once, here at load: DNS does not decide later where connections go
+        target = resolve_target(host, port)
         egress.append(
-            NetEgress(destination=rule.dest, port=rule.port, target_host=host, target_port=port)
+            NetEgress(destination=rule.dest, port=rule.port, target_host=target, target_port=port)
         )
     ingress = [NetIngress(port=r.port, host_port=r.host_port, host=r.host) for r in spec.ingress]
     return NetworkPolicy(egress=tuple(egress), ingress=tuple(ingress), names=dict(spec.names))
