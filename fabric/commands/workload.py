@@ -83,6 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        try:
+            await fabric.prepare()  # a control path that cannot be served: nothing starts
+        except BaseException:
+            await fabric.stop()
+            raise
         names = ", ".join(fabric.workloads)
         print(f"fabric: starting {names}", file=sys.stderr, flush=True)
         # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once

@@ -348,11 +348,16 @@ class Fabric:
         self.started_at = 0.0
         self.draining = False
 
+    async def prepare(self) -> None:
+        """Check the control socket path (``ControlError`` if it cannot be served),
+        before anything starts; ``start`` does it when it has not been done."""
+        if self.control_path and self.control is None:
+            control = ControlServer(self, self.control_path)
+            await control.prepare()
+            self.control = control
+
     async def start(self) -> None:
-        if self.control_path:
-            # refuse a control path that cannot be served before starting anything
-            self.control = ControlServer(self, self.control_path)
-            await self.control.prepare()
+        await self.prepare()
         for wl in self.workloads.values():
             await wl.load()
         for wl in self.workloads.values():
