@@ -197,6 +197,20 @@ def print_status(report: Any) -> None:
                 console.print_json(msgspec.json.encode(s.stats).decode())
 
 
+_COMMAND_EXPORTS = (None, "run", "wasi:cli/run")  # how a command (wasi:cli/run) is invoked
+
+
+def _is_command_result(result: Any) -> bool:
+    """The result of running a command: ``{"exit_code", "stdout", "stderr"}``."""
+    return (
+        isinstance(result, dict)
+        and set(result) == {"exit_code", "stdout", "stderr"}
+        and isinstance(result["exit_code"], int)
+        and isinstance(result["stdout"], str)
+        and isinstance(result["stderr"], str)
+    )
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     from fabric.workload import remote_invoke
 
@@ -206,6 +220,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             parsed = json.loads(args.args)
         except json.JSONDecodeError as e:
             raise UsageError(f"ARGS must be a JSON array: {e}") from None
+        except RecursionError:
+            raise UsageError("ARGS must be a JSON array: nested too deeply") from None
         call_args = parsed if isinstance(parsed, list) else [parsed]
     streams = {"stdout": sys.stdout, "stderr": sys.stderr}
 
@@ -223,12 +239,12 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             args.export,
             call_args,
             # a command's output is streamed as it is written, not held until it ends
-            on_output=on_output if args.export is None else None,
+            on_output=on_output if args.export in _COMMAND_EXPORTS else None,
         )
     )
-    if args.export is None and isinstance(result, dict) and "exit_code" in result:
-        sys.stdout.write(result.get("stdout", ""))
-        sys.stderr.write(result.get("stderr", ""))
+    if args.export in _COMMAND_EXPORTS and _is_command_result(result):
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
         return int(result["exit_code"])
     print(json.dumps(result))
     return 0

@@ -190,3 +190,13 @@ async def test_without_streaming_output_is_in_the_result(command_fabric: Fabric)
         result = await remote_invoke(command_fabric.control.path, "tools", "cli", None, ["args"])
     assert result["exit_code"] == 0
     assert "argc=0" in result["stdout"]
+
+
+async def test_nul_in_command_arguments_is_refused(command_fabric: Fabric) -> None:
+    assert command_fabric.control is not None
+    async with asyncio.timeout(60):
+        with pytest.raises(RemoteError) as info:
+            await remote_invoke(command_fabric.control.path, "tools", "cli", None, ["a\x00b"])
+    assert (info.value.kind, info.value.message) == (
+        "WorkloadError", "cli: an argument contains a NUL byte",
+    )  # fmt: skip
