@@ -7,6 +7,7 @@ located at its field path and line.  ``check_manifest`` returns the list.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -285,8 +286,10 @@ def _restart(restart: RestartSpec, path: Path) -> Iterator[Issue]:
 def _native_config(cls: type, config: Mapping[str, Any], path: Path) -> Iterator[Issue]:
     """Check ``config`` against the msgspec type a native service class declares as
     ``config_type`` (services without one take any table)."""
+    infinite = list(_finite(config, path))
+    yield from infinite
     config_type = getattr(cls, "config_type", None)
-    if config_type is None:
+    if config_type is None or infinite:
         return
     try:
         msgspec.convert(dict(config), config_type, dec_hook=units.dec_hook)
@@ -295,6 +298,19 @@ def _native_config(cls: type, config: Mapping[str, Any], path: Path) -> Iterator
         yield (*path, *where), message
     except RecursionError:
         yield path, "nested too deeply"
+
+
+def _finite(value: Any, path: Path) -> Iterator[Issue]:
+    """Every ``nan`` or ``inf`` in a native service's config (never a usable setting)."""
+    stack: list[tuple[Any, Path]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            yield where, f"expected a finite number, got {item}"
+        elif isinstance(item, Mapping):
+            stack.extend((v, (*where, k)) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, (*where, i)) for i, v in reversed(list(enumerate(item))))
 
 
 def file_problem(path: str) -> str | None:

@@ -151,6 +151,20 @@ def test_more_dbpool_config_errors(
     assert str(info.value).startswith(f"{path}{expected}")
 
 
+def test_non_finite_numbers_in_a_native_config(write_manifest: Callable[[str], Path]) -> None:
+    text = DBPOOL.replace('"oracle"', '"postgres"\nacquire_timeout = inf')
+    text += "[workloads.services.config.limits]\nidle_timeout = nan\n"
+    path = write_manifest(text)
+    with pytest.raises(ManifestError) as info:
+        validate(load_manifest(path), import_native=True)
+    assert [str(issue) for issue in info.value.issues] == [
+        f"{path}:9: workloads[0].services[0].config.databases.main.acquire_timeout: "
+        "expected a finite number, got inf",
+        f"{path}:11: workloads[0].services[0].config.limits.idle_timeout: "
+        "expected a finite number, got nan",
+    ]
+
+
 def test_fabric_validate_refuses_the_dbpool_config(
     write_manifest: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
