@@ -15,6 +15,7 @@ from fabric.errors import UsageError
 from fabric.net import EgressRule, IngressRule, NetworkPolicy, Role, VirtualNetwork
 from fabric.wasi import Preopen, WasiConfig, WasiCtx
 from fabric.wasi.io import BytesInput, InputStream, ReaderInput
+from fabric.workload.threads import in_daemon_thread
 
 from ._common import parse_size, run_async
 
@@ -232,7 +233,7 @@ async def _start_service(
     Listening is a new TCP listener or a newly bound UDP port on the network.
     """
     name = os.path.basename(path)
-    component = rt.load(path)
+    component = await in_daemon_thread(rt.load, path)
     before = _serving(net)
     prefix = f"[{name}] ".encode()
 
@@ -290,7 +291,8 @@ def main(args: argparse.Namespace) -> int:
         net = VirtualNetwork("exec", policy)
         services: list[asyncio.Task[int]] = []
         try:
-            component = rt.load(args.component)
+            # compiled off the loop, so Ctrl-C during a cold start acts at once
+            component = await in_daemon_thread(rt.load, args.component)
             for path, svc_args in service_specs:
                 services.append(await _start_service(rt, net, path, svc_args))
             try:
