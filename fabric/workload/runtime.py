@@ -251,15 +251,20 @@ class WorkloadRuntime:
             logged = LineSink(prefix, self.emit)
 
             def tee_err(data: bytes) -> None:
-                err.extend(data)
+                if export is None:  # an export call returns its result, not its output
+                    err.extend(data)
                 logged(data)
+
+            def keep_out(data: bytes) -> None:
+                if export is None:
+                    out.extend(data)
 
             guest_net = self.network.attach(guest, Role.COMPONENT)
             argv = [component, *(str(a) for a in args)] if export is None else [component]
             ctx = WasiCtx(
                 WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs)),
                 name=prefix,
-                stdout=out.extend,
+                stdout=keep_out,
                 stderr=tee_err,
                 sockets=guest_net,
             )
