@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .commands import plugin_commands, register_all, run_plugin
-from .errors import UsageError
+from .errors import FabricError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except UsageError as e:
-        print(f"fabric {args.command}: {e}", file=sys.stderr)
+        print(f"fabric {args.command}: {_one_line(e)}", file=sys.stderr)
         return 2
+    except FabricError as e:
+        # errors fabric raises on purpose: their message is for the user
+        print(f"fabric {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error``; a ManifestError keeps one line per problem."""
+    return str(error) or type(error).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -106,6 +106,7 @@ class Lease(abc.ABC):
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> QueryResult:
         """Run one statement and return its columns, rows and row count."""
+        _check_sql(sql)
         return await self._run(self._query, sql, params)
 
     async def execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
@@ -113,6 +114,7 @@ class Lease(abc.ABC):
 
         Outside a transaction this is atomic (all parameter sets apply or none).
         """
+        _check_sql(sql)
         if not params_seq:
             self._check_usable()
             return 0
@@ -201,3 +203,15 @@ class Lease(abc.ABC):
             and not self._connection_closed()
         )
         return self._slot, reusable, reusable and self._used
+
+
+def _check_sql(sql: str) -> None:
+    """Refuse SQL text that no database accepts before it reaches the connection.
+
+    PostgreSQL's protocol ends the query string at a NUL byte, so sending one
+    breaks the connection; refusing it here keeps the lease usable.
+    """
+    if "\0" in sql:
+        raise DatabaseError(
+            "SQL text contains a NUL byte (refused before reaching the database)", code="client"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shlex
 import sys
@@ -14,6 +15,7 @@ from fabric.errors import UsageError
 from fabric.net import EgressRule, IngressRule, NetworkPolicy, Role, VirtualNetwork
 from fabric.wasi import Preopen, WasiConfig, WasiCtx
 from fabric.wasi.io import BytesInput, InputStream, ReaderInput
+from fabric.workload.threads import in_daemon_thread
 
 from ._common import parse_size, run_async
 
@@ -33,7 +35,9 @@ def register(sub: Any) -> None:
         metavar="HOST::GUEST[:ro]",
         help="preopen a host directory at GUEST (read-only with :ro)",
     )
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="deadline in seconds")
+    p.add_argument(
+        "--timeout", type=parse_timeout, default=None, metavar="S", help="deadline in seconds"
+    )
     p.add_argument("--max-memory", default=None, metavar="SIZE", help="memory limit, e.g. 256MiB")
     p.add_argument(
         "--service",
@@ -60,18 +64,79 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=main)
 
 
+def _missing(path: str) -> bool:
+    """True if ``path`` does not exist (the engine then says so in its own words)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # file_problem reports why it cannot be read
+    return False
+
+
+def parse_timeout(text: str) -> float:
+    """``--timeout``: a finite number of seconds, above 0 and at most a year."""
+    from fabric.workload.checks import MAX_DURATION
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {int(MAX_DURATION)}, got {text!r}"
+        )
+    return seconds
+
+
+def _no_nul(option: str, text: str) -> None:
+    if "\0" in text:
+        raise UsageError(f"{option} {text!r}: contains a NUL byte")
+
+
 def parse_env(items: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--env {item!r}: expected K=V")
+        _no_nul("--env", item)
         env[key] = value
     return env
 
 
+def parse_args(items: list[str]) -> list[str]:
+    for item in items:
+        _no_nul("argument", item)
+    return items
+
+
+def parse_memory(text: str) -> int:
+    from fabric.workload.checks import MAX_MEMORY
+    from fabric.workload.units import format_size
+
+    size = parse_size(text)
+    if size > MAX_MEMORY:
+        raise UsageError(f"--max-memory {text!r}: expected at most {format_size(MAX_MEMORY)}")
+    return size
+
+
+def parse_service(spec: str) -> tuple[str, list[str]]:
+    """``--service 'SVC.wasm ARG...'``: the path and the arguments, split like a shell."""
+    _no_nul("--service", spec)
+    try:
+        words = shlex.split(spec)
+    except ValueError as exc:
+        raise UsageError(f"--service {spec!r}: {exc}") from None
+    if not words:
+        raise UsageError(f"--service {spec!r}: expected a component path and its arguments")
+    return words[0], words[1:]
+
+
 def parse_dir(item: str) -> Preopen:
     host, sep, guest = item.partition("::")
+    _no_nul("--dir", item)
     if not sep or not host or not guest:
         raise UsageError(f"--dir {item!r}: expected HOST::GUEST or HOST::GUEST:ro")
     readonly = False
@@ -118,12 +183,19 @@ def _writer(stream: Any) -> Any:
     return write
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return port
+
+
 def parse_publish(item: str) -> IngressRule:
     host_port, _, vport = item.partition(":")
     try:
-        return IngressRule(port=int(vport), host_port=int(host_port))
+        return IngressRule(port=_port(vport), host_port=_port(host_port))
     except ValueError:
-        raise UsageError(f"--publish {item!r}: expected HOSTPORT:VPORT") from None
+        raise UsageError(f"--publish {item!r}: expected HOSTPORT:VPORT (ports 1-65535)") from None
 
 
 def parse_egress(item: str) -> EgressRule:
@@ -131,13 +203,20 @@ def parse_egress(item: str) -> EgressRule:
     dhost, _, dport = dest.rpartition(":")
     thost, _, tport = target.rpartition(":")
     try:
-        if not sep:
+        if not sep or not dhost or not thost or "\0" in item:
             raise ValueError
-        return EgressRule(
-            destination=dhost, port=int(dport), target_host=thost, target_port=int(tport)
-        )
+        port, target_port = _port(dport), _port(tport)
     except ValueError:
-        raise UsageError(f"--egress {item!r}: expected DEST:PORT=HOST:PORT") from None
+        raise UsageError(
+            f"--egress {item!r}: expected DEST:PORT=HOST:PORT (ports 1-65535)"
+        ) from None
+    from fabric.workload.egress import EgressResolveError, resolve_target
+
+    try:
+        target = resolve_target(thost, target_port)  # once, not on every connect
+    except EgressResolveError as exc:
+        raise UsageError(f"--egress {item!r}: {exc}") from None
+    return EgressRule(destination=dhost, port=port, target_host=target, target_port=target_port)
 
 
 def _serving(net: VirtualNetwork) -> set[tuple[str, int]]:
@@ -146,14 +225,15 @@ def _serving(net: VirtualNetwork) -> set[tuple[str, int]]:
     return {("tcp", p) for p in stats.tcp_listening} | {("udp", p) for p in stats.udp_ports}
 
 
-async def _start_service(rt: Any, net: VirtualNetwork, spec: str) -> asyncio.Task[int]:
-    """Start a service guest ("SVC.wasm ARG...") and wait until it listens on a new port.
+async def _start_service(
+    rt: Any, net: VirtualNetwork, path: str, svc_args: list[str]
+) -> asyncio.Task[int]:
+    """Start a service guest (``path`` with ``svc_args``) and wait until it listens.
 
     Listening is a new TCP listener or a newly bound UDP port on the network.
     """
-    path, *svc_args = shlex.split(spec)
     name = os.path.basename(path)
-    component = rt.load(path)
+    component = await in_daemon_thread(rt.load, path)
     before = _serving(net)
     prefix = f"[{name}] ".encode()
 
@@ -182,15 +262,22 @@ async def _start_service(rt: Any, net: VirtualNetwork, spec: str) -> asyncio.Tas
 
 
 def main(args: argparse.Namespace) -> int:
-    guest_args = list(args.args)
+    guest_args = parse_args(list(args.args))
     if guest_args[:1] == ["--"]:
         guest_args = guest_args[1:]
+    from fabric.workload.checks import file_problem
+
+    _no_nul("component", args.component)
+    problem = None if _missing(args.component) else file_problem(args.component)
+    if problem:
+        raise UsageError(problem)
     config = WasiConfig(
         args=[os.path.basename(args.component), *guest_args],
         env=parse_env(args.env),
         preopens=[parse_dir(d) for d in args.dir],
     )
-    max_memory = parse_size(args.max_memory) if args.max_memory else None
+    max_memory = parse_memory(args.max_memory) if args.max_memory else None
+    service_specs = [parse_service(spec) for spec in args.service]
 
     policy = NetworkPolicy(
         egress=tuple(parse_egress(e) for e in args.egress),
@@ -204,10 +291,17 @@ def main(args: argparse.Namespace) -> int:
         net = VirtualNetwork("exec", policy)
         services: list[asyncio.Task[int]] = []
         try:
-            component = rt.load(args.component)
-            for spec in args.service:
-                services.append(await _start_service(rt, net, spec))  # noqa: PERF401 - in order
-            await net.start_ingress()
+            # compiled off the loop, so Ctrl-C during a cold start acts at once
+            component = await in_daemon_thread(rt.load, args.component)
+            for path, svc_args in service_specs:
+                services.append(await _start_service(rt, net, path, svc_args))
+            try:
+                await net.start_ingress()
+            except OSError as exc:
+                published = ", ".join(args.publish)
+                raise UsageError(
+                    f"--publish {published}: cannot listen: {exc.strerror or exc}"
+                ) from None
             name = os.path.basename(args.component)
             ctx = WasiCtx(
                 config,
@@ -235,3 +329,5 @@ def main(args: argparse.Namespace) -> int:
     except GuestTrap as e:
         print(f"fabric exec: guest trapped: {e}", file=sys.stderr)
         return 134
+    except OSError as e:
+        raise UsageError(f"{e.strerror or e}: {e.filename or args.component}") from None

@@ -54,6 +54,9 @@ def _load(path: str, *, check_files: bool = True, import_native: bool = False) -
 def _control_path(manifest: str | None, control: str | None) -> str:
     from fabric.workload import default_control_path
 
+    for option, value in (("--control", control), ("manifest", manifest)):
+        if value is not None and "\0" in value:
+            raise UsageError(f"{option} {value!r}: contains a NUL byte")
     return control or str(default_control_path(manifest))
 
 
@@ -81,11 +84,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await fabric.start()
+            await fabric.prepare()  # a control path that cannot be served: nothing starts
         except BaseException:
             await fabric.stop()
             raise
         names = ", ".join(fabric.workloads)
+        print(f"fabric: starting {names}", file=sys.stderr, flush=True)
+        # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
+        starting = asyncio.create_task(fabric.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            print("fabric: interrupted while starting; stopped", file=sys.stderr, flush=True)
+            await fabric.stop()
+            return 130
+        stopping.cancel()
+        try:
+            starting.result()
+        except BaseException:
+            await fabric.stop()
+            raise
+        # the control socket exists (and is served) from here on
         print(f"fabric: running {names}; control socket {path}", file=sys.stderr, flush=True)
         await stop.wait()
         print("fabric: stopping (draining invocations)", file=sys.stderr, flush=True)
@@ -104,13 +125,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _remote(coro: Any) -> Any:
-    from fabric.workload import ControlUnavailable, RemoteError
+    from fabric.workload import ControlError, ControlUnavailable
 
     try:
         return run_async(coro)
     except ControlUnavailable as e:
         raise UsageError(f"no running fabric answers: {e}") from None
-    except RemoteError as e:
+    except ControlError as e:  # RemoteError, ControlAccessError, broken connections
         raise UsageError(str(e)) from None
 
 
@@ -176,6 +197,20 @@ def print_status(report: Any) -> None:
                 console.print_json(msgspec.json.encode(s.stats).decode())
 
 
+_COMMAND_EXPORTS = (None, "run", "wasi:cli/run")  # how a command (wasi:cli/run) is invoked
+
+
+def _is_command_result(result: Any) -> bool:
+    """The result of running a command: ``{"exit_code", "stdout", "stderr"}``."""
+    return (
+        isinstance(result, dict)
+        and set(result) == {"exit_code", "stdout", "stderr"}
+        and isinstance(result["exit_code"], int)
+        and isinstance(result["stdout"], str)
+        and isinstance(result["stderr"], str)
+    )
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     from fabric.workload import remote_invoke
 
@@ -185,7 +220,17 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             parsed = json.loads(args.args)
         except json.JSONDecodeError as e:
             raise UsageError(f"ARGS must be a JSON array: {e}") from None
+        except RecursionError:
+            raise UsageError("ARGS must be a JSON array: nested too deeply") from None
         call_args = parsed if isinstance(parsed, list) else [parsed]
+    streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+
+    def on_output(name: str, data: bytes) -> None:
+        stream = streams.get(name, sys.stderr)
+        stream.flush()
+        stream.buffer.write(data)
+        stream.buffer.flush()
+
     result = _remote(
         remote_invoke(
             _control_path(args.manifest, args.control),
@@ -193,11 +238,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             args.component,
             args.export,
             call_args,
+            # a command's output is streamed as it is written, not held until it ends
+            on_output=on_output if args.export in _COMMAND_EXPORTS else None,
         )
     )
-    if args.export is None and isinstance(result, dict) and "exit_code" in result:
-        sys.stdout.write(result.get("stdout", ""))
-        sys.stderr.write(result.get("stderr", ""))
+    if args.export in _COMMAND_EXPORTS and _is_command_result(result):
+        sys.stdout.write(result["stdout"])
+        sys.stderr.write(result["stderr"])
         return int(result["exit_code"])
     print(json.dumps(result))
     return 0

@@ -24,6 +24,7 @@ from .control import (
     remote_invoke,
     remote_status,
 )
+from .control_access import ControlAccessError
 from .errors import (
     ControlError,
     ControlUnavailable,
@@ -66,6 +67,7 @@ __all__ = [
     "ByteSize",
     "ComponentSpec",
     "ComponentStatus",
+    "ControlAccessError",
     "ControlError",
     "ControlServer",
     "ControlTarget",

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
+from . import units as _units
 from ._toml_lines import Path
 from .units import DURATION_HINT, SIZE_HINT, ByteSize, Duration
 
@@ -156,6 +157,12 @@ def _conforms(value: Any, t: mi.Type) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
         case mi.FloatType():
             return isinstance(value, int | float) and not isinstance(value, bool)
+        case mi.StructType():
+            try:
+                msgspec.convert(value, t.cls, dec_hook=_units.dec_hook)
+            except (msgspec.ValidationError, RecursionError):
+                return False
+            return True
         case _:
             return True
 

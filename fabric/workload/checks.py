@@ -7,21 +7,41 @@ located at its field path and line.  ``check_manifest`` returns the list.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from . import units
 from ._decode_errors import format_path as _fmt
+from ._decode_errors import translate
 from ._toml_lines import Path
 from .errors import ManifestError, ManifestIssue, NativeServiceError
 from .native import NATIVE_HINT, load_service_class, parse_native_spec
-from .units import format_duration
+from .units import format_duration, format_size
 
 if TYPE_CHECKING:
     from .manifest import DirSpec, Manifest, RestartSpec, ServiceSpec, WorkloadSpec
 
-__all__ = ["check_manifest", "validate"]
+__all__ = [
+    "MAX_CONCURRENCY",
+    "MAX_DURATION",
+    "MAX_MEMORY",
+    "MAX_QUEUE",
+    "check_manifest",
+    "file_problem",
+    "nul_problem",
+    "validate",
+]
+
+MAX_MEMORY = 64 * 2**30  # per guest instance; a wasm32 memory is at most 4GiB
+MAX_CONCURRENCY = 10_000
+MAX_QUEUE = 1_000_000
+MAX_DURATION = 366 * 86400.0  # timeouts, backoffs, windows, grace
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 NAME_HINT = 'a name of letters, digits, "_", "-" and "." that starts with a letter or digit'
@@ -83,6 +103,7 @@ def _check(manifest: Manifest, *, check_files: bool, import_native: bool) -> Ite
                     yield (*path, "host_port"), message
                     break
             published.setdefault(rule.host_port, []).append((rule.host, workload.name, path))
+    yield from _duration(manifest.grace, ("grace",))
     for p, entry in enumerate(manifest.python_path):
         if check_files and not os.path.isdir(entry):
             yield ("python_path", p), f"directory {entry} does not exist"
@@ -118,12 +139,19 @@ def _workload(
         yield from _member(component.name, path, members)
         if component.timeout <= 0:
             yield (*path, "timeout"), "expected a positive duration, got 0s"
+        yield from _duration(component.timeout, (*path, "timeout"))
+        yield from _memory(component.max_memory, (*path, "max_memory"))
+        yield from _at_most(component.concurrency, MAX_CONCURRENCY, (*path, "concurrency"))
+        yield from _at_most(component.queue, MAX_QUEUE, (*path, "queue"))
+        yield from _env(component.env, (*path, "env"))
         if component.wasm is not None and component.python is not None:
             yield (*path, "python"), 'give either "wasm" or "python", not both'
         elif component.wasm is None and component.python is None:
             yield path, 'missing "wasm" (a component file) or "python" (a guest source directory)'
-        if check_files and component.wasm is not None and not os.path.isfile(component.wasm):
-            yield (*path, "wasm"), f"file {component.wasm} does not exist"
+        if check_files and component.wasm is not None:
+            problem = file_problem(component.wasm)
+            if problem:
+                yield (*path, "wasm"), problem
         if (
             check_files
             and component.python is not None
@@ -191,9 +219,11 @@ def _service(
         else:
             if import_native:
                 try:
-                    load_service_class(service.native, manifest.python_path)
+                    cls = load_service_class(service.native, manifest.python_path)
                 except NativeServiceError as exc:
                     yield (*path, "native"), str(exc)
+                else:
+                    yield from _native_config(cls, service.config, (*path, "config"))
         for key, present in (
             ("args", bool(service.args)),
             ("dirs", bool(service.dirs)),
@@ -209,8 +239,15 @@ def _service(
             (*path, "config"),
             ('only native services take "config" (wasm services get "args" and "env")'),
         )
-    if service.wasm is not None and check_files and not os.path.isfile(service.wasm):
-        yield (*path, "wasm"), f"file {service.wasm} does not exist"
+    if service.wasm is not None and check_files:
+        problem = file_problem(service.wasm)
+        if problem:
+            yield (*path, "wasm"), problem
+    yield from _env(service.env, (*path, "env"))
+    yield from _args(service.args, (*path, "args"))
+    yield from _memory(service.max_memory, (*path, "max_memory"))
+    for key in ("ready_timeout", "stop_timeout"):
+        yield from _duration(getattr(service, key), (*path, key))
 
     for p, port in enumerate(service.ports):
         if port in ports:
@@ -234,6 +271,8 @@ def _restart(restart: RestartSpec, path: Path) -> Iterator[Issue]:
     for key in ("initial_backoff", "window"):
         if getattr(restart, key) <= 0:
             yield (*path, key), "expected a positive duration, got 0s"
+    for key in ("initial_backoff", "max_backoff", "window", "reset_after"):
+        yield from _duration(getattr(restart, key), (*path, key))
     if restart.max_backoff < restart.initial_backoff:
         yield (
             (*path, "max_backoff"),
@@ -242,6 +281,90 @@ def _restart(restart: RestartSpec, path: Path) -> Iterator[Issue]:
                 f"got {format_duration(restart.max_backoff)}"
             ),
         )
+
+
+def _native_config(cls: type, config: Mapping[str, Any], path: Path) -> Iterator[Issue]:
+    """Check ``config`` against the msgspec type a native service class declares as
+    ``config_type`` (services without one take any table)."""
+    infinite = list(_finite(config, path))
+    yield from infinite
+    config_type = getattr(cls, "config_type", None)
+    if config_type is None or infinite:
+        return
+    try:
+        msgspec.convert(dict(config), config_type, dec_hook=units.dec_hook)
+    except msgspec.ValidationError as exc:
+        where, message = translate(exc, dict(config), config_type)
+        yield (*path, *where), message
+    except RecursionError:
+        yield path, "nested too deeply"
+
+
+def _finite(value: Any, path: Path) -> Iterator[Issue]:
+    """Every ``nan`` or ``inf`` in a native service's config (never a usable setting)."""
+    stack: list[tuple[Any, Path]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            yield where, f"expected a finite number, got {item}"
+        elif isinstance(item, Mapping):
+            stack.extend((v, (*where, k)) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, (*where, i)) for i, v in reversed(list(enumerate(item))))
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a component file, or None if it is a regular file."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"file {path} does not exist"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{path} is a directory, not a component file"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file (a device, pipe or socket), not a component file"
+    return None
+
+
+def nul_problem(text: str) -> str | None:
+    """A message if ``text`` holds a NUL byte (impossible in an argument or variable)."""
+    if "\0" in text:
+        return f"contains a NUL byte: {text!r}"
+    return None
+
+
+def _env(env: Mapping[str, str], path: Path) -> Iterator[Issue]:
+    for key, value in env.items():
+        if not key or "=" in key:
+            yield (*path, key), 'expected a variable name without "="'
+        problem = nul_problem(key) or nul_problem(value)
+        if problem:
+            yield (*path, key), problem
+
+
+def _args(args: Sequence[str], path: Path) -> Iterator[Issue]:
+    for i, arg in enumerate(args):
+        problem = nul_problem(arg)
+        if problem:
+            yield (*path, i), problem
+
+
+def _duration(value: float, path: Path) -> Iterator[Issue]:
+    if value > MAX_DURATION:
+        limit = format_duration(MAX_DURATION)
+        yield path, f"expected at most {limit}, got {format_duration(value)}"
+
+
+def _memory(value: int | None, path: Path) -> Iterator[Issue]:
+    if value is not None and value > MAX_MEMORY:
+        yield path, f"expected at most {format_size(MAX_MEMORY)}, got {format_size(value)}"
+
+
+def _at_most(value: int, limit: int, path: Path) -> Iterator[Issue]:
+    if value > limit:
+        yield path, f"expected at most {limit}, got {value}"
 
 
 def _dirs(dirs: tuple[DirSpec, ...], path: Path, check_files: bool) -> Iterator[Issue]:

@@ -9,6 +9,13 @@ Each request and each response is one JSON object on one line, tagged by its
     ← {"type":"invoke-reply","result":...}
     ← {"type":"error","kind":"Overloaded","message":"component 'handler' is overloaded: ..."}
 
+An ``invoke`` with ``"stream":true`` of a command (no export) is answered by
+``output`` messages as the guest writes (``"data"`` is base64), then the reply::
+
+    → {"type":"invoke","workload":"shop","component":"report","stream":true}
+    ← {"type":"output","stream":"stdout","data":"aGVsbG8K"}
+    ← {"type":"invoke-reply","result":{"exit_code":0,"stdout":"","stderr":""}}
+
 A connection may carry any number of requests, answered in order.  The server
 calls an object implementing ``ControlTarget``; errors become ``error`` replies
 whose ``kind`` is the exception's class name.  After ``stop_invocations()``
@@ -29,14 +36,27 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
+from fabric.wasi.io import OutputStream, StreamClosed
+
+from .control_access import (
+    ControlAccessError,
+    check_server_peer,
+    client_allowed,
+    describe_uid,
+    peer_uid,
+    private_directory,
+    safe_directory,
+    socket_owner,
+)
 from .errors import ControlError, ControlUnavailable, RemoteError
 from .status import StatusReport
+from .streaming import HIGH_WATER, FlowOutput, OutputFactory
 
 __all__ = [
     "MAX_LINE",
@@ -46,6 +66,8 @@ __all__ = [
     "ErrorReply",
     "Invoke",
     "InvokeReply",
+    "Output",
+    "OutputSink",
     "Request",
     "Response",
     "Status",
@@ -54,9 +76,12 @@ __all__ = [
     "remote_invoke",
     "remote_status",
     "request",
+    "runtime_dir",
 ]
 
 MAX_LINE = 64 * 1024 * 1024
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+CONNECT_PATIENCE = 10.0  # seconds a client retries a socket whose backlog is full
 _log = logging.getLogger("fabric.workload.control")
 
 
@@ -71,6 +96,14 @@ class Invoke(msgspec.Struct, tag="invoke", frozen=True, kw_only=True):
     component: str
     export: str | None = None
     args: list[Any] = []
+    stream: bool = False
+
+
+class Output(msgspec.Struct, tag="output", frozen=True):
+    """A piece of a streamed invocation's stdout or stderr."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
 
 
 class StatusReply(msgspec.Struct, tag="status-reply", frozen=True):
@@ -87,7 +120,7 @@ class ErrorReply(msgspec.Struct, tag="error", frozen=True):
 
 
 Request = Status | Invoke
-Response = StatusReply | InvokeReply | ErrorReply
+Response = StatusReply | InvokeReply | ErrorReply | Output
 
 _encoder = msgspec.json.Encoder()
 _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
@@ -100,7 +133,12 @@ class ControlTarget(Protocol):
     def status(self) -> StatusReport: ...
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: OutputFactory | None = None,
     ) -> Any: ...
 
 
@@ -114,7 +152,9 @@ class ControlStats(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
 
 
-def _runtime_dir(environ: Mapping[str, str]) -> Path:
+def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The private directory of the default control sockets (see module doc)."""
+    environ = os.environ if environ is None else environ
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "fabric"
@@ -129,11 +169,11 @@ def default_control_path(
     explicit = env.get("FABRIC_CONTROL")
     if explicit:
         return Path(explicit)
-    base = _runtime_dir(env)
+    base = runtime_dir(env)
     if manifest is None:
         return base / "fabric.sock"
     absolute = os.path.abspath(os.fspath(manifest))
-    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     stem = Path(absolute).stem[:40] or "manifest"
     return base / f"{stem}-{digest}.sock"
 
@@ -141,9 +181,19 @@ def default_control_path(
 class ControlServer:
     """Serves a ``ControlTarget`` on a Unix socket."""
 
-    def __init__(self, target: ControlTarget, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        target: ControlTarget,
+        path: str | os.PathLike[str],
+        *,
+        private_dir: bool | None = None,
+    ) -> None:
+        """``private_dir``: hold the socket's directory to the rules of the runtime
+        directory (created 0700, owned by the user, closed to others); by default
+        only when it is the runtime directory."""
         self.target = target
         self.path = Path(path)
+        self.private_dir = self.path.parent == runtime_dir() if private_dir is None else private_dir
         self.draining = False
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
@@ -155,12 +205,26 @@ class ControlServer:
         self.requests = 0
         self.errors = 0
 
+    async def prepare(self) -> None:
+        """Check that the socket can be served here, without binding it.
+
+        Raises ``ControlAccessError`` for a directory or socket path that belongs
+        to someone else or is open to others, ``ControlError`` when the path is
+        not a socket or another fabric serves it; a stale socket is removed.
+        """
+        directory = self.path.parent
+        if self.private_dir or not directory.exists():
+            private_directory(directory)
+        else:
+            safe_directory(directory)
+        socket_owner(self.path)
+        await self._clear_stale()
+
     async def start(self) -> None:
         """Bind the socket (replacing a stale one; refusing if another fabric serves it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        await self._clear_stale()
+        await self.prepare()
         self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE
+            self._serve, path=str(self.path), limit=MAX_LINE, backlog=BACKLOG
         )
         os.chmod(self.path, 0o600)
         self._inode = self.path.stat().st_ino
@@ -217,6 +281,8 @@ class ControlServer:
         self._connections.add(task)
         self.total_connections += 1
         try:
+            if not self._admit(writer):
+                return
             while True:
                 try:
                     line = await reader.readline()
@@ -229,10 +295,10 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(await self._answer(line) + b"\n")
+                writer.write(await self._answer(line, writer) + b"\n")
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went away; the others are not affected
         except asyncio.CancelledError:
             # close() hangs up this way; asyncio's stream protocol reports a cancelled
             # connection task to the loop's exception handler, so end it normally
@@ -241,12 +307,30 @@ class ControlServer:
             self._connections.discard(task)
             writer.close()
 
-    async def _answer(self, line: bytes) -> bytes:
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Serve only our own user and root; tell anyone else why, then hang up."""
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = peer_uid(sock)
+        except (OSError, AttributeError):
+            self.errors += 1
+            return False
+        if client_allowed(uid):
+            return True
+        self.errors += 1
+        _log.warning("control socket %s: refused a client of %s", self.path, describe_uid(uid))
+        reply = ErrorReply(
+            "Forbidden", f"{describe_uid(uid)} may not use this fabric's control socket"
+        )
+        writer.write(_encoder.encode(reply) + b"\n")
+        return False
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> bytes:
         self.requests += 1
         self._in_flight += 1
         self._idle.clear()
         try:
-            reply = await self._dispatch(line)
+            reply = await self._dispatch(line, writer)
             try:
                 return _encoder.encode(reply)
             except (TypeError, msgspec.EncodeError) as exc:
@@ -257,7 +341,7 @@ class ControlServer:
             if not self._in_flight:
                 self._idle.set()
 
-    async def _dispatch(self, line: bytes) -> Response:
+    async def _dispatch(self, line: bytes, writer: asyncio.StreamWriter) -> Response:
         try:
             message = _request_decoder.decode(line)
         except msgspec.DecodeError as exc:
@@ -269,9 +353,18 @@ class ControlServer:
             if self.draining:
                 self.errors += 1
                 return ErrorReply("ShuttingDown", "fabric is shutting down")
-            result = await self.target.invoke(
-                message.workload, message.component, message.export, message.args
-            )
+            if message.stream:
+                result = await self.target.invoke(
+                    message.workload,
+                    message.component,
+                    message.export,
+                    message.args,
+                    output=_streamer(writer),
+                )
+            else:
+                result = await self.target.invoke(
+                    message.workload, message.component, message.export, message.args
+                )
             return InvokeReply(result)
         except Exception as exc:
             self.errors += 1
@@ -296,32 +389,113 @@ class ControlServer:
         )
 
 
-async def request(path: str | os.PathLike[str], message: Request) -> Response:
-    """Send one request and return the reply (bound the wait with ``asyncio.timeout``)."""
+def _streamer(writer: asyncio.StreamWriter) -> OutputFactory:
+    """Streams that send a guest's output to the client as ``output`` messages."""
+
+    def room() -> int:
+        if writer.is_closing():
+            raise StreamClosed()
+        return max(0, HIGH_WATER - writer.transport.get_write_buffer_size())
+
+    def factory(name: str, also: Any = None) -> OutputStream:
+        kind: Literal["stdout", "stderr"] = "stderr" if name == "stderr" else "stdout"
+
+        def send(data: bytes) -> None:
+            writer.write(_encoder.encode(Output(kind, data)) + b"\n")
+
+        return FlowOutput(send, room, writer.drain, also)
+
+    return factory
+
+
+OutputSink = Callable[[str, bytes], object]
+"""``sink("stdout" | "stderr", data)``: where a streamed invocation's output goes."""
+
+
+async def request(
+    path: str | os.PathLike[str], message: Request, on_output: OutputSink | None = None
+) -> Response:
+    """Send one request and return the reply (bound the wait with ``asyncio.timeout``).
+
+    ``output`` messages before the reply go to ``on_output``.
+    """
     where = os.fspath(path)
-    try:
-        reader, writer = await asyncio.open_unix_connection(where, limit=MAX_LINE)
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ControlUnavailable(
-            f"no fabric is running at {where} ({exc.strerror}); "
-            "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
-        ) from None
+    reader, writer = await _connect(where)
     try:
         writer.write(_encoder.encode(message) + b"\n")
         await writer.drain()
-        line = await reader.readline()
-    except ConnectionError as exc:
-        raise ControlError(f"control connection to {where} failed: {exc}") from exc
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ControlError(f"{where} closed the connection without a reply")
+            try:
+                reply = _response_decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                raise ControlError(f"{where} sent a malformed reply: {exc}") from None
+            if not isinstance(reply, Output):
+                return reply
+            if on_output is not None:
+                on_output(reply.stream, reply.data)
+    except (ValueError, asyncio.LimitOverrunError):
+        raise ControlError(f"{where} sent a reply longer than {MAX_LINE} bytes") from None
+    except OSError as exc:
+        raise ControlError(f"control connection to {where} failed: {exc.strerror or exc}") from None
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-    if not line:
-        raise ControlError(f"{where} closed the connection without a reply")
-    try:
-        return _response_decoder.decode(line)
-    except msgspec.DecodeError as exc:
-        raise ControlError(f"{where} sent a malformed reply: {exc}") from None
+
+
+async def _connect(where: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a server of our own user, retrying for a while when its backlog is full.
+
+    A full backlog shows as ``EAGAIN`` or, with asyncio's own loop, as a
+    "connection" that is not one (no peer credentials; writing to it fails
+    with ``ENOTCONN``): both are retried.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + CONNECT_PATIENCE
+    pause = 0.005
+    while True:
+        try:
+            reader, writer = await asyncio.open_unix_connection(where, limit=MAX_LINE)
+            sock = writer.get_extra_info("socket")
+            try:
+                connected = peer_uid(sock) != -1
+            except OSError:
+                connected = False
+            if connected:
+                try:
+                    check_server_peer(sock, where)
+                except ControlAccessError:
+                    writer.close()
+                    raise
+                return reader, writer
+            writer.close()
+            raise BlockingIOError
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ControlUnavailable(
+                f"no fabric is running at {where} ({exc.strerror}); "
+                "start one with `fabric run MANIFEST` or set $FABRIC_CONTROL"
+            ) from None
+        except ValueError as exc:  # a NUL byte or a path too long for sun_path
+            raise ControlError(f"cannot use {where!r} as a control socket: {exc}") from None
+        except BlockingIOError:
+            if loop.time() >= give_up:
+                raise ControlError(
+                    f"the fabric at {where} is not accepting connections "
+                    f"(its backlog stayed full for {CONNECT_PATIENCE:g}s)"
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        except PermissionError:
+            raise ControlAccessError(
+                f"permission denied connecting to the control socket {where}"
+            ) from None
+        except OSError as exc:
+            raise ControlError(
+                f"cannot connect to the control socket {where}: {exc.strerror or exc}"
+            ) from None
 
 
 async def remote_status(path: str | os.PathLike[str]) -> StatusReport:
@@ -341,10 +515,22 @@ async def remote_invoke(
     component: str,
     export: str | None = None,
     args: Sequence[Any] = (),
+    *,
+    on_output: OutputSink | None = None,
 ) -> Any:
-    """``fabric invoke``: run a component through the fabric serving ``path``."""
-    message = Invoke(workload=workload, component=component, export=export, args=list(args))
-    match await request(path, message):
+    """``fabric invoke``: run a component through the fabric serving ``path``.
+
+    With ``on_output`` a command's stdout and stderr are streamed to it as the
+    guest writes them (the result's ``stdout`` and ``stderr`` are then empty).
+    """
+    message = Invoke(
+        workload=workload,
+        component=component,
+        export=export,
+        args=list(args),
+        stream=on_output is not None,
+    )
+    match await request(path, message, on_output):
         case InvokeReply(result=result):
             return result
         case ErrorReply(kind=kind, message=text):

@@ -12,8 +12,10 @@ Hierarchy (``WorkloadError`` derives from ``fabric.errors.FabricError``;
     ├── Overloaded                 a component's concurrency limit and wait queue are full
     ├── ShuttingDown               the fabric is draining and takes no new invocations
     ├── InvalidTransition          a lifecycle event that the state table does not allow
+    ├── EgressResolveError         an egress target's host name does not resolve (at load)
     └── ControlError               the control endpoint (client side)
         ├── ControlUnavailable     nobody is listening on the control socket
+        ├── ControlAccessError     a control directory, socket or peer of another user
         └── RemoteError            the server answered with an error (.kind, .message)
 """
 

@@ -221,9 +221,9 @@ def load_manifest(path: str | os.PathLike[str], *, check: bool = True) -> Manife
     file = os.fspath(path)
     try:
         data = FsPath(file).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        issue = ManifestIssue(file, None, "", f"cannot read manifest: {reason}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        issue = ManifestIssue(repr(file)[1:-1], None, "", f"cannot read manifest: {reason}")
         raise ManifestError([issue]) from None
     try:
         text = data.decode("utf-8")
@@ -244,6 +244,9 @@ def loads_manifest(
     """Decode manifest ``text``; ``path`` is used in messages, ``base_dir`` for relative paths."""
     try:
         raw = tomllib.loads(text)
+    except RecursionError:
+        issue = ManifestIssue(path, None, "", f"invalid TOML: {_TOO_DEEP}")
+        raise ManifestError([issue]) from None
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_POSITION.match(str(exc))
         if match is None:  # pragma: no cover - tomllib always reports a position
@@ -256,9 +259,29 @@ def loads_manifest(
             where, at = int(line), f"at column {column}"
         issue = ManifestIssue(path, where, "", f"invalid TOML: {message} ({at})")
         raise ManifestError([issue]) from None
-    return manifest_from_dict(
-        raw, path=path, base_dir=base_dir, source_map=scan_lines(text), check=check
-    )
+    try:
+        lines = scan_lines(text)
+    except RecursionError:
+        lines = SourceMap()
+    return manifest_from_dict(raw, path=path, base_dir=base_dir, source_map=lines, check=check)
+
+
+MAX_DEPTH = 64
+_TOO_DEEP = f"arrays or tables nested more than {MAX_DEPTH} levels deep"
+
+
+def _too_deep(value: Any) -> tuple[str | int, ...] | None:
+    """The path of the first value nested deeper than ``MAX_DEPTH``, if any (no recursion)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, where = stack.pop()
+        if len(where) > MAX_DEPTH:
+            return where
+        if isinstance(item, dict):
+            stack.extend((v, (*where, k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, (*where, i)) for i, v in enumerate(item))
+    return None
 
 
 def manifest_from_dict(
@@ -271,6 +294,11 @@ def manifest_from_dict(
 ) -> Manifest:
     """Decode already-parsed TOML data (e.g. ``Manifest.to_dict()``)."""
     lines = source_map if source_map is not None else SourceMap()
+    deep = _too_deep(raw)
+    if deep is not None:
+        where = deep[: MAX_DEPTH // 4]
+        issue = ManifestIssue(path, lines.line(where), format_path(where), _TOO_DEEP)
+        raise ManifestError([issue])
     try:
         doc = msgspec.convert(raw, ManifestFile, dec_hook=units.dec_hook)
     except msgspec.ValidationError as exc:

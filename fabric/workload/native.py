@@ -14,6 +14,10 @@ front of ``sys.path``), constructs ``Class(config)`` with the service's
             await ctx.network.start_server(self.handle, self.port)
             await asyncio.Event().wait()   # serve until cancelled
 
+A class may declare ``config_type`` (a msgspec Struct type): manifest
+validation with native classes imported (``fabric validate``, ``fabric run``)
+then checks the ``config`` table against it, with file/line/field messages.
+
 ``serve`` runs for as long as the service runs: returning is an exit, raising
 is a crash (both restart per the restart policy); stopping cancels it.  When
 an instance ends, every server it started and every connection it accepted

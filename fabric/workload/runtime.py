@@ -30,11 +30,14 @@ from fabric.wasi import WasiConfig, WasiCtx
 
 from .admission import Admission
 from .control import ControlServer
+from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
 from .native import NativeRunner, load_service_class, offered_guest_paths
 from .status import StatusReport, WorkloadStatus
+from .streaming import OutputFactory
 from .supervisor import Supervisor
+from .threads import in_daemon_thread
 from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
 
 _log = logging.getLogger("fabric.workload")
@@ -49,8 +52,10 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
         if rule.to:
             host, _, p = rule.to.rpartition(":")
             port = int(p)
+        # resolved once, here at load: DNS does not decide later where connections go
+        target = resolve_target(host, port)
         egress.append(
-            NetEgress(destination=rule.dest, port=rule.port, target_host=host, target_port=port)
+            NetEgress(destination=rule.dest, port=rule.port, target_host=target, target_port=port)
         )
     ingress = [NetIngress(port=r.port, host_port=r.host_port, host=r.host) for r in spec.ingress]
     return NetworkPolicy(egress=tuple(egress), ingress=tuple(ingress), names=dict(spec.names))
@@ -95,7 +100,7 @@ class WorkloadRuntime:
     # -- loading ------------------------------------------------------------
     async def _load(self, path: str) -> Component:
         # Compiling a component takes seconds the first time; keep the loop free.
-        return await asyncio.to_thread(self.runtime.engine.load, path)
+        return await in_daemon_thread(self.runtime.engine.load, path)
 
     async def _build(self, source: str | None, world: str) -> str:
         from fabric.build import build_python_guest
@@ -103,8 +108,8 @@ class WorkloadRuntime:
         assert source is not None
         natives = [s.native for s in self.spec.services if s.native is not None]
         sdk = offered_guest_paths(natives, self.python_path)
-        path = await asyncio.to_thread(
-            build_python_guest, Path(source), world=world, extra_paths=sdk
+        path = await in_daemon_thread(
+            functools.partial(build_python_guest, Path(source), world=world, extra_paths=sdk)
         )
         return str(path)
 
@@ -217,13 +222,16 @@ class WorkloadRuntime:
         args: Sequence[Any] = (),
         *,
         resolved: bool = False,
+        output: OutputFactory | None = None,
     ) -> Any:
         """Run a component once in a fresh instance.
 
         Without ``export`` the component's ``wasi:cli/run`` runs with ``args``
         as its arguments, and the result is ``{"exit_code", "stdout",
         "stderr"}``; with ``export`` that export is called with ``args`` and
-        its result returned.
+        its result returned.  With ``output`` the guest's stdout and stderr go
+        to the streams it makes as the guest writes (and the result holds
+        neither).
         """
         entry = self.components.get(component)
         if entry is None:
@@ -231,6 +239,8 @@ class WorkloadRuntime:
         if export in ("run", "wasi:cli/run") and _is_command(entry.component):
             export = None  # run the command with ``args`` as its arguments
         spec = entry.spec
+        if export is None and any("\0" in str(arg) for arg in args):
+            raise WorkloadError(f"{component}: an argument contains a NUL byte")
         async with entry.admission.slot():
             entry.seq += 1
             guest = f"{component}#{entry.seq}"
@@ -240,18 +250,26 @@ class WorkloadRuntime:
             logged = LineSink(prefix, self.emit)
 
             def tee_err(data: bytes) -> None:
-                err.extend(data)
+                if export is None:  # an export call returns its result, not its output
+                    err.extend(data)
                 logged(data)
+
+            def keep_out(data: bytes) -> None:
+                if export is None:
+                    out.extend(data)
 
             guest_net = self.network.attach(guest, Role.COMPONENT)
             argv = [component, *(str(a) for a in args)] if export is None else [component]
             ctx = WasiCtx(
                 WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs)),
                 name=prefix,
-                stdout=out.extend,
+                stdout=keep_out,
                 stderr=tee_err,
                 sockets=guest_net,
             )
+            if output is not None and export is None:
+                ctx.stdout = output("stdout", None)
+                ctx.stderr = output("stderr", logged)
             max_memory = int(spec.max_memory) if spec.max_memory else None
             timeout = float(spec.timeout)
             try:
@@ -334,14 +352,22 @@ class Fabric:
         self.started_at = 0.0
         self.draining = False
 
+    async def prepare(self) -> None:
+        """Check the control socket path (``ControlError`` if it cannot be served),
+        before anything starts; ``start`` does it when it has not been done."""
+        if self.control_path and self.control is None:
+            control = ControlServer(self, self.control_path)
+            await control.prepare()
+            self.control = control
+
     async def start(self) -> None:
+        await self.prepare()
         for wl in self.workloads.values():
             await wl.load()
         for wl in self.workloads.values():
             await wl.start()
         self.started_at = time.time()
-        if self.control_path:
-            self.control = ControlServer(self, self.control_path)
+        if self.control is not None:
             await self.control.start()
 
     async def stop(self) -> None:
@@ -368,14 +394,19 @@ class Fabric:
         )
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: OutputFactory | None = None,
     ) -> Any:
         from .wasm import to_jsonable
 
         wl = self.workloads.get(workload)
         if wl is None:
             raise NotFound(f"no workload named {workload!r}")
-        return to_jsonable(await wl.invoke(component, export, args))
+        return to_jsonable(await wl.invoke(component, export, args, output=output))
 
 
 def default_emit(line: str) -> None:

@@ -36,19 +36,36 @@ Invoke = Callable[[str, Sequence[Any]], Awaitable[Any]]
 
 
 class LineSink:
-    """Collects a guest's output and emits it line by line with a prefix."""
+    """Collects a guest's output and emits it line by line with a prefix.
 
-    def __init__(self, prefix: str, emit: Callable[[str], None] | None = None) -> None:
+    A line longer than ``max_line`` bytes is emitted in pieces of that size, so
+    output without newlines cannot grow the buffer without bound.
+    """
+
+    def __init__(
+        self, prefix: str, emit: Callable[[str], None] | None = None, max_line: int = 64 * 1024
+    ) -> None:
         self.prefix = prefix
         self._emit = emit or (lambda line: _log.info("%s", line))
         self._buf = b""
+        self._max_line = max_line
         self.lines = 0
 
     def __call__(self, data: bytes) -> None:
-        self._buf += data
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
-            self._line(line)
+        *complete, rest = (self._buf + data).split(b"\n")
+        for line in complete:
+            self._pieces(line)
+        self._buf = b""
+        while len(rest) >= self._max_line:
+            self._line(rest[: self._max_line])
+            rest = rest[self._max_line :]
+        self._buf = rest
+
+    def _pieces(self, line: bytes) -> None:
+        while len(line) > self._max_line:
+            self._line(line[: self._max_line])
+            line = line[self._max_line :]
+        self._line(line)
 
     def _line(self, line: bytes) -> None:
         self.lines += 1

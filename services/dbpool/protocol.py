@@ -112,6 +112,7 @@ class HandshakeStatus(enum.IntEnum):
     UNSUPPORTED_VERSION = 1
     TOO_MANY_CLIENTS = 2
     SERVER_CLOSING = 3
+    UNSUPPORTED_FLAGS = 4
 
 
 class State(enum.Enum):
@@ -314,6 +315,7 @@ class ServerConnection(_Connection[Request, Response]):
         self.limits = limits or Limits()
         super().__init__(State.AWAIT_HELLO, Request, self.limits.max_frame_size)
         self.client_version: int | None = None
+        self.client_flags = 0
         self._accepted = False
 
     def next_event(self) -> ClientHello | Request | ConnectionClosed | _NeedData:
@@ -328,6 +330,7 @@ class ServerConnection(_Connection[Request, Response]):
             del self._buf[: CLIENT_HELLO.size]
             self._do("recv_hello")
             self.client_version = version
+            self.client_flags = flags
             return ClientHello(version, flags)
         if self.state is State.OPEN:
             return self._next_frame()
@@ -340,9 +343,12 @@ class ServerConnection(_Connection[Request, Response]):
         return self.client_version in SUPPORTED_VERSIONS
 
     def accept(self) -> bytes:
-        """Answer the hello; refuses (and closes) if the client's version is unsupported."""
+        """Answer the hello; refuses (and closes) if the client's version is unsupported
+        or it sets flags (reserved: they must be 0)."""
         if not self.version_supported:
             return self.reject(HandshakeStatus.UNSUPPORTED_VERSION)
+        if self.client_flags != 0:
+            return self.reject(HandshakeStatus.UNSUPPORTED_FLAGS)
         self._do("accept")
         self._accepted = True
         lim = self.limits

@@ -79,6 +79,7 @@ class DbPoolService:
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
+    config_type: ClassVar[type[DbPoolConfig]] = DbPoolConfig  # checked by ``fabric validate``
 
     def __init__(
         self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None

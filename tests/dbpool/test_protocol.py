@@ -331,3 +331,20 @@ def test_rows_are_mapped_when_the_server_sends_them() -> None:
     d = decimal.Decimal("9.99")
     client.receive_data(server.send(Rows(1, ["price", "day"], [(d, datetime.date(2024, 5, 1))], 1)))
     assert client.next_event() == Rows(1, ["price", "day"], [(d, datetime.date(2024, 5, 1))], 1)
+
+
+@pytest.mark.parametrize("flags", [1, 0x8000, 0xFFFF])
+def test_a_hello_with_flags_is_refused(flags: int) -> None:
+    server = ServerConnection()
+    server.receive_data(b"FDBP\x00\x01" + struct.pack(">H", flags))
+    assert server.next_event() == ClientHello(1, flags)
+    reply = server.accept()
+    assert reply == b"FDBP\x00\x01\x00\x04" + bytes(8)
+    assert server.state is State.CLOSED
+    client = ClientConnection()
+    client.hello()
+    client.receive_data(reply)
+    with pytest.raises(HandshakeRejected) as info:
+        client.next_event()
+    assert info.value.code == "unsupported_flags"
+    assert str(info.value).endswith("server refused the handshake (unsupported_flags, server v1)")

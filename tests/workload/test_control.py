@@ -53,7 +53,12 @@ class PythonWorkload:
         return StatusReport(manifest="inline", pid=os.getpid(), workloads=(workload,))
 
     async def invoke(
-        self, workload: str, component: str, export: str | None, args: list[Any]
+        self,
+        workload: str,
+        component: str,
+        export: str | None,
+        args: list[Any],
+        output: Any = None,
     ) -> Any:
         if workload != self.name or component not in self.components:
             raise NotFound(f"no component {workload}/{component}")
