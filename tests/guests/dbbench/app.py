@@ -31,11 +31,13 @@ Modes for the instance-reuse tests (a module-global counter and a token
 drawn on the first invocation of an instance; each prints ``count=``,
 ``token=``, ``argv=`` and ``env=`` (``$REUSE_TAG``) as this invocation's
 ``wasi:cli/environment`` returns them, and ``sys_argv=`` and
-``os_environ=``, which componentize-py fills once per instance):
+``os_environ=``, which componentize-py fills once per instance; ``count=``
+also goes to stderr):
 
   counter                                      just that
   crash                                        then raise an uncaught exception (trap)
   exit CODE                                    then sys.exit(CODE)
+  err                                          then return an error from run (no exit call)
   sleep SECONDS                                then sleep (outlives a short timeout)
   hold PORT                                    then connect to 127.0.0.1:PORT and read
                                                until EOF (a rendezvous the test controls)
@@ -67,6 +69,7 @@ import fabric_dbpool
 import fabric_pgwire
 import pymysql
 import pymysql.cursors
+from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import environment
 
@@ -270,6 +273,8 @@ def reuse_facts() -> None:
     if STATE["token"] is None:  # drawn at run time: the build-time snapshot is shared
         STATE["token"] = os.urandom(8).hex()
     out("count", STATE["count"])
+    sys.stderr.write(f"count={STATE['count']}\n")
+    sys.stderr.flush()
     out("token", STATE["token"])
     out("argv", as_json(environment.get_arguments()))
     out("env", dict(environment.get_environment()).get("REUSE_TAG", ""))
@@ -291,6 +296,12 @@ def exit_mode(args: list[str]) -> None:
     sys.exit(int(args[0]))
 
 
+def err_mode(args: list[str]) -> None:
+    reuse_facts()
+    sys.stdout.flush()
+    raise Err(None)
+
+
 def sleep_mode(args: list[str]) -> None:
     reuse_facts()
     time.sleep(float(args[0]))
@@ -309,6 +320,7 @@ REUSE_MODES = {
     "counter": (counter_mode, 0),
     "crash": (crash_mode, 0),
     "exit": (exit_mode, 1),
+    "err": (err_mode, 0),
     "sleep": (sleep_mode, 1),
     "hold": (hold_mode, 1),
 }
