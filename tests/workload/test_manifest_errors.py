@@ -269,7 +269,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "reuse-unknown-key",
         COMPONENT + "reuse = { max_invocation = 5 }\n",
-        '{file}:6: workloads[0].components[0].reuse.max_invocation: unknown key '
+        "{file}:6: workloads[0].components[0].reuse.max_invocation: unknown key "
         '"max_invocation" (did you mean "max_invocations"?)',
     ),
     (

@@ -110,9 +110,7 @@ async def test_globals_persist_and_arguments_are_fresh(runtime: Runtime, dbbench
         assert after["count"] == "1" and after["token"] != first["token"]
 
 
-async def test_fresh_instance_per_invocation_without_reuse(
-    runtime: Runtime, dbbench: Path
-) -> None:
+async def test_fresh_instance_per_invocation_without_reuse(runtime: Runtime, dbbench: Path) -> None:
     async with running(runtime, [component("c", dbbench)]) as fab:
         wl = fab.workloads["w"]
         runs = [await run(wl, "c", "counter") for _ in range(2)]
@@ -233,9 +231,7 @@ async def test_concurrent_invocations_never_share_an_instance(
         wl = fab.workloads["w"]
         warmed = await run(wl, "c", "counter")  # one warm instance to start with
         async with rendezvous(wl, parties) as all_in:
-            held = [
-                asyncio.create_task(run(wl, "c", "hold", HOLD_PORT)) for _ in range(parties)
-            ]
+            held = [asyncio.create_task(run(wl, "c", "hold", HOLD_PORT)) for _ in range(parties)]
             async with asyncio.timeout(TIMEOUT):
                 await all_in.wait()
             assert pool(fab, "c").busy == parties

@@ -11,9 +11,7 @@ from fabric.workload.reuse import ReuseCore, retire_reason
 
 
 def core(max_invocations: int = 3, pool_size: int = 2, idle: float = 10.0) -> ReuseCore[str]:
-    return ReuseCore(
-        "job", max_invocations=max_invocations, pool_size=pool_size, idle=idle
-    )
+    return ReuseCore("job", max_invocations=max_invocations, pool_size=pool_size, idle=idle)
 
 
 def test_empty_pool_starts_fresh_instances() -> None:
