@@ -79,8 +79,9 @@ STATE: dict = {"count": 0, "token": None, "conn": None, "conn_uses": 0}
 
 
 def out(key: str, value: object) -> None:
+    # Buffered: run() flushes once at the end (fail() before it exits), so
+    # the output costs one write, not a write and a flush per line.
     sys.stdout.write(f"{key}={value}\n")
-    sys.stdout.flush()
 
 
 def as_json(value: object) -> str:
@@ -167,6 +168,7 @@ MODES = {"pooled": (pooled, 3), "pooled-keep": (pooled_keep, 3), "pg-direct": (p
 def fail(code: object, message: object) -> None:
     out("error", code)
     out("message", str(message).replace("\n", " "))
+    sys.stdout.flush()
     sys.exit(1)
 
 
