@@ -78,10 +78,21 @@ LAST_AUTH: list = [None]  # how the last pg-direct connection authenticated
 STATE: dict = {"count": 0, "token": None, "conn": None, "conn_uses": 0}
 
 
+OUTPUT: list[str] = []  # this invocation's stdout lines, written at once
+
+
 def out(key: str, value: object) -> None:
-    # Buffered: run() flushes once at the end (fail() before it exits), so
-    # the output costs one write, not a write and a flush per line.
-    sys.stdout.write(f"{key}={value}\n")
+    # Collected: flush_out() writes them in one go at the end of run (fail()
+    # before it exits); sys.stdout is line-buffered here, and every line
+    # would otherwise cost the host calls of a write and a flush.
+    OUTPUT.append(f"{key}={value}\n")
+
+
+def flush_out() -> None:
+    if OUTPUT:
+        sys.stdout.write("".join(OUTPUT))
+        OUTPUT.clear()
+    sys.stdout.flush()
 
 
 def as_json(value: object) -> str:
@@ -168,7 +179,7 @@ MODES = {"pooled": (pooled, 3), "pooled-keep": (pooled_keep, 3), "pg-direct": (p
 def fail(code: object, message: object) -> None:
     out("error", code)
     out("message", str(message).replace("\n", " "))
-    sys.stdout.flush()
+    flush_out()
     sys.exit(1)
 
 
@@ -295,12 +306,13 @@ def crash_mode(args: list[str]) -> None:
 
 def exit_mode(args: list[str]) -> None:
     reuse_facts()
+    flush_out()
     sys.exit(int(args[0]))
 
 
 def err_mode(args: list[str]) -> None:
     reuse_facts()
-    sys.stdout.flush()
+    flush_out()
     raise Err(None)
 
 
@@ -372,4 +384,4 @@ class Run(exports.Run):
         except OSError as exc:
             name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
             fail(name, exc)
-        sys.stdout.flush()
+        flush_out()
