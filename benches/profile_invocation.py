@@ -11,6 +11,7 @@ function, and the top functions by own time and by cumulative time.
 
     python -m benches.profile_invocation                 # all three paths
     python -m benches.profile_invocation --path wat -n 500 --top 30
+    python -m benches.profile_invocation --reply-before-release --reset after-transactions
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
         "database": args.database,
         "min_size": 2,
         "max_size": 4,
+        "reset": args.reset,
     }
     py = str(dbbench_guest())
     wat = str(build_wat_guest(WAT_SELECT1))
@@ -61,7 +63,11 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
                         "name": "dbpool",
                         "native": "services.dbpool.service:DbPoolService",
                         "ports": [PORT],
-                        "config": {"port": PORT, "databases": {"pg": db}},
+                        "config": {
+                            "port": PORT,
+                            "databases": {"pg": db},
+                            "limits": {"reply_before_release": args.reply_before_release},
+                        },
                     }
                 ],
                 "components": [
@@ -178,6 +184,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=200, help="profiled invocations per path")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--reset",
+        choices=("always", "after-transactions"),
+        default="always",
+        help="the pool's session reset policy (docs/pools.md)",
+    )
+    p.add_argument(
+        "--reply-before-release",
+        action="store_true",
+        help="dbpool writes the response while the lease is reset (docs/dbpool-protocol.md)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5432)
     p.add_argument("--user", default="postgres")
