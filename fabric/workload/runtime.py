@@ -353,6 +353,10 @@ class WorkloadRuntime:
         spec = entry.spec
         timeout = float(spec.timeout)
         deadline = time.monotonic() + timeout
+        if export is None:
+            path = entry.run_export
+        else:
+            path = export if resolved else resolve_export(entry.component, export)
         item = pool.take()
         if item is None:
             entry.instances += 1
@@ -373,10 +377,6 @@ class WorkloadRuntime:
             pool.start()
         else:
             item.ctx.rebind(config, name=prefix, stdout=stdout, stderr=stderr)
-        if export is None:
-            path = entry.run_export
-        else:
-            path = export if resolved else resolve_export(entry.component, export)
         call_args = () if export is None else tuple(args)
         item.uses += 1
         try:

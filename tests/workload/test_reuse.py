@@ -175,6 +175,35 @@ async def test_failures_retire_the_instance(
         assert after["count"] == "1" and after["token"] != first["token"]
 
 
+async def test_a_cancelled_invocation_retires_its_instance(runtime: Runtime, dbbench: Path) -> None:
+    async with running(runtime, [component("c", dbbench, reuse=REUSE)]) as fab:
+        wl = fab.workloads["w"]
+        first = await run(wl, "c", "counter")
+        connected = asyncio.Event()
+        never = asyncio.Event()
+
+        async def handle(reader: VirtualStreamReader, writer: VirtualStreamWriter) -> None:
+            connected.set()
+            await never.wait()  # the guest waits for EOF that never comes
+
+        server = await wl.network.start_server(handle, HOLD_PORT)
+        try:
+            held = asyncio.create_task(run(wl, "c", "hold", HOLD_PORT))
+            async with asyncio.timeout(TIMEOUT):
+                await connected.wait()
+            held.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await held
+        finally:
+            never.set()
+            server.close()
+        stats = pool(fab, "c")
+        assert stats.reasons == {"cancelled": 1}
+        assert (stats.warm, stats.busy) == (0, 0)
+        after = await run(wl, "c", "counter")
+        assert after["count"] == "1" and after["token"] != first["token"]
+
+
 async def test_run_returning_err_is_a_failing_exit(runtime: Runtime, dbbench: Path) -> None:
     async with running(runtime, [component("c", dbbench, reuse=REUSE)]) as fab:
         wl = fab.workloads["w"]
