@@ -1,9 +1,14 @@
 """fabric contenders for the pooled-database scenarios.
 
-One op is one fresh component invocation doing ``SELECT 1``:
+One op is one component invocation doing ``SELECT 1`` (in a fresh instance
+unless noted):
 
 * ``fabric-dbpool-py``: a componentize-py component borrowing a pooled
   connection from the dbpool service over the workload's virtual loopback;
+* ``fabric-dbpool-py-reuse``: the same component with ``reuse``: a warm
+  instance serves the invocation and keeps its dbpool connection open in a
+  module global (``pooled-keep``), so one op is one query on that connection
+  plus fabric's per-invocation cost;
 * ``fabric-dbpool-wat``: the same round trip from the smallest component we
   can build (hand-written WAT), so the guest language's cost shows apart
   from fabric's;
@@ -33,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
 DBPOOL_PORT = 7000
 EGRESS_NAME = "db.internal"
+#: the reused component's pool: one warm instance per concurrent invocation
+REUSE = {"max_invocations": 100_000, "pool_size": 64, "idle": "60s"}
 
 
 class _SharedFabric:
@@ -84,6 +91,15 @@ class _SharedFabric:
         try:
             py = await asyncio.to_thread(dbbench)
             components.append({"name": "py", "wasm": str(py), "concurrency": 256, "queue": 4096})
+            components.append(
+                {
+                    "name": "py-reuse",
+                    "wasm": str(py),
+                    "concurrency": 256,
+                    "queue": 4096,
+                    "reuse": REUSE,
+                }
+            )
         except BuildError as e:
             raise ContenderSkipped(f"cannot build the dbbench guest: {e}") from e
         if WAT_SELECT1.exists():
@@ -157,6 +173,20 @@ class PooledPython(_Invocation):
         self.description = "componentize-py component, pooled connection via dbpool"
 
 
+class PooledPythonReuse(_Invocation):
+    component = "py-reuse"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-dbpool-py-reuse"
+        self.description = (
+            "componentize-py component in a reused instance, dbpool connection kept open"
+        )
+
+    def make_args(self) -> list[str]:
+        return ["pooled-keep", str(DBPOOL_PORT), self.kind, "SELECT 1"]
+
+
 class PooledWat(_Invocation):
     component = "wat"
 
@@ -183,5 +213,6 @@ class DirectPython(_Invocation):
 def register(registry: Registry) -> None:
     for scenario, kind in (("pg-select1", "pg"), ("mysql-select1", "mysql")):
         registry.add_contender(scenario, lambda env, k=kind: PooledPython(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: PooledPythonReuse(env, k))
         registry.add_contender(scenario, lambda env, k=kind: PooledWat(env, k))
         registry.add_contender(scenario, lambda env, k=kind: DirectPython(env, k))

@@ -30,10 +30,17 @@ class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Marker visible on the server: PostgreSQL application_name (pg_stat_activity),
     # MySQL/MariaDB connection attribute program_name.
     application_name: str | None = None
+    # When a released lease's session is reset: "always" (after any statement),
+    # or "after-transactions" (only when the lease opened a transaction or is
+    # released inside one; plain autocommit statements skip the reset's round
+    # trip, and session state they set, such as SET, stays on the connection).
+    reset: Literal["always", "after-transactions"] = "always"
 
     def __post_init__(self) -> None:
         if self.kind not in _DEFAULT_PORTS:
             raise ValueError(f"kind must be 'postgres' or 'mysql', not {self.kind!r}")
+        if self.reset not in ("always", "after-transactions"):
+            raise ValueError(f"reset must be 'always' or 'after-transactions', not {self.reset!r}")
         if self.max_size < 1:
             raise ValueError(f"max_size must be at least 1, not {self.max_size}")
         if not 0 <= self.min_size <= self.max_size:

@@ -51,6 +51,7 @@ class Lease(abc.ABC):
         self._released = False
         self._busy = False
         self._used = False
+        self._transacted = False  # opened a transaction (begin, execute_many, or BEGIN sent)
         self._broken: str | None = None
         self._release_task: asyncio.Future[None] | None = None
 
@@ -164,8 +165,13 @@ class Lease(abc.ABC):
         self._check_usable()
         self._busy = True
         self._used = True
+        if fn != self._query:
+            self._transacted = True  # begin, commit, rollback, execute_many
         try:
-            return await fn(*args)
+            result = await fn(*args)
+            if not self._transacted and self._driver_in_transaction():
+                self._transacted = True  # a BEGIN sent as a plain statement
+            return result
         except BaseException as exc:
             mapped = self._translate(exc)
             if mapped is exc:
@@ -193,8 +199,12 @@ class Lease(abc.ABC):
         self._broken = f"the connection is in an unknown state after {exc!r}"
         return exc
 
-    def _detach(self, discard: bool) -> tuple[Slot[Any], bool, bool]:
-        """Mark released; return (slot, reusable, needs_reset)."""
+    def _detach(self, discard: bool, *, reset_always: bool = True) -> tuple[Slot[Any], bool, bool]:
+        """Mark released; return (slot, reusable, needs_reset).
+
+        Without ``reset_always`` only a lease that opened a transaction (or is
+        still in one) needs the reset."""
+        in_txn = self.usable and self._driver_in_transaction()
         self._released = True
         reusable = (
             not discard
@@ -202,7 +212,8 @@ class Lease(abc.ABC):
             and not self._busy
             and not self._connection_closed()
         )
-        return self._slot, reusable, reusable and self._used
+        needs = self._used and (reset_always or self._transacted or in_txn)
+        return self._slot, reusable, reusable and needs
 
 
 def _check_sql(sql: str) -> None:

@@ -157,7 +157,9 @@ class Pool(abc.ABC):
         task = lease._release_task
         if task is None:
             loop = self._bind_loop()
-            slot, reusable, needs_reset = lease._detach(discard)
+            slot, reusable, needs_reset = lease._detach(
+                discard, reset_always=self._config.reset == "always"
+            )
             if not needs_reset:
                 done: asyncio.Future[None] = loop.create_future()
                 done.set_result(None)

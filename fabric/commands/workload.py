@@ -191,6 +191,24 @@ def print_status(report: Any) -> None:
                     "" if lat.p99 is None else f"{lat.p99 * 1000:.2f}",
                 )
             console.print(ct)
+            pooled = [c for c in wl.components if c.pool is not None]
+            if pooled:
+                pt = Table(title_justify="left")
+                for col in ("reuse", "warm", "busy", "started", "reused", "retired", "why"):
+                    pt.add_column(col)
+                for c in pooled:
+                    p = c.pool
+                    assert p is not None
+                    pt.add_row(
+                        c.name,
+                        f"{p.warm}/{p.pool_size}",
+                        str(p.busy),
+                        str(p.started),
+                        str(p.reused),
+                        str(p.retired),
+                        ", ".join(f"{k} {v}" for k, v in p.reasons.items()),
+                    )
+                console.print(pt)
         for s in wl.services:
             if s.stats is not None:
                 console.print(f"[bold]{s.name} stats[/bold]")

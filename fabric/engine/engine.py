@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from importlib.metadata import version as _dist_version
 from pathlib import Path
@@ -25,6 +26,7 @@ from wasmtime import component as wc
 
 from . import _capi as c
 from .errors import ComponentLoadError, ConfigError
+from .values import Signature
 
 WASMTIME_VERSION = _dist_version("wasmtime")
 
@@ -67,6 +69,12 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "fabric"
 
 
+def _delete_export_indexes(cache: dict[str, tuple[Any, Signature]]) -> None:
+    for idx, _ in cache.values():
+        c.export_index_delete(idx)
+    cache.clear()
+
+
 class Component:
     """A compiled component, ready to instantiate any number of times."""
 
@@ -77,6 +85,9 @@ class Component:
         self.digest = digest
         self._imports: dict[str, list[str]] | None = None
         self._exports: dict[str, list[str]] | None = None
+        #: export name -> (export index, signature), shared by every instance
+        self.export_funcs: dict[str, tuple[Any, Signature]] = {}
+        weakref.finalize(self, _delete_export_indexes, self.export_funcs)
 
     def ptr(self) -> Any:
         return self.inner.ptr()

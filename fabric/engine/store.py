@@ -151,40 +151,45 @@ class Store:
 
     # -- driving ----------------------------------------------------------------
     async def _drive(self, fut: Any) -> None:
-        poll = c.call_future_poll
+        # One deadline scope for the whole call, not one per host coroutine:
+        # most host calls finish without waiting, and a scope costs a timer.
+        deadline = self.deadline
         try:
-            while not poll(fut):
-                coro = self._parked
-                if coro is None:
-                    await asyncio.sleep(0)  # an epoch yield: let the loop run
-                    continue
-                self._parked = None
-                deadline = self.deadline
-                try:
-                    if deadline is None:
-                        value = await coro
-                    else:
-                        async with asyncio.timeout_at(deadline) as scope:
-                            value = await coro
-                except asyncio.CancelledError:
-                    raise
-                except TimeoutError as e:
-                    if deadline is not None and scope.expired():
-                        self.record_host_failure(
-                            DeadlineExceeded("guest ran past its deadline"), "deadline"
-                        )
-                        raise self.failure from e  # type: ignore[misc]
-                    self._outcome = (False, e)
-                except BaseException as e:
-                    self._outcome = (False, e)
-                else:
-                    self._outcome = (True, value)
+            if deadline is None:
+                await self._poll(fut)
+            else:
+                # At the deadline the scope cancels whatever the call awaits (a
+                # host coroutine, an epoch yield) and raises TimeoutError; a
+                # TimeoutError of a host coroutine is its outcome (see _poll).
+                async with asyncio.timeout_at(deadline):
+                    await self._poll(fut)
+        except TimeoutError as e:
+            self.dead = True
+            self.record_host_failure(DeadlineExceeded("guest ran past its deadline"), "deadline")
+            raise self.failure from e  # type: ignore[misc]
         except BaseException:
             self.dead = True
             raise
         finally:
             self._parked = None
             c.call_future_delete(fut)
+
+    async def _poll(self, fut: Any) -> None:
+        poll = c.call_future_poll
+        while not poll(fut):
+            coro = self._parked
+            if coro is None:
+                await asyncio.sleep(0)  # an epoch yield: let the loop run
+                continue
+            self._parked = None
+            try:
+                value = await coro
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # the guest sees it (an Err) or traps on it
+                self._outcome = (False, e)
+            else:
+                self._outcome = (True, value)
 
     async def _run(self, start: Any, err: Any, timeout: float | None) -> None:
         if self.dead:
@@ -209,8 +214,7 @@ class Store:
                 if isinstance(failure, EngineError):
                     raise failure
                 raise GuestTrap(
-                    f"{self.failure_where}: {type(failure).__name__}: "
-                    f"{failure}",
+                    f"{self.failure_where}: {type(failure).__name__}: {failure}",
                     trace,
                 ) from failure
             raise GuestTrap(msg, trace)
@@ -279,12 +283,23 @@ class Instance:
 
     def func(self, name: str) -> Func:
         """Look up an export: ``"run"``, or ``"wasi:cli/run@0.2.0#run"`` for a
-        function inside an exported instance."""
+        function inside an exported instance.  The export index and the
+        signature are looked up once per component and shared by its instances."""
         f = self._funcs.get(name)
         if f is not None:
             return f
+        cached = self.component.export_funcs.get(name)
+        ctx = self.store.ctx()
+        raw = c.COMPONENT_FUNC()
+        if cached is not None:
+            idx, sig = cached
+            if not c.instance_get_func(_byref(self._raw), ctx, idx, _byref(raw)):
+                raise ExportNotFound(f"{self.component.path}: export {name!r} is not a function")
+            f = Func(name, raw, sig)
+            self._funcs[name] = f
+            return f
         parent: Any = None
-        idx: Any = None
+        idx = None
         made = []
         try:
             for part in name.split("#"):
@@ -294,18 +309,18 @@ class Instance:
                     raise ExportNotFound(f"{self.component.path}: no export named {name!r}")
                 made.append(idx)
                 parent = idx
-            raw = c.COMPONENT_FUNC()
-            ctx = self.store.ctx()
             if not c.instance_get_func(_byref(self._raw), ctx, idx, _byref(raw)):
                 raise ExportNotFound(f"{self.component.path}: export {name!r} is not a function")
+            fty = c.func_type(_byref(raw), ctx)
+            try:
+                sig = Signature.from_func_type(fty)
+            finally:
+                c.lib.wasmtime_component_func_type_delete(fty)
+            made.pop()  # the function's own index stays, cached on the component
+            self.component.export_funcs[name] = (idx, sig)
         finally:
             for i in made:
                 c.export_index_delete(i)
-        fty = c.func_type(_byref(raw), ctx)
-        try:
-            sig = Signature.from_func_type(fty)
-        finally:
-            c.lib.wasmtime_component_func_type_delete(fty)
         f = Func(name, raw, sig)
         self._funcs[name] = f
         return f

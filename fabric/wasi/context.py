@@ -50,13 +50,31 @@ class WasiCtx:
         self.config = config or WasiConfig()
         self.name = name
         self.stdin = stdin if stdin is not None else BytesInput(b"")
-        self._stdout_sink = stdout
-        self._stderr_sink = stderr
-        self.stdout: OutputStream = SinkOutput(stdout)
-        self.stderr: OutputStream = SinkOutput(stderr)
+        self._out = SinkOutput(stdout)
+        self._err = SinkOutput(stderr)
+        self.stdout: OutputStream = self._out
+        self.stderr: OutputStream = self._err
         #: the guest's view of the network (``fabric.wasi.sockets``); None denies all
         self.sockets = sockets
         self.exit_code: int | None = None
+
+    def rebind(
+        self,
+        config: WasiConfig,
+        *,
+        name: str,
+        stdout: Callable[[bytes], Any] = _discard,
+        stderr: Callable[[bytes], Any] = _discard,
+    ) -> None:
+        """The next invocation of a reused instance: fresh arguments,
+        environment, name and stdio routing; the network handle stays."""
+        self.config = config
+        self.name = name
+        self._out.retarget(stdout)
+        self._err.retarget(stderr)
+        self.stdout = self._out
+        self.stderr = self._err
+        self.exit_code = None
 
     def close(self) -> None:
         """The guest instance is gone: release its network handle."""

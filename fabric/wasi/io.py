@@ -336,6 +336,14 @@ class SinkOutput(OutputStream):
         self._capacity = capacity
         self._broken: OSError | None = None
 
+    def retarget(self, sink: Callable[[bytes], Any]) -> None:
+        """Send later writes to ``sink`` (a reused instance's next invocation).
+
+        Handles the guest already holds on this stream follow, since they
+        wrap this object rather than the sink."""
+        self._sink = sink
+        self._broken = None
+
     def _write(self, data: bytes) -> None:
         if self._broken is not None:
             raise StreamClosed()

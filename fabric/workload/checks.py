@@ -45,6 +45,7 @@ MAX_DURATION = 366 * 86400.0  # timeouts, backoffs, windows, grace
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 NAME_HINT = 'a name of letters, digits, "_", "-" and "." that starts with a letter or digit'
+MAX_REUSE_IDLE = 86400.0  # reuse.idle: at most a day
 HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?"
 )
@@ -144,6 +145,14 @@ def _workload(
         yield from _at_most(component.concurrency, MAX_CONCURRENCY, (*path, "concurrency"))
         yield from _at_most(component.queue, MAX_QUEUE, (*path, "queue"))
         yield from _env(component.env, (*path, "env"))
+        if component.reuse is not None:
+            if component.reuse.idle <= 0:
+                yield (*path, "reuse", "idle"), "expected a positive duration, got 0s"
+            elif component.reuse.idle > MAX_REUSE_IDLE:
+                yield (
+                    (*path, "reuse", "idle"),
+                    f"expected at most 1d, got {format_duration(component.reuse.idle)}",
+                )
         if component.wasm is not None and component.python is not None:
             yield (*path, "python"), 'give either "wasm" or "python", not both'
         elif component.wasm is None and component.python is None:

@@ -36,6 +36,7 @@ __all__ = [
     "Manifest",
     "ManifestFile",
     "RestartSpec",
+    "ReuseSpec",
     "ServiceSpec",
     "WorkloadSpec",
     "load_manifest",
@@ -105,8 +106,21 @@ class ServiceSpec(_Spec, frozen=True):
         return "native" if self.native is not None else "wasm"
 
 
+class ReuseSpec(_Spec, frozen=True):
+    """``reuse = { ... }`` of a component: keep warm instances between invocations.
+
+    An instance serves at most ``max_invocations`` invocations, one at a time;
+    at most ``pool_size`` instances wait warm between invocations, and one
+    left unused for ``idle`` is closed.  See ``docs/manifest.md``.
+    """
+
+    max_invocations: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 128
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
+    idle: Duration = Duration(30.0)
+
+
 class ComponentSpec(_Spec, frozen=True):
-    """A component instantiated fresh for every invocation."""
+    """A component instantiated fresh for every invocation (or reused: ``reuse``)."""
 
     name: Name
     wasm: Name | None = None
@@ -118,6 +132,7 @@ class ComponentSpec(_Spec, frozen=True):
     max_memory: ByteSize | None = None
     env: dict[str, str] = {}
     dirs: tuple[DirSpec, ...] = ()
+    reuse: ReuseSpec | None = None
 
 
 class LinkSpec(_Spec, frozen=True):

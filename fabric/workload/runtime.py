@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fabric.engine import Component, GuestExit, Linker
+import msgspec
+
+from fabric.engine import Component, GuestExit, Linker, Ok
 from fabric.net import EgressRule as NetEgress
 from fabric.net import IngressRule as NetIngress
 from fabric.net import NetworkPolicy, Role, VirtualNetwork
@@ -34,7 +36,8 @@ from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
 from .native import NativeRunner, load_service_class, offered_guest_paths
-from .status import StatusReport, WorkloadStatus
+from .reuse import InstancePool, PooledInstance, retire_reason
+from .status import ComponentStatus, StatusReport, WorkloadStatus
 from .streaming import OutputFactory
 from .supervisor import Supervisor
 from .threads import in_daemon_thread
@@ -72,6 +75,26 @@ class _ComponentEntry:
         self.linker = linker
         self.admission = Admission(spec.name, spec.concurrency, spec.queue)
         self.seq = 0
+        self.instances = 0  # instances created (names their network attachments)
+        self.pool: InstancePool | None = None
+        if spec.reuse is not None:
+            self.pool = InstancePool(
+                spec.name,
+                max_invocations=spec.reuse.max_invocations,
+                pool_size=spec.reuse.pool_size,
+                idle=float(spec.reuse.idle),
+            )
+
+    @functools.cached_property
+    def run_export(self) -> str:
+        """The ``wasi:cli/run`` export (raises for a component that is not a command)."""
+        return run_export(self.component)
+
+    def statistics(self) -> ComponentStatus:
+        status = self.admission.statistics()
+        if self.pool is None:
+            return status
+        return msgspec.structs.replace(status, pool=self.pool.statistics())
 
 
 class WorkloadRuntime:
@@ -211,6 +234,9 @@ class WorkloadRuntime:
                 _log.warning("workload %s: invocations still running after %.1fs", self.name, grace)
 
     async def stop(self) -> None:
+        for entry in self.components.values():
+            if entry.pool is not None:
+                entry.pool.close()
         await self.supervisor.stop()
         await self.network.aclose()
 
@@ -224,7 +250,7 @@ class WorkloadRuntime:
         resolved: bool = False,
         output: OutputFactory | None = None,
     ) -> Any:
-        """Run a component once in a fresh instance.
+        """Run a component once, in a fresh instance (or a warm one: ``reuse``).
 
         Without ``export`` the component's ``wasi:cli/run`` runs with ``args``
         as its arguments, and the result is ``{"exit_code", "stdout",
@@ -258,15 +284,32 @@ class WorkloadRuntime:
                 if export is None:
                     out.extend(data)
 
-            guest_net = self.network.attach(guest, Role.COMPONENT)
             argv = [component, *(str(a) for a in args)] if export is None else [component]
-            ctx = WasiCtx(
-                WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs)),
-                name=prefix,
-                stdout=keep_out,
-                stderr=tee_err,
-                sockets=guest_net,
-            )
+            config = WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs))
+            if entry.pool is not None:
+                try:
+                    result = await self._invoke_pooled(
+                        entry,
+                        entry.pool,
+                        export,
+                        args,
+                        config,
+                        prefix,
+                        keep_out,  # a warm instance's output is returned whole, not streamed
+                        tee_err,
+                        resolved=resolved,
+                    )
+                finally:
+                    logged.flush()
+                if export is not None:
+                    return result
+                return {
+                    "exit_code": result,
+                    "stdout": out.decode("utf-8", "replace"),
+                    "stderr": err.decode("utf-8", "replace"),
+                }
+            guest_net = self.network.attach(guest, Role.COMPONENT)
+            ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, sockets=guest_net)
             if output is not None and export is None:
                 ctx.stdout = output("stdout", None)
                 ctx.stderr = output("stderr", logged)
@@ -309,11 +352,76 @@ class WorkloadRuntime:
                 logged.flush()
                 guest_net.close()
 
+    async def _invoke_pooled(
+        self,
+        entry: _ComponentEntry,
+        pool: InstancePool,
+        export: str | None,
+        args: Sequence[Any],
+        config: WasiConfig,
+        prefix: str,
+        stdout: Callable[[bytes], Any],
+        stderr: Callable[[bytes], Any],
+        *,
+        resolved: bool,
+    ) -> Any:
+        """One invocation in a warm instance, or in a fresh one that may stay warm.
+
+        Returns the exit code of ``wasi:cli/run`` (without ``export``) or the
+        export's result.  Only a clean return gives the instance back."""
+        spec = entry.spec
+        timeout = float(spec.timeout)
+        deadline = time.monotonic() + timeout
+        if export is None:
+            path = entry.run_export
+        else:
+            path = export if resolved else resolve_export(entry.component, export)
+        item = pool.take()
+        if item is None:
+            entry.instances += 1
+            guest_net = self.network.attach(f"{spec.name}@{entry.instances}", Role.COMPONENT)
+            ctx = WasiCtx(config, name=prefix, stdout=stdout, stderr=stderr, sockets=guest_net)
+            try:
+                inst = await self.runtime.instantiate(
+                    entry.component,
+                    ctx,
+                    max_memory=int(spec.max_memory) if spec.max_memory else None,
+                    timeout=timeout,
+                    linker=entry.linker,
+                )
+            except BaseException:
+                ctx.close()
+                raise
+            item = PooledInstance(inst, ctx)
+            pool.start()
+        else:
+            item.ctx.rebind(config, name=prefix, stdout=stdout, stderr=stderr)
+        call_args = () if export is None else tuple(args)
+        item.uses += 1
+        try:
+            result = await item.instance.call(
+                path, *call_args, timeout=max(deadline - time.monotonic(), 0.0)
+            )
+        except BaseException as e:
+            pool.retire(item, retire_reason(e))
+            if isinstance(e, GuestExit):
+                if export is None:
+                    return e.code
+                raise WorkloadError(
+                    f"{spec.name} exited with code {e.code} during {path}"
+                ) from None
+            raise
+        if export is None and not isinstance(result, Ok):
+            pool.retire(item, "exit")
+            return 1
+        pool.give_back(item)
+        return 0 if export is None else result
+
     def status(self) -> WorkloadStatus:
         return WorkloadStatus(
             name=self.name,
             services=self.supervisor.statistics().services,
-            components=tuple(e.admission.statistics() for e in self.components.values()),
+            components=tuple(e.statistics() for e in self.components.values()),
         )
 
     def __repr__(self) -> str:

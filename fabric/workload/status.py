@@ -14,6 +14,7 @@ import msgspec
 __all__ = [
     "ComponentStatus",
     "LatencySummary",
+    "PoolStatus",
     "ServiceStatus",
     "StatusReport",
     "SupervisorStats",
@@ -51,6 +52,20 @@ class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
     max: float | None = None
 
 
+class PoolStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The warm instances of a component with ``reuse`` (``fabric.workload.reuse``)."""
+
+    max_invocations: int
+    pool_size: int
+    idle: float  # seconds a warm instance may wait before it is closed
+    warm: int = 0  # instances waiting for their next invocation
+    busy: int = 0  # instances running an invocation
+    started: int = 0  # instances created
+    reused: int = 0  # invocations that ran in a warm instance
+    retired: int = 0  # instances closed
+    reasons: dict[str, int] = {}  # retirements by reason (trap, deadline, exit, idle, ...)
+
+
 class ComponentStatus(msgspec.Struct, frozen=True, kw_only=True):
     """One component's admission counters and latencies."""
 
@@ -64,6 +79,7 @@ class ComponentStatus(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int = 0  # Overloaded
     latency: LatencySummary = LatencySummary()  # arrival to finish, including the wait
     wait: LatencySummary = LatencySummary()  # arrival to admission
+    pool: PoolStatus | None = None  # with ``reuse``: the instance pool
 
 
 class WorkloadStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -183,3 +183,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: connected clients; more are refused in the handshake
     max_clients: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: outside a transaction, write the response while the lease is being
+    #: reset and returned, so the reply does not wait for the reset's round
+    #: trip (False: the lease is back in its pool before the response is sent)
+    reply_before_release: bool = False

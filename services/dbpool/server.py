@@ -97,10 +97,15 @@ class DbPoolServer:
         """Return a lease to its pool (which rolls back an open transaction and resets
         the session; ``discard`` closes the connection instead).  Shielded: cancelling
         the caller does not stop the release."""
+        await asyncio.shield(self.start_release(pool, lease, discard=discard))
+
+    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Task[None]:
+        """Start returning a lease in a task of its own (tracked until done; close()
+        waits for it) and return that task."""
         task = asyncio.ensure_future(self._give_back(pool, lease, discard))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
-        await asyncio.shield(task)
+        return task
 
     async def _give_back(self, pool: Pool, lease: Lease, discard: bool) -> None:
         try:

@@ -302,20 +302,30 @@ class Session:
             await self._respond(req, error_reply(req.id, exc))
             return
         discard = True
+        resp: Response | None = None
         try:
-            resp: Response = await self._execute(lease, req)
-            discard = False
-        except DatabaseError as exc:
-            discard = False  # the statement failed, the connection is fine
-            resp = error_reply(req.id, exc)
-        except Exception as exc:
-            resp = error_reply(req.id, exc)
-            if not isinstance(exc, PoolError):
-                log.exception("dbpool: unexpected error running %s", REQUEST_KINDS[type(req)])
+            try:
+                resp = await self._execute(lease, req)
+                discard = False
+            except DatabaseError as exc:
+                discard = False  # the statement failed, the connection is fine
+                resp = error_reply(req.id, exc)
+            except Exception as exc:
+                resp = error_reply(req.id, exc)
+                if not isinstance(exc, PoolError):
+                    log.exception("dbpool: unexpected error running %s", REQUEST_KINDS[type(req)])
         finally:
             # Runs on cancellation too; the release itself cannot be cancelled.
-            await self._server.give_back(pool, lease, discard=discard)
-        await self._respond(req, resp)
+            # The reset after the statement is a database round trip of its
+            # own: with reply_before_release the response does not wait for it.
+            release = self._server.start_release(pool, lease, discard=discard)
+            if resp is None or not self._server.limits.reply_before_release:
+                await asyncio.shield(release)
+        try:
+            await self._respond(req, resp)
+        finally:
+            if not release.done():
+                await asyncio.shield(release)
 
     async def _run_transaction(self, txn: _Txn, begin: Begin) -> None:
         try:

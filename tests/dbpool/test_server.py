@@ -342,3 +342,24 @@ async def test_the_service_on_the_virtual_network(pg_env: Env) -> None:
         assert (await res.query(f"SELECT count(*) FROM {pg_env.table}")).rows == [(10,)]
     finally:
         await pg_env.service.pools["main"].release(res)
+
+
+async def test_reply_before_release_still_resets_every_lease(kind: str) -> None:
+    # One pooled connection: the second request runs on the connection the
+    # first one changed, after its reset, though the first reply did not wait.
+    set_sql, show_sql, fresh = {
+        "postgres": ("SET search_path = pg_catalog", "SHOW search_path", '"$user", public'),
+        "mysql": ("SET @fabric_marker = 5", "SELECT @fabric_marker", None),
+    }[kind]
+    async with make_env(
+        kind, limits=Limits(reply_before_release=True), min_size=1, max_size=1
+    ) as env:
+        async with await connect(env.port) as c:
+            for _ in range(3):
+                await c.execute("main", set_sql)
+                assert (await c.execute("main", show_sql)).scalar() == fresh
+            rows = await asyncio.gather(*(c.execute("main", f"SELECT {i}") for i in range(10)))
+            assert [r.scalar() for r in rows] == list(range(10))
+        await env.settled()  # every lease came back
+        stats = env.service.statistics().databases["main"]
+        assert stats.connections_opened == 1 and stats.leases_served == 16

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pools import (
+    DatabaseConfig,
     DatabaseError,
     LeaseReleased,
     PoolError,
@@ -184,6 +185,37 @@ async def test_session_state_is_reset_between_leases(target: Target) -> None:
             assert (await lease.query("SELECT @@autocommit")).rows == [(1,)]
         with pytest.raises(DatabaseError):
             await lease.query("SELECT * FROM scratch")
+
+
+async def test_reset_after_transactions_skips_plain_autocommit_leases(target: Target) -> None:
+    pool = target.track(create_pool(target.config(max_size=1, reset="after-transactions")))
+    pg = target.kind == "postgres"
+    set_sql = "SET statement_timeout = '4321ms'" if pg else "SET @marker = 42"
+    show_sql = "SHOW statement_timeout" if pg else "SELECT @marker"
+    changed, fresh = ("4321ms", "0") if pg else (42, None)
+    async with pool.lease() as lease:
+        session = lease.session_id
+        await lease.query(set_sql)  # autocommit only: no reset on release
+    async with pool.lease() as lease:
+        assert lease.session_id == session
+        assert (await lease.query(show_sql)).rows == [(changed,)]
+        await lease.begin()  # a transaction: this lease is reset on release
+        await lease.query("SELECT 1")
+        await lease.commit()
+    async with pool.lease() as lease:
+        assert (await lease.query(show_sql)).rows == [(fresh,)]
+        await lease.query(set_sql)
+        await lease.query("BEGIN")  # a transaction opened by a plain statement...
+    async with pool.lease() as lease:  # ...is rolled back and reset as well
+        assert not lease.in_transaction
+        assert (await lease.query(show_sql)).rows == [(fresh,)]
+    stats = pool.statistics()
+    assert (stats.connections_opened, stats.errors) == (1, 0)
+
+
+def test_reset_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="reset must be"):
+        DatabaseConfig(kind="postgres", reset="sometimes")  # type: ignore[arg-type]
 
 
 async def test_statement_errors_keep_the_lease_usable_and_are_counted(target: Target) -> None:

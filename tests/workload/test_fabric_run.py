@@ -37,6 +37,10 @@ name = "jobs"
 [[workloads.components]]
 name = "job"
 wasm = "{job_guest}"
+[[workloads.components]]
+name = "warm-job"
+wasm = "{job_guest}"
+reuse = {{ max_invocations = 10, pool_size = 2, idle = "1h" }}
 """
     )
     env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
@@ -73,8 +77,31 @@ def test_invoke_and_status_against_running_fabric(running) -> None:  # type: ign
     comp = report["workloads"][0]["components"][0]
     assert comp["name"] == "job"
     assert comp["invocations"] == 2
+    assert comp["pool"] is None
     human = fabric("status", env=env)
     assert "job" in human.stdout
+
+
+def test_status_shows_the_instance_pool(running) -> None:  # type: ignore[no-untyped-def]
+    _proc, env = running
+    for arg in ("ok:a", "ok:b", "trap"):
+        p = fabric("invoke", "jobs", "warm-job", "run", json.dumps([arg]), env=env)
+        assert (p.returncode == 0) == (arg != "trap"), p.stderr
+    report = json.loads(fabric("status", "--json", env=env).stdout)
+    (comp,) = [c for c in report["workloads"][0]["components"] if c["name"] == "warm-job"]
+    assert comp["pool"] == {
+        "max_invocations": 10,
+        "pool_size": 2,
+        "idle": 3600.0,
+        "warm": 0,
+        "busy": 0,
+        "started": 1,
+        "reused": 2,
+        "retired": 1,
+        "reasons": {"trap": 1},
+    }
+    human = fabric("status", env=env).stdout
+    assert "warm-job" in human and "0/2" in human and "trap 1" in human
 
 
 def test_sigterm_drains_inflight_invocations(running) -> None:  # type: ignore[no-untyped-def]

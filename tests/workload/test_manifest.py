@@ -28,6 +28,7 @@ from fabric.workload.manifest import (
     LinkSpec,
     ManifestFile,
     RestartSpec,
+    ReuseSpec,
     ServiceSpec,
     WorkloadSpec,
 )
@@ -255,8 +256,8 @@ def test_errors_in_data_without_text_have_no_line() -> None:
 
 def test_reference_documents_every_field() -> None:
     doc = (EXAMPLES.parent / "docs" / "manifest.md").read_text()
-    structs = (ManifestFile, WorkloadSpec, ServiceSpec, RestartSpec, ComponentSpec, LinkSpec,
-               IngressRule, EgressRule)  # fmt: skip
+    structs = (ManifestFile, WorkloadSpec, ServiceSpec, RestartSpec, ComponentSpec, ReuseSpec,
+               LinkSpec, IngressRule, EgressRule)  # fmt: skip
     for struct in structs:
         for field in msgspec.structs.fields(struct):
             assert f"| `{field.encode_name}` |" in doc, f"{struct.__name__}.{field.name}"

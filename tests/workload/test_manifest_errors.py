@@ -20,6 +20,14 @@ native = "pkg.api:Api"
 ports = [8080]
 """
 
+COMPONENT = """\
+[[workloads]]
+name = "shop"
+[[workloads.components]]
+name = "job"
+wasm = "job.wasm"
+"""
+
 CASES: list[tuple[str, str, str]] = [
     (
         "unknown-key",
@@ -257,6 +265,40 @@ CASES: list[tuple[str, str, str]] = [
         'to = "127.0.0.1"\n',
         '{file}:6: workloads[0].egress[0].to: expected "host:port" like "127.0.0.1:5432", '
         'got "127.0.0.1"',
+    ),
+    (
+        "reuse-unknown-key",
+        COMPONENT + "reuse = { max_invocation = 5 }\n",
+        "{file}:6: workloads[0].components[0].reuse.max_invocation: unknown key "
+        '"max_invocation" (did you mean "max_invocations"?)',
+    ),
+    (
+        "reuse-max-invocations-zero",
+        COMPONENT + "reuse = { max_invocations = 0 }\n",
+        "{file}:6: workloads[0].components[0].reuse.max_invocations: expected an integer "
+        "from 1 to 1000000, got 0",
+    ),
+    (
+        "reuse-pool-size-too-large",
+        COMPONENT + "[workloads.components.reuse]\npool_size = 5000\n",
+        "{file}:7: workloads[0].components[0].reuse.pool_size: expected an integer "
+        "from 1 to 1024, got 5000",
+    ),
+    (
+        "reuse-idle-bad-duration",
+        COMPONENT + 'reuse = { idle = "soon" }\n',
+        '{file}:6: workloads[0].components[0].reuse.idle: expected a duration like "30s", '
+        'got "soon"',
+    ),
+    (
+        "reuse-idle-zero",
+        COMPONENT + 'reuse = { idle = "0s" }\n',
+        "{file}:6: workloads[0].components[0].reuse.idle: expected a positive duration, got 0s",
+    ),
+    (
+        "reuse-idle-too-long",
+        COMPONENT + 'reuse = { idle = "2d" }\n',
+        "{file}:6: workloads[0].components[0].reuse.idle: expected at most 1d, got 2d",
     ),
     (
         "relative-guest-dir",

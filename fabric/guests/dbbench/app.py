@@ -7,6 +7,9 @@ Usage: ``guest MODE [ARGS...]``; every mode prints ``key=value`` lines:
   pg-direct HOST PORT USER PASSWORD DB SQL     connect to PostgreSQL (fabric_pgwire),
                                                run SQL, close; "" means no password
   mysql-direct HOST PORT USER PASSWORD DB SQL  the same against MySQL/MariaDB (PyMySQL)
+  pooled-keep PORT DB SQL                      like pooled, but the connection stays open in a
+                                               module global for the next invocation of the
+                                               same instance (reuse); also prints conn_uses
   pbkdf2 ITERATIONS                            time SCRAM's key derivation alone
 
 Modes for the dbpool component tests (all borrow from the dbpool service on
@@ -23,6 +26,21 @@ written into the SQL, so one statement works on PostgreSQL and MariaDB):
                                                exception: the guest traps mid-transaction
   txn-sleep PORT DB TABLE ID SECONDS           begin, insert one row, then sleep (prints
                                                ``inserted=ID`` on stderr first)
+
+Modes for the instance-reuse tests (a module-global counter and a token
+drawn on the first invocation of an instance; each prints ``count=``,
+``token=``, ``argv=`` and ``env=`` (``$REUSE_TAG``) as this invocation's
+``wasi:cli/environment`` returns them, and ``sys_argv=`` and
+``os_environ=``, which componentize-py fills once per instance; ``count=``
+also goes to stderr):
+
+  counter                                      just that
+  crash                                        then raise an uncaught exception (trap)
+  exit CODE                                    then sys.exit(CODE)
+  err                                          then return an error from run (no exit call)
+  sleep SECONDS                                then sleep (outlives a short timeout)
+  hold PORT                                    then connect to 127.0.0.1:PORT and read
+                                               until EOF (a rendezvous the test controls)
 
 Output: ``columns=<json>``, ``rows=<json>`` (values the JSON encoder cannot
 write are printed with ``str``), ``connect_ms``, ``query_ms``, ``total_ms``
@@ -51,13 +69,29 @@ import fabric_dbpool
 import fabric_pgwire
 import pymysql
 import pymysql.cursors
+from componentize_py_types import Err
 from wit_world import exports
+from wit_world.imports import environment
 
 LAST_AUTH: list = [None]  # how the last pg-direct connection authenticated
+# What a reused instance keeps between invocations (see the reuse modes).
+STATE: dict = {"count": 0, "token": None, "conn": None, "conn_uses": 0}
+
+
+OUTPUT: list[str] = []  # this invocation's stdout lines, written at once
 
 
 def out(key: str, value: object) -> None:
-    sys.stdout.write(f"{key}={value}\n")
+    # Collected: flush_out() writes them in one go at the end of run (fail()
+    # before it exits); sys.stdout is line-buffered here, and every line
+    # would otherwise cost the host calls of a write and a flush.
+    OUTPUT.append(f"{key}={value}\n")
+
+
+def flush_out() -> None:
+    if OUTPUT:
+        sys.stdout.write("".join(OUTPUT))
+        OUTPUT.clear()
     sys.stdout.flush()
 
 
@@ -72,12 +106,29 @@ def now_ms() -> float:
 def pooled(args: list[str]) -> tuple[list, list, float, float]:
     port, db, sql = int(args[0]), args[1], args[2]
     start = now_ms()
-    conn = fabric_dbpool.connect(port=port, timeout=30)
+    conn = fabric_dbpool.connect(port=port)
     connected = now_ms()
     try:
         res = conn.execute(db, sql)
     finally:
         conn.close()
+    return res.columns, [list(r) for r in res.rows], connected - start, now_ms() - connected
+
+
+def pooled_keep(args: list[str]) -> tuple[list, list, float, float]:
+    port, db, sql = int(args[0]), args[1], args[2]
+    start = now_ms()
+    conn = STATE["conn"]
+    if conn is None:
+        conn = STATE["conn"] = fabric_dbpool.connect(port=port)
+    connected = now_ms()
+    try:
+        res = conn.execute(db, sql)
+    except BaseException:
+        STATE["conn"] = None
+        conn.close()
+        raise
+    STATE["conn_uses"] += 1
     return res.columns, [list(r) for r in res.rows], connected - start, now_ms() - connected
 
 
@@ -122,12 +173,13 @@ def pbkdf2(args: list[str]) -> None:
     out("pbkdf2_ms", f"{now_ms() - start:.2f}")
 
 
-MODES = {"pooled": (pooled, 3), "pg-direct": (pg_direct, 6), "mysql-direct": (mysql_direct, 6)}
+MODES = {"pooled": (pooled, 3), "pooled-keep": (pooled_keep, 3), "pg-direct": (pg_direct, 6), "mysql-direct": (mysql_direct, 6)}
 
 
 def fail(code: object, message: object) -> None:
     out("error", code)
     out("message", str(message).replace("\n", " "))
+    flush_out()
     sys.exit(1)
 
 
@@ -148,6 +200,8 @@ def round_trips(mode: str, args: list[str]) -> None:
     out("total_ms", f"{sorted(totals)[len(totals) // 2]:.2f}")
     if repeat > 1:
         out("all_ms", ",".join(f"{t:.2f}" for t in totals))
+    if mode == "pooled-keep":
+        out("conn_uses", STATE["conn_uses"])
     if mode == "pg-direct":
         out("auth", LAST_AUTH[0])
         out("pbkdf2", fabric_pgwire.PBKDF2_IMPLEMENTATION)
@@ -224,6 +278,68 @@ TEST_MODES = {
 }
 
 
+# --------------------------------------------------- modes for the instance-reuse tests
+
+
+def reuse_facts() -> None:
+    STATE["count"] += 1
+    if STATE["token"] is None:  # drawn at run time: the build-time snapshot is shared
+        STATE["token"] = os.urandom(8).hex()
+    out("count", STATE["count"])
+    sys.stderr.write(f"count={STATE['count']}\n")
+    sys.stderr.flush()
+    out("token", STATE["token"])
+    out("argv", as_json(environment.get_arguments()))
+    out("env", dict(environment.get_environment()).get("REUSE_TAG", ""))
+    out("sys_argv", as_json(sys.argv))
+    out("os_environ", os.environ.get("REUSE_TAG", ""))
+
+
+def counter_mode(args: list[str]) -> None:
+    reuse_facts()
+
+
+def crash_mode(args: list[str]) -> None:
+    reuse_facts()
+    raise GuestCrash("crashing on purpose")
+
+
+def exit_mode(args: list[str]) -> None:
+    reuse_facts()
+    flush_out()
+    sys.exit(int(args[0]))
+
+
+def err_mode(args: list[str]) -> None:
+    reuse_facts()
+    flush_out()
+    raise Err(None)
+
+
+def sleep_mode(args: list[str]) -> None:
+    reuse_facts()
+    time.sleep(float(args[0]))
+    out("slept", args[0])
+
+
+def hold_mode(args: list[str]) -> None:
+    reuse_facts()
+    with socket.create_connection(("127.0.0.1", int(args[0]))) as sock:
+        while sock.recv(4096):
+            pass
+    out("released", 1)
+
+
+REUSE_MODES = {
+    "counter": (counter_mode, 0),
+    "crash": (crash_mode, 0),
+    "exit": (exit_mode, 1),
+    "err": (err_mode, 0),
+    "sleep": (sleep_mode, 1),
+    "hold": (hold_mode, 1),
+}
+
+
 def test_case_mode(mode: str, args: list[str]) -> None:
     handler, nargs = TEST_MODES[mode]
     if len(args) != nargs:
@@ -237,7 +353,9 @@ def test_case_mode(mode: str, args: list[str]) -> None:
 
 class Run(exports.Run):
     def run(self) -> None:
-        argv = sys.argv[1:]
+        # Not sys.argv: componentize-py fills it on an instance's first run
+        # only, and a reused instance serves several invocations.
+        argv = environment.get_arguments()[1:]
         mode = argv[0] if argv else ""
         try:
             if mode == "pbkdf2":
@@ -246,6 +364,11 @@ class Run(exports.Run):
                 round_trips(mode, argv[1:])
             elif mode in TEST_MODES:
                 test_case_mode(mode, argv[1:])
+            elif mode in REUSE_MODES:
+                handler, nargs = REUSE_MODES[mode]
+                if len(argv) - 1 != nargs:
+                    fail("usage", f"{mode} takes {nargs} arguments, got {len(argv) - 1}")
+                handler(argv[1:])
             else:
                 fail("usage", f"unknown mode {mode!r}")
         except fabric_pgwire.PgError as exc:
@@ -261,4 +384,4 @@ class Run(exports.Run):
         except OSError as exc:
             name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
             fail(name, exc)
-        sys.stdout.flush()
+        flush_out()

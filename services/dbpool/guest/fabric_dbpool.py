@@ -571,9 +571,12 @@ def _open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
-def connect(port: int, host: str = "127.0.0.1", timeout: float | None = 60.0) -> Connection:
-    """Connect and handshake; ``timeout`` (seconds, None = no limit) bounds the
-    connect and each later request's wait for its response."""
+def connect(port: int, host: str = "127.0.0.1", timeout: float | None = None) -> Connection:
+    """Connect and handshake; ``timeout`` (seconds) bounds the connect and each
+    later request's wait for its response.  The default, None, sets no socket
+    timeout: the component's own deadline bounds the invocation, and a socket
+    without a timeout waits on it alone (one host call per read, not a poll
+    over the socket and a clock)."""
     try:
         sock = _open_socket(host, port, timeout)
     except TimeoutError:

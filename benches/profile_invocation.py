@@ -1,0 +1,207 @@
+"""Where one pooled ``SELECT 1`` invocation spends fabric's time.
+
+Starts a workload with the dbpool service (PostgreSQL, default trust auth at
+127.0.0.1:5432, database ``test``) and three components: the hand-written
+WAT round trip (``wat``), the componentize-py dbbench guest in a fresh
+instance per invocation (``py``) and the same guest reusing warm instances
+and its dbpool connection (``py-reuse``).  For each path it runs warm-up
+invocations, then ``--n`` invocations one after another under cProfile, and
+prints per invocation: wall time, Python function calls, host calls by WIT
+function, and the top functions by own time and by cumulative time.
+
+    python -m benches.profile_invocation                 # all three paths
+    python -m benches.profile_invocation --path wat -n 500 --top 30
+    python -m benches.profile_invocation --reply-before-release --reset after-transactions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from fabric.build import build_wat_guest
+from fabric.demo import dbbench_guest
+from fabric.engine import linker as engine_linker
+from fabric.workload import manifest_from_dict
+from fabric.workload.runtime import Fabric, WorkloadRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
+PORT = 7000
+PATHS = ("wat", "py", "py-reuse")
+
+
+def _manifest(args: argparse.Namespace) -> dict[str, Any]:
+    db = {
+        "kind": "postgres",
+        "host": args.host,
+        "port": args.port,
+        "user": args.user,
+        "database": args.database,
+        "min_size": 2,
+        "max_size": 4,
+        "reset": args.reset,
+    }
+    py = str(dbbench_guest())
+    wat = str(build_wat_guest(WAT_SELECT1))
+    return {
+        "workloads": [
+            {
+                "name": "profile",
+                "services": [
+                    {
+                        "name": "dbpool",
+                        "native": "services.dbpool.service:DbPoolService",
+                        "ports": [PORT],
+                        "config": {
+                            "port": PORT,
+                            "databases": {"pg": db},
+                            "limits": {"reply_before_release": args.reply_before_release},
+                        },
+                    }
+                ],
+                "components": [
+                    {"name": "wat", "wasm": wat},
+                    {"name": "py", "wasm": py},
+                    {
+                        "name": "py-reuse",
+                        "wasm": py,
+                        "reuse": {"max_invocations": 1_000_000, "pool_size": 2, "idle": "1h"},
+                    },
+                ],
+            }
+        ]
+    }
+
+
+def _arguments(path: str) -> list[str]:
+    if path == "wat":
+        return [str(PORT), "pg"]
+    mode = "pooled-keep" if path == "py-reuse" else "pooled"
+    return [mode, str(PORT), "pg", "SELECT 1"]
+
+
+class HostCallCounter:
+    """Counts host calls by WIT function while installed (wraps every host function)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._saved: list[tuple[Any, Callable[..., Any]]] = []
+
+    def install(self) -> None:
+        for hf in engine_linker._FUNCS:
+            if hf is None:
+                continue
+            impl = hf.impl
+            self._saved.append((hf, impl))
+            hf.impl = self._wrap(hf.qualname, impl)
+
+    def _wrap(self, name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+        counts = self.counts
+
+        def counted(*args: Any) -> Any:
+            counts[name] += 1
+            return impl(*args)
+
+        return counted
+
+    def remove(self) -> None:
+        for hf, impl in self._saved:
+            hf.impl = impl
+        self._saved.clear()
+
+
+async def _invoke(wl: WorkloadRuntime, path: str, args: list[str]) -> None:
+    result = await wl.invoke(path, None, args)
+    if result["exit_code"] != 0:
+        raise RuntimeError(f"{path} failed: {result['stdout']}{result['stderr']}")
+
+
+def _short(name: str) -> str:
+    return name.split("/", 1)[-1].split("@", 1)[0] + "#" + name.rsplit("#", 1)[-1]
+
+
+async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top: int) -> None:
+    args = _arguments(path)
+    for _ in range(warmup):
+        await _invoke(wl, path, args)
+    counter = HostCallCounter()
+    counter.install()
+    try:
+        for _ in range(n):  # host calls, outside the profiler
+            await _invoke(wl, path, args)
+    finally:
+        counter.remove()
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.enable()
+    for _ in range(n):
+        await _invoke(wl, path, args)
+    prof.disable()
+    wall = (time.perf_counter() - start) / n
+    stats = pstats.Stats(prof)
+    calls = sum(c[1] for c in stats.stats.values())  # type: ignore[attr-defined]
+    host = sum(counter.counts.values())
+    print(f"\n=== {path}: {n} invocations of {' '.join(args)}")
+    print(f"wall per invocation under the profiler: {wall * 1000:.3f} ms")
+    print(f"Python function calls per invocation: {calls / n:.0f}")
+    print(f"host calls per invocation: {host / n:.1f}")
+    for name, count in counter.counts.most_common():
+        print(f"  {count / n:6.1f}  {_short(name)}")
+    for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key).print_stats(top)
+        body = out.getvalue()
+        print(f"--- top {top} by {title}")
+        print(body[body.index("   ncalls") :].rstrip())
+
+
+async def main(args: argparse.Namespace) -> None:
+    manifest = manifest_from_dict(_manifest(args), path="<profile>", base_dir=str(ROOT))
+    fabric = Fabric(manifest, emit=lambda line: None)
+    await fabric.start()
+    try:
+        wl = fabric.workloads["profile"]
+        for path in args.path or PATHS:
+            await profile_path(wl, path, args.n, args.warmup, args.top)
+    finally:
+        await fabric.stop()
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benches.profile_invocation", description=__doc__)
+    p.add_argument("--path", action="append", choices=PATHS, help="repeatable; default: all")
+    p.add_argument("-n", type=int, default=200, help="profiled invocations per path")
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--reset",
+        choices=("always", "after-transactions"),
+        default="always",
+        help="the pool's session reset policy (docs/pools.md)",
+    )
+    p.add_argument(
+        "--reply-before-release",
+        action="store_true",
+        help="dbpool writes the response while the lease is reset (docs/dbpool-protocol.md)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5432)
+    p.add_argument("--user", default="postgres")
+    p.add_argument("--database", default="test")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main(parse()))
