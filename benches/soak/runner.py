@@ -1,0 +1,185 @@
+"""``python -m benches.soak [--quick] [--out DIR] [--fault NAME ...] [--strict]``.
+
+Runs the faults one at a time, each against a fresh fabric under load, and
+writes ``soak.json`` and ``soak.md`` into ``--out``. The exit status is 0
+whatever the faults did, unless ``--strict`` is given (then 1 when a fault did
+not hold); 2 for a harness failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benches.env import machine_info
+from benches.soak import (
+    backend_kill,
+    client_drop,
+    crash_loop,
+    db_restart,
+    huge_result,
+    ingress_flood,
+    sigterm,
+    stalled_reader,
+)
+from benches.soak.common import FaultContext, Progress
+from benches.soak.model import PROFILES, FaultResult, SoakProfile, SoakReport
+from benches.soak.report import render_markdown, write_reports
+from benches.soak.stack import Stack
+
+__all__ = ["FAULTS", "arun", "main", "run"]
+
+FaultRun = Callable[[FaultContext], Awaitable[FaultResult]]
+
+#: every fault, in the order they run (the ones that grow memory last)
+FAULTS: dict[str, tuple[str, FaultRun]] = {
+    m.NAME: (m.TITLE, m.run)
+    for m in (
+        client_drop,
+        backend_kill,
+        db_restart,
+        crash_loop,
+        ingress_flood,
+        sigterm,
+        stalled_reader,
+        huge_result,
+    )
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _machine(servers: dict[str, str]) -> dict[str, str]:
+    info = machine_info(servers)
+    machine = {
+        "cpu": info.cpu_model,
+        "cpus": str(info.cpus),
+        "memory": f"{info.memory_mb / 1024:.1f} GiB",
+        "os": info.os,
+        "kernel": info.kernel,
+        "python": info.python,
+        "host": info.hostname,
+    }
+    machine.update({f"server {k}": v for k, v in servers.items()})
+    return machine
+
+
+async def arun(
+    profile: SoakProfile | str = "quick",
+    out_dir: Path | str | None = None,
+    faults: Sequence[str] | None = None,
+    *,
+    use_mysql: bool = True,
+    progress: Progress | None = None,
+) -> SoakReport:
+    """Run the chosen faults (all when None) and write the reports to ``out_dir``."""
+    chosen = PROFILES[profile] if isinstance(profile, str) else profile
+    names = list(faults) if faults else list(FAULTS)
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise ValueError(f"unknown faults {unknown} (have: {', '.join(FAULTS)})")
+    say = progress or (lambda _msg: None)
+    started, t0 = _now(), time.monotonic()
+    stack = Stack(use_mysql=use_mysql)
+    results: list[FaultResult] = []
+    try:
+        await stack.start()
+        ctx = FaultContext(stack, chosen, say)
+        for name in names:
+            title, fault = FAULTS[name]
+            say(f"fault {name}: {title}")
+            try:
+                result = await fault(ctx)
+            except Exception as exc:
+                say(traceback.format_exc())
+                result = FaultResult(
+                    name=name,
+                    title=title,
+                    outcome="error",
+                    problems=[f"harness error: {type(exc).__name__}: {exc}"],
+                )
+            say(f"  {name}: {result.outcome}" + "".join(f"; {p}" for p in result.problems))
+            results.append(result)
+        servers = stack.servers
+    finally:
+        notes = list(stack.notes)
+        await stack.aclose()
+    report = SoakReport(
+        started_at=started,
+        finished_at=_now(),
+        duration_seconds=round(time.monotonic() - t0, 1),
+        profile=chosen,
+        machine=_machine(servers),
+        faults=results,
+        notes=notes,
+    )
+    if out_dir is not None:
+        await asyncio.to_thread(write_reports, report, Path(out_dir))
+    return report
+
+
+def run(
+    profile: SoakProfile | str = "quick",
+    out_dir: Path | str | None = None,
+    faults: Sequence[str] | None = None,
+    *,
+    use_mysql: bool = True,
+    progress: Progress | None = None,
+) -> SoakReport:
+    """:func:`arun` on a fresh uvloop loop."""
+    import uvloop
+
+    return uvloop.run(arun(profile, out_dir, faults, use_mysql=use_mysql, progress=progress))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.soak",
+        description="Run the reliability suite: faults injected into a loaded fabric.",
+    )
+    parser.add_argument("--quick", action="store_true", help="the short profile (CI)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for soak.json and soak.md (default: soak-results/<UTC time>)",
+    )
+    parser.add_argument(
+        "--fault", action="append", choices=list(FAULTS), help="run only this fault (repeatable)"
+    )
+    parser.add_argument("--no-mysql", action="store_true", help="load PostgreSQL only")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when any fault does not hold"
+    )
+    args = parser.parse_args(argv)
+    out = args.out or Path("soak-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        report = run(
+            "quick" if args.quick else "full",
+            out,
+            args.fault,
+            use_mysql=not args.no_mysql,
+            progress=say,
+        )
+    except Exception:
+        traceback.print_exc()
+        return 2
+    print(render_markdown(report))
+    print(f"wrote {out}/soak.json and {out}/soak.md", file=sys.stderr)
+    if any(f.outcome == "error" for f in report.faults):
+        return 2
+    if args.strict and any(f.outcome != "held" for f in report.faults):
+        return 1
+    return 0
