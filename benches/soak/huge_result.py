@@ -33,7 +33,9 @@ async def _inject(target: Target) -> Injection:
     before = rss_mb() or 0.0
     sampler = RssSampler().start()
     t0 = time.monotonic()
-    sql = f"SELECT repeat('x', {profile.huge_row_bytes}) FROM generate_series(1, {profile.huge_rows})"
+    sql = (
+        f"SELECT repeat('x', {profile.huge_row_bytes}) FROM generate_series(1, {profile.huge_rows})"
+    )
     try:
         async with asyncio.timeout(300):
             reply = await client.query("pg", sql)

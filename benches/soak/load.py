@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from benches.soak.stack import COMPONENT, DBPOOL_PORT
+from benches.soak.stack import DBPOOL_PORT
 
 __all__ = ["Invoker", "Load", "RssSampler", "rss_mb"]
 
@@ -27,6 +27,8 @@ __all__ = ["Invoker", "Load", "RssSampler", "rss_mb"]
 Invoker = Callable[[list[str]], Awaitable[Any]]
 
 INVOCATION_TIMEOUT = 30.0
+#: a worker whose invocation failed waits this long before the next one
+FAILURE_PAUSE = 0.05
 
 
 def rss_mb(pid: int | None = None) -> float | None:
@@ -111,8 +113,7 @@ class Load:
     def start(self) -> None:
         self._running = True
         self._tasks = [
-            asyncio.create_task(self._worker(n), name=f"soak-load-{n}")
-            for n in range(self.workers)
+            asyncio.create_task(self._worker(n), name=f"soak-load-{n}") for n in range(self.workers)
         ]
 
     async def stop(self) -> None:
@@ -157,6 +158,7 @@ class Load:
         self.records.append((started, time.monotonic(), False))
         if self.first_error is None:
             self.first_error = error
+        await asyncio.sleep(FAILURE_PAUSE)
         return False
 
     def recovery_after(self, moment: float) -> float | None:

@@ -12,7 +12,7 @@ import msgspec
 from services.dbpool.messages import Begin, Error, Query, Request, Response
 from services.dbpool.protocol import ClientConnection
 
-__all__ = ["RawClient", "HelloStatus"]
+__all__ = ["HelloStatus", "RawClient", "error_code"]
 
 #: ``ok`` / ``unsupported_version`` / ``too_many_clients`` / ``server_closing`` as sent by
 #: the server; ``closed``: the connection ended without a server hello; ``error``: the
@@ -59,7 +59,8 @@ class RawClient:
 
     async def receive(self) -> Response:
         (length,) = struct.unpack(">I", await self.reader.readexactly(4))
-        return _response.decode(await self.reader.readexactly(length))
+        response: Response = _response.decode(await self.reader.readexactly(length))
+        return response
 
     async def call(self, request: Request) -> Response:
         self.send(request)

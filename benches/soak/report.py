@@ -20,6 +20,10 @@ def _num(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}{unit}" if value >= 100 else f"{value:.2f}{unit}".replace(".00", "")
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -28,7 +32,7 @@ def _row(f: FaultResult) -> str:
     leases = "-" if f.leases_leaked is None else str(f.leases_leaked)
     if f.transactions_open:
         leases += f" (+{f.transactions_open} txn)"
-    rss = f"{_num(f.rss_before_mb)} / {_num(f.rss_peak_mb)} / {_num(f.rss_final_mb)}"
+    rss = " / ".join(_mib(v) for v in (f.rss_before_mb, f.rss_peak_mb, f.rss_final_mb))
     cells = [
         f"`{f.name}`",
         f"**{f.outcome}**",
@@ -80,9 +84,7 @@ def render_markdown(report: SoakReport) -> str:
                 f"{r.unacknowledged_present} unacknowledged present, {r.phantom} phantom"
             )
         if f.details:
-            lines.append(
-                "- " + ", ".join(f"{k} = {_cell(str(v))}" for k, v in f.details.items())
-            )
+            lines.append("- " + ", ".join(f"{k} = {_cell(str(v))}" for k, v in f.details.items()))
         lines.append("")
     return "\n".join(lines)
 

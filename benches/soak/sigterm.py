@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,10 +82,17 @@ async def _server_sessions(stack: Stack) -> int:
     return sessions
 
 
-async def _wait_ready(proc: subprocess.Popen[bytes], control: str) -> None:
+async def _collect(stream: asyncio.StreamReader, into: bytearray) -> None:
+    """Keep the child's output (the last 64 KiB of it)."""
+    while chunk := await stream.read(65536):
+        into += chunk
+        del into[:-65536]
+
+
+async def _wait_ready(proc: asyncio.subprocess.Process, control: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise RuntimeError(f"fabric run exited with {proc.returncode} before it was ready")
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
@@ -97,11 +103,12 @@ async def _wait_ready(proc: subprocess.Popen[bytes], control: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
-    deadline = time.monotonic() + seconds
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return proc.poll()
+async def _wait_exit(proc: asyncio.subprocess.Process, seconds: float) -> int | None:
+    try:
+        async with asyncio.timeout(seconds):
+            return await proc.wait()
+    except TimeoutError:
+        return None
 
 
 async def run(ctx: FaultContext) -> FaultResult:
@@ -112,9 +119,7 @@ async def run(ctx: FaultContext) -> FaultResult:
         manifest = Path(tmp) / "soak.toml"
         manifest.write_text(to_toml(stack.manifest(grace=f"{GRACE_SECONDS:g}s")))
         control = str(Path(tmp) / "control.sock")
-        log = open(Path(tmp) / "fabric.log", "wb")  # noqa: SIM115 (closed below)
         argv = [
-            sys.executable,
             "-c",
             "from fabric.cli import main; raise SystemExit(main())",
             "run",
@@ -123,7 +128,18 @@ async def run(ctx: FaultContext) -> FaultResult:
             control,
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=log, env=env)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = bytearray()
+        assert proc.stdout is not None
+        collector = asyncio.create_task(_collect(proc.stdout, output))
         try:
             await _wait_ready(proc, control)
             sampler = RssSampler(proc.pid).start()
@@ -142,11 +158,11 @@ async def run(ctx: FaultContext) -> FaultResult:
             await load.stop()
             rss_peak = sampler.stop()
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
-                proc.wait()
-            log.close()
-        log_tail = (Path(tmp) / "fabric.log").read_text(errors="replace")[-2000:]
+                await proc.wait()
+            await collector
+    log_text = output.decode(errors="replace")
     in_flight = [r for r in load.records if r[0] < t_signal < r[1]]
     drained = sum(1 for r in in_flight if r[2])
     after_signal = [r for r in load.records if r[0] >= t_signal]
@@ -165,7 +181,7 @@ async def run(ctx: FaultContext) -> FaultResult:
             f"{len(in_flight) - drained} of {len(in_flight)} invocations in flight at SIGTERM "
             "were not drained"
         )
-    if "Traceback" in log_tail:
+    if "Traceback" in log_text:
         problems.append("fabric run printed a traceback while stopping")
     return FaultResult(
         name=NAME,

@@ -72,7 +72,12 @@ async def _prepare_mysql(admin: MysqlAdmin) -> MysqlTarget:
     try:
         async with conn.cursor() as cur:
             account = (SOAK_USER, "127.0.0.1")
-            await cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (*account, target.password))
+            await cur.execute(
+                "SELECT COUNT(*) FROM mysql.user WHERE User = %s AND Host = %s", account
+            )
+            (exists,) = await cur.fetchone()
+            if not exists:
+                await cur.execute("CREATE USER %s@%s IDENTIFIED BY %s", (*account, target.password))
             await cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (*account, target.password))
             await cur.execute(f"GRANT ALL PRIVILEGES ON `{admin.database}`.* TO %s@%s", account)
     finally:
@@ -338,4 +343,3 @@ def count_rows(
     unacked = sum(1 for row_id in seen if row_id in issued and row_id not in acknowledged)
     phantom = sum(1 for row_id in seen if row_id in must_not_exist)
     return lost, duplicated, unacked, phantom
-
