@@ -1,10 +1,13 @@
 """Flood ingress with idle clients: ``flood_clients`` clients connect to the dbpool
 port published through the workload's ingress rule, complete the hello and then
-say nothing, held open for ``flood_hold`` seconds while the load runs.
+say nothing; for ``flood_hold`` seconds more, while the load runs, the flood
+keeps trying to add clients (as a hostile client would), so whatever room
+frees up is contested. Then every flood client goes away.
 
 Held when the workload's own invocations keep reaching dbpool through the
-flood (none fails while it is held) and every client beyond what the fabric
-can take gets a refusal instead of a silent close.
+flood (some are acknowledged and none fails while it is held) and every
+client beyond what the fabric can take gets a refusal instead of a silent
+close.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ NAME = "ingress-flood"
 TITLE = "idle clients flood the ingress port"
 
 _CONNECT_TIMEOUT = 10.0
+#: connection attempts kept going at once while the flood is held
+_PERSISTENT = 4
 
 
 async def _connect(port: int) -> tuple[RawClient | None, str]:
@@ -49,7 +54,18 @@ async def _inject(target: Target) -> Injection:
                     clients.append(client)
         failed_before = load.failed
         acked_before = load.acknowledged_count
-        await asyncio.sleep(profile.flood_hold)
+        deadline = time.monotonic() + profile.flood_hold
+
+        async def keep_flooding() -> None:
+            while time.monotonic() < deadline:
+                client, status = await _connect(target.ingress_port or 0)
+                statuses[status] += 1
+                if client is not None:
+                    clients.append(client)
+                else:
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(keep_flooding() for _ in range(_PERSISTENT)))
         failed_during = load.failed - failed_before
         acked_during = load.acknowledged_count - acked_before
         # One more client when the flood is at its height: what does it get?
@@ -61,7 +77,7 @@ async def _inject(target: Target) -> Injection:
             client.abort()
     lifted = time.monotonic()
     details: dict[str, int | float | str | bool | None] = {
-        "clients": profile.flood_clients,
+        "attempts": sum(statuses.values()),
         "accepted": statuses["ok"],
         "refused_too_many_clients": statuses["too_many_clients"],
         "closed_silently": statuses["closed"] + statuses["no answer"],
@@ -71,10 +87,11 @@ async def _inject(target: Target) -> Injection:
         "invocations_acked_during_flood": acked_during,
     }
     problems: list[str] = []
-    if failed_during:
+    if failed_during or not acked_during:
         problems.append(
-            f"{failed_during} invocations failed while {statuses['ok']} idle clients were "
-            "connected (the workload could not reach its own dbpool)"
+            f"while {statuses['ok']} idle clients were connected, {failed_during} invocations "
+            f"failed and {acked_during} were acknowledged (the workload could not reach its "
+            "own dbpool)"
         )
     silent = statuses["closed"] + statuses["no answer"] + details_int(details, "connect_errors")
     if last_status != "ok" and last_status != "too_many_clients":
