@@ -8,6 +8,7 @@ it between a warm-up and a tail of load, then measures what
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,12 +147,57 @@ async def _probe_recovery(load: Load, since: float, seconds: float) -> None:
         await asyncio.sleep(0.1)
 
 
+class LogCounter(logging.Handler):
+    """Counts what the host logs at WARNING and above while a fault runs (instead of
+    printing it), and keeps the first few distinct messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.warnings = 0
+        self.tracebacks = 0
+        self.first: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warnings += 1
+        if record.exc_info:
+            self.tracebacks += 1
+        message = record.getMessage().splitlines()[0][:120] if record.msg else ""
+        if len(self.first) < 2 and message not in self.first:
+            self.first.append(message)
+
+    def __enter__(self) -> LogCounter:
+        root = logging.getLogger()
+        self._saved = root.handlers[:]
+        root.handlers = [self]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger().handlers = self._saved
+
+    def details(self) -> Details:
+        return {
+            "host_log_warnings": self.warnings,
+            "host_log_tracebacks": self.tracebacks,
+            "host_log_first": " | ".join(self.first) or None,
+        }
+
+
 def _alive(workload: WorkloadRuntime) -> bool:
     try:
         workload.status()
     except Exception:
         return False
     return True
+
+
+@dataclass
+class _Run:
+    name: str
+    title: str
+    table: str
+    sampler: RssSampler
+    logged: LogCounter
+    started: float
 
 
 async def under_load(
@@ -163,10 +209,23 @@ async def under_load(
     extra_services: Sequence[dict[str, Any]] = (),
     limits: dict[str, Any] | None = None,
 ) -> FaultResult:
-    profile, stack = ctx.profile, ctx.stack
-    t_start = time.monotonic()
-    table = await stack.new_table(name)
+    started = time.monotonic()
+    table = await ctx.stack.new_table(name)
     sampler = RssSampler().start()
+    with LogCounter() as logged:
+        run = _Run(name, title, table, sampler, logged, started)
+        return await _measure(ctx, run, inject, extra_services, limits)
+
+
+async def _measure(
+    ctx: FaultContext,
+    run: _Run,
+    inject: Inject,
+    extra_services: Sequence[dict[str, Any]],
+    limits: dict[str, Any] | None,
+) -> FaultResult:
+    profile, stack = ctx.profile, ctx.stack
+    name, table, sampler = run.name, run.table, run.sampler
     rss_before: float | None = None
     async with stack.fabric(extra_services=extra_services, limits=limits) as (workload, port):
 
@@ -197,7 +256,7 @@ async def under_load(
     problems = judge(rows, leases, txns, alive, recovery) + injection.problems
     return FaultResult(
         name=name,
-        title=title,
+        title=run.title,
         outcome="failed" if problems else "held",
         problems=problems,
         invocations=load.invocations,
@@ -214,8 +273,8 @@ async def under_load(
         rss_final_mb=_round(rss_final),
         recovery_seconds=None if recovery is None else round(recovery, 3),
         host_alive=alive,
-        duration_seconds=round(time.monotonic() - t_start, 2),
-        details=injection.details,
+        duration_seconds=round(time.monotonic() - run.started, 2),
+        details={**injection.details, **run.logged.details()},
     )
 
 
