@@ -56,6 +56,9 @@ class Injection:
     must_not_exist: dict[str, set[int]] = field(default_factory=dict)
     #: when the fault was lifted, if later than the end of the injection coroutine
     lifted_at: float | None = None
+    #: MiB the process may grow by over its level before the injection, at its peak
+    #: during the fault and once it settled; None: not judged
+    memory_bound_mb: float | None = None
 
 
 Inject = Callable[[Target], Awaitable[Injection]]
@@ -254,6 +257,7 @@ async def _measure(
     rows = await check_rows(stack, table, load, injection.must_not_exist)
     recovery = load.recovery_after(lifted)
     problems = judge(rows, leases, txns, alive, recovery) + injection.problems
+    problems += _judge_memory(injection.memory_bound_mb, rss_before, rss_peak, rss_final)
     return FaultResult(
         name=name,
         title=run.title,
@@ -276,6 +280,24 @@ async def _measure(
         duration_seconds=round(time.monotonic() - run.started, 2),
         details={**injection.details, **run.logged.details()},
     )
+
+
+def _judge_memory(
+    bound: float | None, before: float | None, peak: float, final: float | None
+) -> list[str]:
+    if bound is None or before is None:
+        return []
+    problems: list[str] = []
+    if peak - before > bound:
+        problems.append(
+            f"peak RSS {peak:,.0f} MiB, {peak - before:,.0f} MiB over its level before the "
+            f"fault (bound {bound:,.0f} MiB): memory is not bounded"
+        )
+    if final is not None and final - before > bound:
+        problems.append(
+            f"{final - before:,.0f} MiB still held once the fault settled (RSS {final:,.0f} MiB)"
+        )
+    return problems
 
 
 def _round(value: float | None) -> float | None:
