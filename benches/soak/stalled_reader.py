@@ -71,9 +71,7 @@ async def _inject(target: Target) -> Injection:
     }
     problems: list[str] = []
     if failed:
-        problems.append(
-            f"{failed} invocations failed while one client stalled"
-        )
+        problems.append(f"{failed} invocations failed while one client stalled")
     return Injection(details=details, problems=problems, memory_bound_mb=MEMORY_BOUND_MB)
 
 
