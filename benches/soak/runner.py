@@ -44,6 +44,9 @@ __all__ = ["FAULTS", "arun", "main", "run"]
 
 FaultRun = Callable[[FaultContext], Awaitable[FaultResult]]
 
+#: exit status of a child process whose harness (not its fabric) failed
+CHILD_HARNESS_ERROR = 2
+
 #: every fault, in the order they run (the ones that grow memory last)
 FAULTS: dict[str, tuple[str, FaultRun]] = {
     m.NAME: (m.TITLE, m.run)
@@ -110,6 +113,18 @@ async def _run_child(
         if out.exists():
             child = msgspec.json.decode(out.read_bytes(), type=ChildReport)
             return child.result, child.servers, child.notes
+    if code == CHILD_HARNESS_ERROR:
+        # The child reported a failure of the suite itself (its traceback is on stderr).
+        return (
+            FaultResult(
+                name=name,
+                title=title,
+                outcome="error",
+                problems=["harness error in the child process (see its traceback)"],
+            ),
+            {},
+            [],
+        )
     say(f"  {name}: the process hosting the workloads ended with status {code}")
     died = FaultResult(
         name=name,
@@ -285,7 +300,7 @@ def _child(name: str, profile: str, out: Path, use_mysql: bool, say: Progress) -
         )
     except Exception:
         traceback.print_exc()
-        return 2
+        return CHILD_HARNESS_ERROR
     servers = {
         k.removeprefix("server "): v for k, v in report.machine.items() if k.startswith("server ")
     }
