@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 
-from benches.soak.common import FAULT_ID_BASE, FaultContext, Injection, Target, under_load
+from benches.soak.common import (
+    FAULT_ID_BASE,
+    FaultContext,
+    Injection,
+    Target,
+    under_load,
+    wait_until,
+)
 from benches.soak.model import FaultResult
 from benches.soak.rawclient import RawClient, error_code
 from benches.soak.stack import dbpool_stats
 
 NAME = "client-drop"
 TITLE = "clients vanish mid-transaction"
+
+SETTLE_SECONDS = 5.0
 
 
 def _abandoned(target: Target) -> int:
@@ -56,7 +65,8 @@ async def _inject(target: Target) -> Injection:
         jobs.append(_one(target, db, row_id))
     outcomes = await asyncio.gather(*jobs)
     written = sum(1 for o in outcomes if o == "ok")
-    await asyncio.sleep(0.5)
+    # The server learns of each reset on its own time: give it a moment to roll back.
+    await wait_until(lambda: _abandoned(target) - before >= written, SETTLE_SECONDS)
     details: dict[str, int | float | str | bool | None] = {
         "clients_dropped": count,
         "rows_written_then_dropped": written,

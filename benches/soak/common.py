@@ -73,6 +73,17 @@ def pool_figures(stats: dict[str, Any] | None) -> tuple[int | None, int | None]:
     return in_use, int(stats.get("transactions_open", 0))
 
 
+async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``condition`` every 50 ms for up to ``seconds``; whether it came true."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
 async def settle(workload: WorkloadRuntime, seconds: float) -> tuple[int | None, int | None]:
     """Wait up to ``seconds`` for every lease to return; the figures at the end."""
     deadline = time.monotonic() + seconds
@@ -253,7 +264,8 @@ async def _measure(
         leases, txns = await settle(workload, profile.settle)
         alive = _alive(workload)
         rss_final = rss_mb()
-    rss_peak = sampler.stop()
+    # The samples are 20 ms apart: the readings taken in between count too.
+    rss_peak = max(sampler.stop(), rss_before or 0.0, rss_final or 0.0)
     rows = await check_rows(stack, table, load, injection.must_not_exist)
     recovery = load.recovery_after(lifted)
     problems = judge(rows, leases, txns, alive, recovery) + injection.problems

@@ -156,7 +156,7 @@ async def run(ctx: FaultContext) -> FaultResult:
             code = await _wait_exit(proc, GRACE_SECONDS + 30)
             exit_seconds = time.monotonic() - t_signal
             await load.stop()
-            rss_peak = sampler.stop()
+            rss_peak = max(sampler.stop(), rss_before or 0.0)
         finally:
             if proc.returncode is None:
                 proc.kill()

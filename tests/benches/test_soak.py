@@ -58,8 +58,8 @@ def test_no_acknowledged_row_lost(soak: tuple[SoakReport, Path]) -> None:
         assert fault.host_alive, fault.name
         assert fault.lost == 0 and fault.duplicated == 0, (fault.name, fault.rows)
         for rows in fault.rows:
-            assert rows.present == rows.acknowledged + rows.unacknowledged_present
             assert rows.phantom == 0, (fault.name, rows)
+            assert rows.present == rows.acknowledged + rows.unacknowledged_present
         assert fault.leases_leaked == 0 and fault.transactions_open == 0, fault.name
         assert fault.recovery_seconds is not None, fault.name
 
