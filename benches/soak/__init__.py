@@ -1,6 +1,6 @@
 """The reliability suite: faults injected one at a time into a loaded fabric.
 
-Run ``python -m benches.soak --quick`` (CI, about a minute and a half) or
+Run ``python -m benches.soak --quick`` (CI, under a minute here) or
 ``python -m benches.soak`` (the full profile); see ``docs/reliability.md``.
 Each fault is a module of its own (``db_restart``, ``backend_kill``,
 ``client_drop``, ``ingress_flood``, ``huge_result``, ``stalled_reader``,

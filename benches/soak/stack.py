@@ -41,7 +41,7 @@ SOAK_USER = "fabric_soak"
 SOAK_MYSQL_PASSWORD = "fabric-soak-password"
 
 
-class MysqlTarget:
+class SoakMysql:
     def __init__(self, admin: MysqlAdmin) -> None:
         self.admin = admin
         self.host = admin.host
@@ -64,10 +64,10 @@ class MysqlTarget:
         )
 
 
-async def _prepare_mysql(admin: MysqlAdmin) -> MysqlTarget:
+async def _prepare_mysql(admin: MysqlAdmin) -> SoakMysql:
     if not re.fullmatch(r"\w+", admin.database):
         raise ValueError(f"unsupported database name {admin.database!r}")
-    target = MysqlTarget(admin)
+    target = SoakMysql(admin)
     conn = await target.connect(admin=True)
     try:
         async with conn.cursor() as cur:
@@ -92,7 +92,7 @@ class Stack:
         self.env = BenchEnv()
         self.use_mysql = use_mysql
         self.pg: PgTarget | None = None
-        self.mysql: MysqlTarget | None = None
+        self.mysql: SoakMysql | None = None
         self.notes: list[str] = []
         self.runtime: Runtime | None = None
         self.wasm: Path | None = None
