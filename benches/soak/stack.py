@@ -42,6 +42,8 @@ SOAK_MYSQL_PASSWORD = "fabric-soak-password"
 
 
 class SoakMysql:
+    """The suite's own MariaDB login (``fabric_soak``) on the machine's server."""
+
     def __init__(self, admin: MysqlAdmin) -> None:
         self.admin = admin
         self.host = admin.host
