@@ -46,6 +46,7 @@ def test_demo_against_the_local_postgres(tmp_path: Path) -> None:
     # Each path runs its count one at a time (latency), then again concurrently (throughput).
     assert paths["pooled, fresh instance"]["invocations"] == 2 * 20
     assert paths["connect per invocation"]["invocations"] == 2 * 5
+    assert paths["pooled, reused instance"]["invocations"] == 2 * 20
     assert all(path["errors"] == 0 for path in paths.values())
     assert all(path["throughput"] > 0 and path["concurrency"] == 2 for path in paths.values())
     assert result["speedup_p50"] > 0
@@ -56,6 +57,7 @@ def test_demo_starts_a_throwaway_scram_postgres_by_default(tmp_path: Path) -> No
     assert "started a throwaway server" in p.stdout
     assert result["auth"] == "password (scram-sha-256)"
     assert all(path["errors"] == 0 for path in result["paths"])
+    assert "pooled, fresh instance:" in p.stdout and "pooled, reused instance:" in p.stdout
     assert "faster than connecting per invocation" in p.stdout
 
 
