@@ -9,9 +9,10 @@
    (through an egress rule) as a serverless function would, each invocation
    a fresh instance; borrowing a pooled connection over the virtual loopback
    from a fresh instance; and from a reused (warm) instance that keeps its
-   dbpool connection open between invocations (``reuse`` in the manifest). Latency is measured one invocation at a time (concurrency 1),
-   throughput with ``--concurrency`` in flight, separately: on a machine with
-   few cores, queueing at high concurrency would hide the per-invocation cost.
+   dbpool connection open between invocations (``reuse`` in the manifest).
+   Latency is measured one invocation at a time (concurrency 1), throughput
+   with ``--concurrency`` in flight, separately: on a machine with few cores,
+   queueing at high concurrency would hide the per-invocation cost.
 4. Print the paths side by side and write ``results.json`` and ``results.png``.
 """
 
