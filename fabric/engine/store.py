@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _capi as c
+from .callbacks import STORES, HostFunc, continuation_template
 from .errors import (
     DeadlineExceeded,
     EngineError,
@@ -32,7 +33,7 @@ from .errors import (
     InstanceDead,
     TrapError,
 )
-from .linker import STORES, HostFunc, Linker, continuation_template
+from .linker import Linker
 from .values import Err, HostResource, Signature
 
 if TYPE_CHECKING:

@@ -1,13 +1,15 @@
 """The WASI 0.2 host: one module per interface family.
 
-``define_wasi(linker)`` registers every interface once, under the newest
+``define_wasi(linker)`` defines every interface in a linker, under the newest
 0.2.x version fabric knows; wasmtime's linker matches imports of any other
 0.2.x version to it (semver), so components built against 0.2.0 and 0.2.9
-link alike.
+link alike. The interfaces (and their host functions) are built once per
+process and shared by every linker (``wasi_interfaces``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from fabric.engine import HostInterface, Linker
@@ -33,10 +35,15 @@ def _families() -> list[InterfaceFactory]:
     ]
 
 
+@functools.cache
+def wasi_interfaces(version: str = WASI_VERSION) -> tuple[HostInterface, ...]:
+    """Every WASI interface, built once per process and shared by every linker."""
+    return tuple(iface for family in _families() for iface in family(version))
+
+
 def define_wasi(linker: Linker, version: str = WASI_VERSION) -> None:
-    for family in _families():
-        for iface in family(version):
-            linker.define(iface)
+    for iface in wasi_interfaces(version):
+        linker.define(iface)
 
 
-__all__ = ["WASI_VERSION", "Preopen", "WasiConfig", "WasiCtx", "define_wasi"]
+__all__ = ["WASI_VERSION", "Preopen", "WasiConfig", "WasiCtx", "define_wasi", "wasi_interfaces"]

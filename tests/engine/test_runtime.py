@@ -156,3 +156,16 @@ def test_engine_config_validated_before_wasmtime_sees_it() -> None:
 
     with pytest.raises(ConfigError):
         Engine(EngineConfig(max_wasm_stack=4 << 20, async_stack_size=2 << 20))
+
+
+async def test_new_linkers_share_the_wasi_host_functions(runtime: Runtime) -> None:
+    # Host functions are never freed (wasmtime may call them while any linker
+    # lives), so a workload runtime creating linkers must not register more.
+    from fabric.engine.callbacks import host_function_count
+
+    before = host_function_count()
+    linkers = [runtime.new_linker() for _ in range(5)]
+    assert host_function_count() == before
+    # ...and a guest runs through any of them.
+    comp = runtime.load(wat_guest("tiny"), linker=linkers[-1])
+    assert await runtime.run_command(comp, WasiCtx(WasiConfig()), linker=linkers[-1]) == 0

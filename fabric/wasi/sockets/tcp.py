@@ -50,7 +50,8 @@ __all__ = ["MAX_CHUNK", "TCP_METHODS", "TcpIn", "TcpOut", "TcpSocketResource", "
 
 #: The most one ``read`` returns and one ``check-write`` permits: wasmtime's
 #: ``MAX_READ_SIZE_ALLOC``. It also keeps each ``list<u8>`` crossing the
-#: component boundary in the size range the C API moves fastest (ENGINE-FACTS §8).
+#: component boundary in the size range the C API moves fastest (bytes cross as one
+#: 32-byte value each; see docs/architecture.md).
 MAX_CHUNK = 64 * 1024
 
 

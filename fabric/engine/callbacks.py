@@ -1,0 +1,218 @@
+"""The C callbacks every host function and resource runs through, and
+what they share with the store: parking an async host call and resuming it.
+
+Every host function is registered once per process (:class:`HostFunc`) with
+one of two module-level ctypes callbacks (sync or async) and told apart by
+an integer ``env`` id, so no closure has to outlive anything: wasmtime may
+call a callback at any time while a linker or instance that names it lives,
+and a Python closure collected before then would be a use-after-free.  The
+callbacks run on the guest's fiber stack: they copy the arguments out, call
+the Python implementation (a plain function; for async functions they create
+the coroutine and :meth:`~HostCallStore.park` it on the store), and return.
+The coroutine itself runs on the main stack, in the task that drives the
+store (``store.py``), and :func:`_continuation` asks the store whether it has
+finished.
+
+Host functions receive the store's ``data`` object first, then the lifted
+arguments.  To return the error case of a WIT ``result`` they raise
+:class:`~fabric.engine.values.Err`.  Any other exception traps the guest and
+is re-raised, unchanged, by the call that was running.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from . import _capi as c
+from .values import Err, HostResource, Signature
+
+__all__ = [
+    "STORES",
+    "host_function_count",
+    "HostCallStore",
+    "HostFunc",
+    "HostImpl",
+    "continuation_template",
+    "new_resource_tag",
+]
+
+
+class HostCallStore(Protocol):
+    """What the callbacks need of a store (``fabric.engine.store.Store``)."""
+
+    data: Any
+    cb_ctx: Any
+    deadline: float | None
+    continuation: ctypes.Array[ctypes.c_char]
+
+    def ctx(self) -> Any: ...
+    def lookup(self, rep: int) -> Any: ...
+    def take(self, rep: int) -> Any: ...
+    def insert(self, obj: HostResource) -> int: ...
+    def table_pop(self, rep: int) -> HostResource | None: ...
+    def park(
+        self, coro: Coroutine[Any, Any, Any], sig: Signature, results: Any, hf: HostFunc
+    ) -> None: ...
+    def resume(self) -> bool: ...
+    def record_host_failure(self, exc: BaseException, where: str) -> None: ...
+
+
+HostImpl = Callable[..., Any]
+
+#: env id -> host function (index 0 unused: ctypes reads a NULL void* as None)
+_HOST_FUNCS: list[HostFunc | None] = [None]
+#: store id -> live store
+STORES: dict[int, HostCallStore] = {}
+_tags = itertools.count(1)
+
+
+class HostFunc:
+    __slots__ = ("env", "impl", "interface", "is_async", "name", "sig")
+
+    def __init__(self, interface: str, name: str, impl: HostImpl, is_async: bool) -> None:
+        self.interface = interface
+        self.name = name
+        self.impl = impl
+        self.is_async = is_async
+        self.sig: Signature | None = None
+        self.env = len(_HOST_FUNCS)
+        _HOST_FUNCS.append(self)
+
+    def signature(self, fty: Any) -> Signature:
+        sig = self.sig
+        if sig is None:
+            sig = self.sig = Signature.from_func_type(fty)
+        return sig
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.interface}#{self.name}"
+
+
+def host_function_count() -> int:
+    """How many host functions this process has registered (they are never freed)."""
+    return len(_HOST_FUNCS) - 1
+
+
+def new_resource_tag() -> int:
+    """A fresh tag for a host resource type (one per Python resource class)."""
+    return next(_tags)
+
+
+# --- the callbacks ------------------------------------------------------------
+def _sync_trampoline(
+    env: int, ctx: Any, fty: Any, args: Any, nargs: int, results: Any, nresults: int
+) -> int:
+    store: HostCallStore | None = None
+    hf = _HOST_FUNCS[env]
+    try:
+        assert hf is not None
+        store = STORES[c.context_get_data(ctx)]
+        sig = hf.sig or hf.signature(fty)
+        store.cb_ctx = ctx
+        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(sig.params)]
+        try:
+            value = hf.impl(store.data, *pyargs)
+        except Err as e:
+            value = e
+        if sig.result is not None:
+            sig.result.lower(value, results[0], store)
+        return 0
+    except BaseException as e:
+        return _fail(store, hf, e)
+    finally:
+        if store is not None:
+            store.cb_ctx = None
+
+
+def _async_trampoline(
+    env: int,
+    ctx: Any,
+    fty: Any,
+    args: Any,
+    nargs: int,
+    results: Any,
+    nresults: int,
+    err_ret: Any,
+    cont_ret: Any,
+) -> None:
+    # The continuation must be set before anything can fail: wasmtime calls it
+    # (and its finalizer) even when the host call reports an error, and an
+    # unset one is a jump through garbage. One copy of a prebuilt template
+    # (callback, env = store id, finalizer).
+    sid = _get_data(ctx)
+    store = STORES.get(sid)
+    if store is None:
+        _memmove(cont_ret, _ORPHAN_CONTINUATION, _CONT_SIZE)
+        err_ret[0] = ctypes.cast(
+            _fail(None, _HOST_FUNCS[env], LookupError("unknown store")), c.ERROR_P
+        )
+        return
+    _memmove(cont_ret, store.continuation, _CONT_SIZE)
+    hf = _HOST_FUNCS[env]
+    try:
+        assert hf is not None
+        sig = hf.sig or hf.signature(fty)
+        store.cb_ctx = ctx
+        params = sig.params
+        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(params)] if params else ()
+        store.park(hf.impl(store.data, *pyargs), sig, results, hf)
+    except BaseException as e:
+        err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
+    finally:
+        store.cb_ctx = None
+
+
+def _continuation(env: int) -> bool:
+    store = STORES.get(env)
+    if store is None:
+        return True
+    return store.resume()
+
+
+def _noop_finalizer(env: int) -> None:
+    return None
+
+
+def _destructor(env: int, ctx: Any, rep: int) -> int:
+    store: HostCallStore | None = None
+    try:
+        store = STORES[c.context_get_data(ctx)]
+        obj = store.table_pop(rep)
+        if obj is not None:
+            obj.drop()
+        return 0
+    except BaseException as e:
+        return _fail(store, None, e)
+
+
+def _fail(store: HostCallStore | None, hf: HostFunc | None, exc: BaseException) -> int:
+    """Record why the guest is being stopped and hand wasmtime an error."""
+    where = hf.qualname if hf is not None else "resource destructor"
+    if store is not None:
+        store.record_host_failure(exc, where)
+    text = f"host function {where} failed: {type(exc).__name__}: {exc}"
+    return int(c.error_new_addr(text.encode("utf-8", "replace")) or 0)
+
+
+def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
+    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use."""
+    cont: Any = c.CONTINUATION()
+    cont.callback = _CONTINUATION
+    cont.env = store_id
+    cont.finalizer = _NOOP_FINALIZER
+    return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
+
+
+_get_data = c.context_get_data
+_memmove = ctypes.memmove
+_CONT_SIZE = ctypes.sizeof(c.CONTINUATION)
+_SYNC = c.FuncCallback(_sync_trampoline)
+_ASYNC = c.AsyncFuncCallback(_async_trampoline)
+_CONTINUATION = c.ContinuationCallback(_continuation)
+_NOOP_FINALIZER = c.Finalizer(_noop_finalizer)
+_DESTRUCTOR = c.ResourceDestructor(_destructor)
+_ORPHAN_CONTINUATION = continuation_template(0)
