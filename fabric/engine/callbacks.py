@@ -31,11 +31,11 @@ from .values import Err, HostResource, Signature
 
 __all__ = [
     "STORES",
-    "host_function_count",
     "HostCallStore",
     "HostFunc",
     "HostImpl",
     "continuation_template",
+    "host_function_count",
     "new_resource_tag",
 ]
 
