@@ -175,11 +175,6 @@ class Engine:
             raise ComponentLoadError(f"{p}: not a file")
         return self._cached(self._digest(p, st), str(p), p.read_bytes)
 
-    def load_bytes(self, data: bytes, name: str = "<bytes>") -> Component:
-        """Load a component from memory (same cache as :meth:`load`)."""
-        digest = hashlib.sha256(data + self.config.fingerprint().encode()).hexdigest()
-        return self._cached(digest, name, lambda: data)
-
     def _cached(self, digest: str, name: str, read: Callable[[], bytes]) -> Component:
         """The component for ``digest``: from memory, the disk cache, or compiled."""
         hit = self._components.get(digest)

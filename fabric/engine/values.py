@@ -540,6 +540,3 @@ class Signature:
             [compile_type(p) for _, p in params],
             None if result is None else compile_type(result),
         )
-
-    def lift_args(self, args: Any, scope: ResourceScope) -> list[Any]:
-        return [codec.lift(args[i], scope) for i, codec in enumerate(self.params)]

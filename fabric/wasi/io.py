@@ -367,13 +367,13 @@ class SinkOutput(OutputStream):
 
 # --- registration ----------------------------------------------------------------
 def interfaces(version: str) -> list[HostInterface]:
-    err = HostInterface(f"wasi:io/error@{version}")
-    err.resource("error", IoError)
-    err.func("[method]error.to-debug-string", lambda cx, e: e.to_debug_string())
+    error_iface = HostInterface(f"wasi:io/error@{version}")
+    error_iface.resource("error", IoError)
+    error_iface.func("[method]error.to-debug-string", lambda cx, e: e.to_debug_string())
 
-    pl = HostInterface(f"wasi:io/poll@{version}")
-    pl.resource("pollable", Pollable)
-    pl.func("[method]pollable.ready", lambda cx, p: p.ready())
+    poll_iface = HostInterface(f"wasi:io/poll@{version}")
+    poll_iface.resource("pollable", Pollable)
+    poll_iface.func("[method]pollable.ready", lambda cx, p: p.ready())
 
     async def block(cx: Any, p: Pollable) -> None:
         await p.block()
@@ -381,23 +381,23 @@ def interfaces(version: str) -> list[HostInterface]:
     async def poll_(cx: Any, ps: list[Pollable]) -> list[int]:
         return await poll(ps)
 
-    pl.func("[method]pollable.block", block)
-    pl.func("poll", poll_)
+    poll_iface.func("[method]pollable.block", block)
+    poll_iface.func("poll", poll_)
 
-    st = HostInterface(f"wasi:io/streams@{version}")
-    st.resource("input-stream", InputStream)
-    st.resource("output-stream", OutputStream)
-    i = "[method]input-stream."
-    o = "[method]output-stream."
-    st.func(i + "read", lambda cx, s, n: s.read(n))
-    st.func(i + "skip", lambda cx, s, n: s.skip(n))
-    st.func(i + "subscribe", lambda cx, s: s.subscribe())
-    st.func(o + "check-write", lambda cx, s: s.check_write())
-    st.func(o + "write", lambda cx, s, data: s.write(data))
-    st.func(o + "flush", lambda cx, s: s.flush())
-    st.func(o + "write-zeroes", lambda cx, s, n: s.write_zeroes(n))
-    st.func(o + "splice", lambda cx, s, src, n: s.splice(src, n))
-    st.func(o + "subscribe", lambda cx, s: s.subscribe())
+    streams = HostInterface(f"wasi:io/streams@{version}")
+    streams.resource("input-stream", InputStream)
+    streams.resource("output-stream", OutputStream)
+    inp = "[method]input-stream."
+    out = "[method]output-stream."
+    streams.func(inp + "read", lambda cx, s, n: s.read(n))
+    streams.func(inp + "skip", lambda cx, s, n: s.skip(n))
+    streams.func(inp + "subscribe", lambda cx, s: s.subscribe())
+    streams.func(out + "check-write", lambda cx, s: s.check_write())
+    streams.func(out + "write", lambda cx, s, data: s.write(data))
+    streams.func(out + "flush", lambda cx, s: s.flush())
+    streams.func(out + "write-zeroes", lambda cx, s, n: s.write_zeroes(n))
+    streams.func(out + "splice", lambda cx, s, src, n: s.splice(src, n))
+    streams.func(out + "subscribe", lambda cx, s: s.subscribe())
 
     async def blocking_read(cx: Any, s: InputStream, n: int) -> bytes:
         return await s.blocking_read(n)
@@ -405,22 +405,22 @@ def interfaces(version: str) -> list[HostInterface]:
     async def blocking_skip(cx: Any, s: InputStream, n: int) -> int:
         return await s.blocking_skip(n)
 
-    async def bwf(cx: Any, s: OutputStream, data: bytes) -> None:
+    async def blocking_write_and_flush(cx: Any, s: OutputStream, data: bytes) -> None:
         await s.blocking_write_and_flush(data)
 
-    async def bflush(cx: Any, s: OutputStream) -> None:
+    async def blocking_flush(cx: Any, s: OutputStream) -> None:
         await s.blocking_flush()
 
-    async def bwz(cx: Any, s: OutputStream, n: int) -> None:
+    async def blocking_write_zeroes_and_flush(cx: Any, s: OutputStream, n: int) -> None:
         await s.blocking_write_zeroes_and_flush(n)
 
-    async def bsplice(cx: Any, s: OutputStream, src: InputStream, n: int) -> int:
+    async def blocking_splice(cx: Any, s: OutputStream, src: InputStream, n: int) -> int:
         return await s.blocking_splice(src, n)
 
-    st.func(i + "blocking-read", blocking_read)
-    st.func(i + "blocking-skip", blocking_skip)
-    st.func(o + "blocking-write-and-flush", bwf)
-    st.func(o + "blocking-flush", bflush)
-    st.func(o + "blocking-write-zeroes-and-flush", bwz)
-    st.func(o + "blocking-splice", bsplice)
-    return [err, pl, st]
+    streams.func(inp + "blocking-read", blocking_read)
+    streams.func(inp + "blocking-skip", blocking_skip)
+    streams.func(out + "blocking-write-and-flush", blocking_write_and_flush)
+    streams.func(out + "blocking-flush", blocking_flush)
+    streams.func(out + "blocking-write-zeroes-and-flush", blocking_write_zeroes_and_flush)
+    streams.func(out + "blocking-splice", blocking_splice)
+    return [error_iface, poll_iface, streams]
