@@ -17,6 +17,8 @@ import msgspec
 
 from pools import DatabaseConfig, Pool, create_pool
 
+from .client import DbPoolError
+from .local import LocalSession
 from .messages import Limits, ServerStats
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
@@ -75,7 +77,9 @@ class DbPoolService:
     ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
     the workload's virtual network and publishes the server statistics to
     ``fabric status``. Components of the workload built from Python source
-    get its guest SDK on their module path (``guest_paths``).
+    get its guest SDK on their module path (``guest_paths``); components that
+    import ``fabric:dbpool/sql`` reach it in-process through the handle it
+    publishes (``open_session``, docs/sql-import.md).
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
@@ -136,6 +140,12 @@ class DbPoolService:
         pools, self.pools = self.pools, {}
         await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
 
+    def open_session(self) -> LocalSession:
+        """An in-process session with the running server (no socket; see `LocalSession`)."""
+        if self.server is None or self._listener is None:
+            raise DbPoolError("disconnected", None, "the dbpool service is not running")
+        return LocalSession(self.server)
+
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
@@ -146,6 +156,9 @@ class DbPoolService:
         self._start_server = ctx.network.start_server
         await self.start()
         ctx.publish_stats(self.statistics)
+        publish = getattr(ctx, "publish_handle", None)
+        if publish is not None:  # in-process sessions for the typed sql import
+            publish(self)
         try:
             await asyncio.Event().wait()
         finally:
