@@ -20,13 +20,17 @@ from typing import Any
 
 import pytest
 
+from fabric.build import build_wat_guest
 from fabric.engine import DeadlineExceeded, GuestTrap
 from fabric.guests import dbbench_sql
 from fabric.runtime import Runtime
 from fabric.workload.sqlimport import SQL_INTERFACE
+from tests.guestlib import ROOT
 from tests.reference.guests import dbbench_guest
 
 from .test_components import DBS, PORT, Run, Stack, eventually, stack, table_ids
+
+WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
 
 KINDS = pytest.mark.parametrize("kind", ["postgres", "mysql"])
 
@@ -43,8 +47,10 @@ def socket_wasm() -> Path:
 
 @pytest.fixture
 async def st(runtime: Runtime, sql_wasm: Path, socket_wasm: Path) -> AsyncIterator[Stack]:
-    """``bench`` and ``short`` use the import; ``sock`` is the build without it."""
-    async with stack(runtime, sql_wasm, extra={"sock": socket_wasm}) as s:
+    """``bench`` and ``short`` use the import; ``sock`` is the build without it;
+    ``wat`` is the hand-written WAT component importing the interface."""
+    wat = build_wat_guest(WAT_SQL_SELECT1)
+    async with stack(runtime, sql_wasm, extra={"sock": socket_wasm, "wat": wat}) as s:
         yield s
 
 
@@ -245,3 +251,20 @@ async def test_only_importing_components_get_the_interface(st: Stack, runtime: R
     stats = await st.settled()
     assert stats.clients_total == 1
     assert stats.requests == {"query": 2}
+
+
+@KINDS
+async def test_a_wat_component_uses_the_import(st: Stack, kind: str) -> None:
+    ok = (await st.run(PORT, DBS[kind], component="wat")).check()
+    assert ok.stdout == ""
+    # An unknown database: the query returns err, so does the component.
+    bad = await st.run(PORT, "nosuchdb", component="wat")
+    assert bad.exit_code == 1
+    # No service on the port: open returns err.
+    closed = await st.run(PORT + 1, DBS[kind], component="wat")
+    assert closed.exit_code == 1
+    stats = await st.settled()
+    assert stats.requests == {"query": 2}
+    assert stats.errors == {"unknown_database": 1}
+    assert stats.clients_total == 0
+    assert st.db(kind).leases_served == 1
