@@ -26,7 +26,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import msgspec
 
@@ -231,8 +231,10 @@ class SqlConnection(HostResource):
 def find_backend(handles: Iterable[Any], port: int) -> SqlBackend | None:
     """The published dbpool service listening on ``port``, if any."""
     for handle in handles:
-        if isinstance(handle, SqlBackend) and handle.port == port:
-            return handle
+        # Duck-typed: an isinstance check against the runtime-checkable protocol
+        # costs tens of microseconds, on every open.
+        if getattr(handle, "open_session", None) is not None and handle.port == port:
+            return cast("SqlBackend", handle)
     return None
 
 

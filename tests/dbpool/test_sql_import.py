@@ -268,3 +268,17 @@ async def test_a_wat_component_uses_the_import(st: Stack, kind: str) -> None:
     assert stats.errors == {"unknown_database": 1}
     assert stats.clients_total == 0
     assert st.db(kind).leases_served == 1
+
+
+@KINDS
+async def test_a_deadline_during_a_statement_discards_the_connection(st: Stack, kind: str) -> None:
+    sleep = "SELECT pg_sleep(600)" if kind == "postgres" else "SELECT SLEEP(600)"
+    before = st.db(kind)
+    with pytest.raises(DeadlineExceeded):
+        await st.run("query", PORT, DBS[kind], sleep, "[]", component="short")
+    stats = await st.settled()
+    after = st.db(kind)
+    assert after.in_use == 0
+    # Interrupted mid-statement, its state unknown: closed rather than reused.
+    assert after.connections_closed == before.connections_closed + 1
+    assert stats.transactions_abandoned == 0
