@@ -26,7 +26,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast
 
 import msgspec
 
@@ -57,7 +57,6 @@ _S64_MIN = -(2**63)
 _S64_MAX = 2**63 - 1
 
 
-@runtime_checkable
 class SqlBackend(Protocol):
     """What serves the import: the dbpool service (``DbPoolService``)."""
 
