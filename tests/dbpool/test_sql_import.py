@@ -28,7 +28,7 @@ from fabric.workload.sqlimport import SQL_INTERFACE
 from tests.guestlib import ROOT
 from tests.reference.guests import dbbench_guest
 
-from .test_components import DBS, PORT, Run, Stack, eventually, stack, table_ids
+from .test_components import DBS, PORT, Run, Stack, eventually, outside, stack, table_ids
 
 WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
 
@@ -282,3 +282,49 @@ async def test_a_deadline_during_a_statement_discards_the_connection(st: Stack, 
     # Interrupted mid-statement, its state unknown: closed rather than reused.
     assert after.connections_closed == before.connections_closed + 1
     assert stats.transactions_abandoned == 0
+
+
+@KINDS
+async def test_the_sdk_api_is_the_same_through_the_import(st: Stack, kind: str) -> None:
+    facts = {}
+    for component in ("bench", "sock"):
+        run = (
+            await st.run("sdk", PORT, DBS[kind], st.table, ph(kind, 1), component=component)
+        ).check()
+        facts[component] = run.facts
+        await outside_delete(kind, st.table)
+    imported, sock = facts["bench"], facts["sock"]
+    assert imported.pop("transport") == "import"
+    assert sock.pop("transport") == "socket"
+    assert (
+        imported
+        == sock
+        == {
+            "in_transaction": DBS[kind],
+            "inserted": "2",
+            "rolled_back": "yes",
+            "in_transaction_after": "None",
+            "count": "2",
+            "ping": "ok",
+            "stats_transactions_open": "0",
+            "closed": "True",
+        }
+    )
+    stats = await st.settled()
+    # per run: begin, execute_many, commit, begin, query, rollback, query, stats;
+    # a ping is a round trip only on the socket
+    assert stats.requests == {
+        "begin": 4,
+        "execute_many": 2,
+        "commit": 2,
+        "query": 4,
+        "rollback": 2,
+        "stats": 2,
+        "ping": 1,
+    }
+    assert stats.clients_total == 1
+    assert stats.transactions_abandoned == 0
+
+
+async def outside_delete(kind: str, table: str) -> None:
+    await outside(kind, f"DELETE FROM {table}")

@@ -23,6 +23,11 @@ written into the SQL, so one statement works on PostgreSQL and MariaDB):
                                                exception: the guest traps mid-transaction
   txn-sleep PORT DB TABLE ID SECONDS           begin, insert one row, then sleep (prints
                                                ``inserted=ID`` on stderr first)
+  sdk PORT DB TABLE PH                         the rest of the SDK's API: executemany in a
+                                               transaction block, a block rolled back by an
+                                               exception, ping, stats; PH is the placeholder
+                                               ("$1" or "%s"); prints inserted, rolled_back,
+                                               count, ping, stats_transactions_open
   typed PORT DB SQL TYPED_PARAMS_JSON          run SQL with typed parameters, a JSON array of
                                                [type, value] pairs (see ``TYPED``); prints
                                                ``values=`` as a JSON list of "type:repr"
@@ -260,12 +265,37 @@ def typed_mode(args: list[str]) -> None:
     out("values", as_json(values))
 
 
+def sdk_mode(args: list[str]) -> None:
+    port, db, table, ph = int(args[0]), args[1], args[2], args[3]
+    ph2 = "$2" if ph == "$1" else ph
+    with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        out("transport", transport(conn))
+        with conn.transaction(db):
+            inserted = conn.executemany(
+                db, f"INSERT INTO {table} (id, name) VALUES ({ph}, {ph2})", [(1, "a"), (2, "b")]
+            )
+            out("in_transaction", conn.in_transaction)
+        out("inserted", inserted)
+        try:
+            with conn.transaction(db):
+                conn.execute(db, insert_sql(table, 3))
+                raise GuestCrash("roll this back")
+        except GuestCrash:
+            out("rolled_back", "yes")
+        out("in_transaction_after", conn.in_transaction)
+        out("count", conn.execute(db, f"SELECT count(*) FROM {table}").scalar())
+        out("ping", "ok" if conn.ping() >= 0 else "negative")
+        out("stats_transactions_open", conn.stats()["transactions_open"])
+    out("closed", conn.closed)
+
+
 TEST_MODES = {
     "query": (query_mode, 4),
     "txn": (txn_mode, 6),
     "txn-trap": (txn_trap_mode, 4),
     "txn-sleep": (txn_sleep_mode, 5),
     "typed": (typed_mode, 4),
+    "sdk": (sdk_mode, 4),
 }
 
 
