@@ -265,6 +265,19 @@ def sql_interface(
             raise Err(error_to_wit(exc)) from None
         return rows_to_wit(res.columns, res.rows, res.rowcount)
 
+    async def execute(
+        cx: Any, conn: SqlConnection, db: str, sql: str, params: list[WitValue]
+    ) -> int:
+        try:
+            args = params_from_wit(params)
+        except ValueError as exc:
+            raise _invalid(exc) from None
+        try:
+            res = await conn.session.query(db, sql, args)
+        except DbPoolError as exc:
+            raise Err(error_to_wit(exc)) from None
+        return res.rowcount
+
     async def execute_many(
         cx: Any, conn: SqlConnection, db: str, sql: str, params_seq: list[list[WitValue]]
     ) -> int:
@@ -303,6 +316,7 @@ def sql_interface(
 
     iface.func("[static]connection.open", open_, is_async=False)
     iface.func("[method]connection.query", query, is_async=True)
+    iface.func("[method]connection.execute", execute, is_async=True)
     iface.func("[method]connection.execute-many", execute_many, is_async=True)
     iface.func("[method]connection.begin", begin, is_async=True)
     iface.func("[method]connection.commit", commit, is_async=True)

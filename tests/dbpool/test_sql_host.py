@@ -7,13 +7,16 @@ import datetime
 import decimal
 import enum
 import ipaddress
+import json
 import math
 import uuid
 from typing import Any
 
 import pytest
 
+from fabric.engine import Err
 from fabric.workload.sqlimport import (
+    SqlConnection,
     error_to_wit,
     find_backend,
     from_wit,
@@ -135,6 +138,7 @@ def test_the_interface_defines_every_member_of_the_wit() -> None:
     assert set(iface.funcs) == {
         "[static]connection.open",
         "[method]connection.query",
+        "[method]connection.execute",
         "[method]connection.execute-many",
         "[method]connection.begin",
         "[method]connection.commit",
@@ -238,4 +242,42 @@ async def test_server_close_rolls_back_local_transactions(env: Env) -> None:
     await env.service.server.close()
     assert session.closed
     assert env.in_use() == 0
+    assert env.service.statistics().transactions_abandoned == 1
+
+
+async def test_the_host_functions_against_a_service(env: Env) -> None:
+    """The interface's functions called as the engine calls them (store data first)."""
+    funcs = {
+        name.split(".")[-1]: f.impl
+        for name, f in sql_interface(lambda port: find_backend([env.service], port)).funcs.items()
+    }
+    with pytest.raises(Err) as nobody:
+        funcs["open"](None, env.port + 1)
+    assert nobody.value.value["code"] == "disconnected"
+    conn = funcs["open"](None, env.port)
+    assert isinstance(conn, SqlConnection)
+    p1 = env.ph(1)
+    insert = f"INSERT INTO {env.table} (id, name) VALUES ({p1}, 'x')"
+    assert await funcs["execute"](None, conn, "main", insert, [("int64", 1)]) == 1
+    assert await funcs["execute-many"](None, conn, "main", insert, [[("int64", 2)]]) == 1
+    await funcs["begin"](None, conn, "main")
+    assert await funcs["execute"](None, conn, "main", insert, [("int64", 3)]) == 1
+    await funcs["rollback"](None, conn)
+    rows = await funcs["query"](None, conn, "main", f"SELECT id FROM {env.table} ORDER BY id", [])
+    assert rows == {"columns": ["id"], "rows": [[("int64", 1)], [("int64", 2)]], "rowcount": 2}
+    with pytest.raises(Err) as bad:
+        await funcs["query"](None, conn, "main", "SELECT 1", [("date", "2024-13-01")])
+    assert bad.value.value["code"] == "invalid_value"
+    with pytest.raises(Err) as dup:
+        await funcs["execute"](None, conn, "main", insert, [("int64", 1)])
+    err = dup.value.value
+    assert err["code"] == "database_error"
+    assert err["sqlstate"] == ("23505" if env.kind == "postgres" else "23000")
+    assert err["db-code"] == ("23505" if env.kind == "postgres" else "1062")
+    stats = json.loads(funcs["stats"](None, conn))
+    assert stats["requests"]["query"] == 4
+    assert stats["errors"] == {"database_error": 1}
+    await funcs["begin"](None, conn, "main")
+    conn.drop()  # the guest drops its handle with the transaction open
+    await eventually(lambda: env.in_use() == 0)
     assert env.service.statistics().transactions_abandoned == 1
