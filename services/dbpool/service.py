@@ -94,6 +94,7 @@ class DbPoolService:
         self.pools: dict[str, Pool] = {}
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
+        self._bound_port: int | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._listener is not None else "stopped"
@@ -102,9 +103,13 @@ class DbPoolService:
     @property
     def port(self) -> int:
         """The bound port (resolves port 0 when the listener exposes its sockets)."""
+        if self._bound_port is not None:
+            return self._bound_port
         sockets: Any = getattr(self._listener, "sockets", None)
         if sockets:
-            return int(sockets[0].getsockname()[1])
+            # Asked on every open of the typed import: remember it while listening.
+            self._bound_port = int(sockets[0].getsockname()[1])
+            return self._bound_port
         return self.config.port
 
     async def start(self) -> None:
@@ -128,6 +133,7 @@ class DbPoolService:
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
+        self._bound_port = None
         if listener is not None:
             listener.close()
         if self.server is not None:
