@@ -54,6 +54,7 @@ class LocalSession:
         self.requests = 0
         self.closed = False
         server.local_sessions.add(self)
+        server.local_sessions_total += 1
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -46,6 +46,7 @@ class DbPoolServer:
         self.transactions_abandoned = 0
         #: in-process sessions (`local.LocalSession`), counted in the statistics
         self.local_sessions: set[LocalSession] = set()
+        self.local_sessions_total = 0
 
     def __repr__(self) -> str:
         return (
@@ -155,4 +156,6 @@ class DbPoolServer:
                 name: msgspec.convert(pool.statistics(), DatabaseStats, from_attributes=True)
                 for name, pool in self.pools.items()
             },
+            local_sessions=len(self.local_sessions),
+            local_sessions_total=self.local_sessions_total,
         )

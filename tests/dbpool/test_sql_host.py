@@ -176,10 +176,12 @@ async def test_local_session_queries_and_counts_like_a_client(env: Env) -> None:
     s = env.service.statistics()
     assert s.errors == {"database_error": 1, "unknown_database": 1}
     assert s.clients_total == 0
+    assert (s.local_sessions, s.local_sessions_total) == (1, 1)
     await session.aclose()
     with pytest.raises(DbPoolError) as closed:
         await session.query("main", "SELECT 1")
     assert closed.value.code == "disconnected"
+    assert env.service.statistics().local_sessions == 0
 
 
 async def test_closing_a_session_rolls_back_its_transaction(env: Env) -> None:

@@ -189,6 +189,7 @@ async def test_transaction_spans_calls_of_one_invocation(st: Stack, kind: str) -
     assert stats.transactions_open == 0
     assert stats.transactions_abandoned == 0
     assert stats.clients_total == 0
+    assert (stats.local_sessions, stats.local_sessions_total) == (0, 2)
     assert st.db(kind).leases_served == 2  # one pinned lease per transaction
 
 
@@ -201,6 +202,7 @@ async def test_trap_mid_transaction_rolls_back_and_returns_the_lease(st: Stack, 
     assert stats.transactions_open == 0
     assert stats.transactions_abandoned == 1
     assert stats.requests == {"begin": 1, "query": 1}
+    assert (stats.local_sessions, stats.local_sessions_total) == (0, 1)
     assert st.db(kind).in_use == 0
     assert await table_ids(kind, st.table) == []
     # The row lock went with the rollback: the same id commits at once.
