@@ -14,7 +14,11 @@ unless noted):
   from fabric's;
 * ``fabric-direct-py``: the componentize-py component connecting to the
   database itself on every invocation, through an egress rule, with the
-  same password authentication as the other direct baselines.
+  same password authentication as the other direct baselines;
+* ``fabric-sql-py`` / ``fabric-sql-wat``: the same two guests reaching the
+  dbpool service through the typed ``fabric:dbpool/sql`` import instead of a
+  socket (the dbbench source built against the world ``sql-command``; a
+  hand-written WAT component importing the interface).
 
 Each contender runs in a workload of its own process-wide fabric, started
 once per database and shared by the contenders of that database.
@@ -30,12 +34,13 @@ from benches.baselines import POOL_SIZE
 from benches.errors import ContenderSkipped
 from benches.registry import Registry
 from fabric.build import BuildError, build_wat_guest
-from fabric.guests import DBPOOL_SERVICE, dbbench
+from fabric.guests import DBPOOL_SERVICE, dbbench, dbbench_sql
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
+WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
 DBPOOL_PORT = 7000
 EGRESS_NAME = "db.internal"
 #: the reused component's pool: one warm instance per concurrent invocation
@@ -102,9 +107,17 @@ class _SharedFabric:
             )
         except BuildError as e:
             raise ContenderSkipped(f"cannot build the dbbench guest: {e}") from e
-        if WAT_SELECT1.exists():
-            wat = await asyncio.to_thread(build_wat_guest, WAT_SELECT1)
-            components.append({"name": "wat", "wasm": str(wat), "concurrency": 256, "queue": 4096})
+        try:
+            sql = await asyncio.to_thread(dbbench_sql)
+            components.append({"name": "sql", "wasm": str(sql), "concurrency": 256, "queue": 4096})
+        except BuildError:
+            pass  # fabric-sql-py reports itself skipped
+        for name, wat_path in (("wat", WAT_SELECT1), ("sqlwat", WAT_SQL_SELECT1)):
+            if wat_path.exists():
+                wat = await asyncio.to_thread(build_wat_guest, wat_path)
+                components.append(
+                    {"name": name, "wasm": str(wat), "concurrency": 256, "queue": 4096}
+                )
         raw = {
             "workloads": [
                 {
@@ -210,9 +223,29 @@ class DirectPython(_Invocation):
         return [mode, *SHARED.direct[self.kind], "SELECT 1"]
 
 
+class SqlPython(_Invocation):
+    component = "sql"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-sql-py"
+        self.description = "componentize-py component, pooled connection via the typed sql import"
+
+
+class SqlWat(PooledWat):
+    component = "sqlwat"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-sql-wat"
+        self.description = "hand-written WAT component, pooled connection via the typed sql import"
+
+
 def register(registry: Registry) -> None:
     for scenario, kind in (("pg-select1", "pg"), ("mysql-select1", "mysql")):
         registry.add_contender(scenario, lambda env, k=kind: PooledPython(env, k))
         registry.add_contender(scenario, lambda env, k=kind: PooledPythonReuse(env, k))
         registry.add_contender(scenario, lambda env, k=kind: PooledWat(env, k))
         registry.add_contender(scenario, lambda env, k=kind: DirectPython(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: SqlPython(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: SqlWat(env, k))

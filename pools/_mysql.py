@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import aiomysql
 import pymysql
 from pymysql.constants import CLIENT, SERVER_STATUS
+from pymysql.converters import escape_bytes
 
 from ._config import QueryResult
 from ._errors import ConnectionLost, DatabaseError, PoolError
@@ -39,6 +40,19 @@ class _Cursor(aiomysql.Cursor):  # type: ignore[misc]
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
+
+    def _escape_args(self, args: Any, conn: Any) -> Any:
+        # aiomysql 0.3 escapes bytes with a helper PyMySQL >= 1.1.1 no longer has
+        # ("'str' object is not callable"); escape them as _binary X'..' here.
+        if isinstance(args, tuple | list):
+            return tuple(_escape(conn, arg) for arg in args)
+        return super()._escape_args(args, conn)
+
+
+def _escape(conn: Any, value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return escape_bytes(bytes(value))
+    return conn.escape(value)
 
 
 def _client_error(exc: Exception) -> DatabaseError:

@@ -81,11 +81,14 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_shipped_wit_has_the_worlds() -> None:
     text = (WIT_DIR / "fabric.wit").read_text()
     assert "package fabric:guests;" in text
-    for world in ("command", "cron-service", "job-component", "composer"):
+    for world in ("command", "cron-service", "job-component", "composer", "sql-command"):
         assert f"world {world} {{" in text
     packages = sorted(p.name for p in (WIT_DIR / "deps").iterdir() if p.is_dir())
-    assert packages == ["cli", "clocks", "filesystem", "io", "random", "sockets"]
-    for package in packages:
+    assert packages == ["cli", "clocks", "dbpool", "filesystem", "io", "random", "sockets"]
+    dbpool = (WIT_DIR / "deps" / "dbpool" / "sql.wit").read_text()
+    assert re.findall(r"^package (\S+);", dbpool, re.MULTILINE) == ["fabric:dbpool"]
+    assert "interface sql {" in dbpool
+    for package in (p for p in packages if p != "dbpool"):
         declared = {
             match
             for wit in (WIT_DIR / "deps" / package).glob("*.wit")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-__all__ = ["DBBENCH_DIR", "DBPOOL_SERVICE", "dbbench"]
+__all__ = ["DBBENCH_DIR", "DBPOOL_SERVICE", "SQL_WORLD", "dbbench", "dbbench_sql"]
 
 DBBENCH_DIR = Path(__file__).resolve().parent / "dbbench"
 
 #: The native service whose guest SDK (``fabric_dbpool``, ``fabric_pgwire``) dbbench imports.
 DBPOOL_SERVICE = "services.dbpool.service:DbPoolService"
+
+#: The world of ``fabric/wit/fabric.wit`` that adds the typed ``fabric:dbpool/sql`` import.
+SQL_WORLD = "sql-command"
 
 
 @functools.cache
@@ -30,3 +33,14 @@ def dbbench() -> Path:
 
     paths = [*offered_guest_paths([DBPOOL_SERVICE]), stage_packages(["pymysql"])]
     return build_python_guest(DBBENCH_DIR, extra_paths=paths)
+
+
+@functools.cache
+def dbbench_sql() -> Path:
+    """The same guest built against the world ``sql-command``: its SDK reaches the
+    dbpool service through the typed ``fabric:dbpool/sql`` import, not a socket."""
+    from fabric.build import build_python_guest, stage_packages
+    from fabric.workload.native import offered_guest_paths
+
+    paths = [*offered_guest_paths([DBPOOL_SERVICE]), stage_packages(["pymysql"])]
+    return build_python_guest(DBBENCH_DIR, world=SQL_WORLD, extra_paths=paths)

@@ -28,7 +28,9 @@ is *ready* once it listens on all its declared ``ports``.
 ``ctx.network`` is the workload's virtual loopback network (the same one wasm
 guests see); ``ctx.invoke(component, export, args)`` runs a component of the
 same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
-dict) part of ``fabric status``.
+dict) part of ``fabric status``; ``ctx.publish_handle(obj)`` offers ``obj`` to
+the workload's runtime in-process while the instance runs (how the dbpool
+service serves the typed ``fabric:dbpool/sql`` import).
 
 A service class may offer a guest SDK: ``guest_paths`` (a class attribute, a
 sequence of directories of pure-Python modules) are put on the module path of
@@ -133,6 +135,7 @@ class ServiceContext:
         invoker: Invoker | None = None,
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
+        handles: dict[str, Any] | None = None,
     ) -> None:
         self.workload = workload
         self.service = service
@@ -141,6 +144,20 @@ class ServiceContext:
         self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
         self._invoker = invoker
         self._stats: Callable[[], Any] | None = None
+        self._handles = handles if handles is not None else {}
+        self.handle: Any = None
+
+    def publish_handle(self, handle: Any) -> None:
+        """Offer ``handle`` to the workload's runtime in-process (the dbpool service
+        serves the typed ``fabric:dbpool/sql`` import this way); withdrawn when
+        the instance ends."""
+        self.handle = handle
+        self._handles[self.service] = handle
+
+    def withdraw_handle(self) -> None:
+        if self.handle is not None and self._handles.get(self.service) is self.handle:
+            del self._handles[self.service]
+        self.handle = None
 
     async def invoke(
         self, component: str, export: str | None = None, args: Sequence[Any] = ()
@@ -308,6 +325,7 @@ class NativeRunner:
         invoker: Invoker | None = None,
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
+        handles: dict[str, Any] | None = None,
     ) -> None:
         self._cls = cls
         self._config = config
@@ -321,6 +339,7 @@ class NativeRunner:
             invoker=invoker,
             env=env,
             logger=self.logger,
+            handles=handles,
         )
 
     async def run(self) -> None:
@@ -328,6 +347,7 @@ class NativeRunner:
             instance = self._cls(copy.deepcopy(dict(self._config)))
             await instance.serve(self.context)
         finally:
+            self.context.withdraw_handle()
             await self._network.aclose()
 
     def is_ready(self) -> bool:

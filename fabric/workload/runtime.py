@@ -37,6 +37,7 @@ from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
 from .native import NativeRunner, load_service_class, offered_guest_paths
 from .reuse import InstancePool, PooledInstance, retire_reason
+from .sqlimport import SqlBackend, define_sql_imports, find_backend
 from .status import ComponentStatus, StatusReport, WorkloadStatus
 from .streaming import OutputFactory
 from .supervisor import Supervisor
@@ -117,6 +118,8 @@ class WorkloadRuntime:
         self.supervisor = Supervisor(name=spec.name)
         self.components: dict[str, _ComponentEntry] = {}
         self._service_components: dict[str, tuple[Component, Linker]] = {}
+        #: in-process handles published by native services (by service name)
+        self.handles: dict[str, Any] = {}
         self._loaded = False
         self.started_at = 0.0
 
@@ -162,6 +165,7 @@ class WorkloadRuntime:
                     importer, link.interface, target, self._linked_invoker(link.component)
                 )
             )
+        define_sql_imports(loaded, linkers, self.runtime.new_linker, self._sql_backend)
         problems: list[str] = []
         for name, comp in loaded.items():
             missing = (linkers.get(name) or self.runtime.linker).missing_imports(comp)
@@ -180,6 +184,9 @@ class WorkloadRuntime:
                     linkers.get(s.name, self.runtime.linker),
                 )
         self._loaded = True
+
+    def _sql_backend(self, port: int) -> SqlBackend | None:
+        return find_backend(self.handles.values(), port)
 
     def _linked_invoker(self, component: str) -> Callable[[str, Sequence[Any]], Any]:
         async def call(path: str, args: Sequence[Any]) -> Any:
@@ -209,6 +216,7 @@ class WorkloadRuntime:
                     ports=s.ports,
                     invoker=self.invoke,
                     env=s.env,
+                    handles=self.handles,
                 )
             self.supervisor.add(
                 s.name,

@@ -146,6 +146,9 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     #: error replies sent, by error code (including connection-level ones)
     errors: dict[str, int]
     databases: dict[str, DatabaseStats]
+    #: in-process sessions (the typed sql import) open now / opened since start
+    local_sessions: int = 0
+    local_sessions_total: int = 0
 
 
 class StatsReply(_Message, frozen=True, tag="stats_reply"):

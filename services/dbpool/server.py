@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -22,6 +23,9 @@ from pools import Lease, Pool
 from .messages import DatabaseStats, Error, Limits, Response, ServerStats
 from .protocol import HandshakeStatus
 from .session import Session, StreamReader, StreamWriter
+
+if TYPE_CHECKING:
+    from .local import LocalSession
 
 __all__ = ["DbPoolServer"]
 
@@ -40,6 +44,9 @@ class DbPoolServer:
         self._requests: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self.transactions_abandoned = 0
+        #: in-process sessions (`local.LocalSession`), counted in the statistics
+        self.local_sessions: set[LocalSession] = set()
+        self.local_sessions_total = 0
 
     def __repr__(self) -> str:
         return (
@@ -79,6 +86,8 @@ class DbPoolServer:
         """Refuse new clients, tell connected ones, roll back their transactions and
         wait for every lease to be back in its pool."""
         self._closing = True
+        for local in list(self.local_sessions):
+            local.close()
         for session in list(self._sessions):
             session.shutdown()
         tasks = [t for t in self._sessions.values() if t is not None]
@@ -107,6 +116,11 @@ class DbPoolServer:
         task.add_done_callback(self._releases.discard)
         return task
 
+    async def settle_releases(self) -> None:
+        """Wait until every lease being given back is in its pool."""
+        while self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+
     async def _give_back(self, pool: Pool, lease: Lease, discard: bool) -> None:
         try:
             await pool.release(lease, discard=discard)
@@ -132,8 +146,10 @@ class DbPoolServer:
             clients_connected=self._connected(),
             clients_total=self._clients_total,
             clients_rejected=self._clients_rejected,
-            requests_in_flight=sum(s.in_flight for s in self._sessions),
-            transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None),
+            requests_in_flight=sum(s.in_flight for s in self._sessions)
+            + sum(s.in_flight for s in self.local_sessions),
+            transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None)
+            + sum(1 for s in self.local_sessions if s.in_transaction),
             transactions_abandoned=self.transactions_abandoned,
             requests=dict(self._requests),
             errors=dict(self._errors),
@@ -141,4 +157,6 @@ class DbPoolServer:
                 name: msgspec.convert(pool.statistics(), DatabaseStats, from_attributes=True)
                 for name, pool in self.pools.items()
             },
+            local_sessions=len(self.local_sessions),
+            local_sessions_total=self.local_sessions_total,
         )

@@ -17,6 +17,8 @@ import msgspec
 
 from pools import DatabaseConfig, Pool, create_pool
 
+from .client import DbPoolError
+from .local import LocalSession
 from .messages import Limits, ServerStats
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
@@ -75,7 +77,9 @@ class DbPoolService:
     ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
     the workload's virtual network and publishes the server statistics to
     ``fabric status``. Components of the workload built from Python source
-    get its guest SDK on their module path (``guest_paths``).
+    get its guest SDK on their module path (``guest_paths``); components that
+    import ``fabric:dbpool/sql`` reach it in-process through the handle it
+    publishes (``open_session``, docs/sql-import.md).
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
@@ -91,6 +95,7 @@ class DbPoolService:
         self.pools: dict[str, Pool] = {}
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
+        self._bound_port: int | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._listener is not None else "stopped"
@@ -99,9 +104,13 @@ class DbPoolService:
     @property
     def port(self) -> int:
         """The bound port (resolves port 0 when the listener exposes its sockets)."""
+        if self._bound_port is not None:
+            return self._bound_port
         sockets: Any = getattr(self._listener, "sockets", None)
         if sockets:
-            return int(sockets[0].getsockname()[1])
+            # Asked on every open of the typed import: remember it while listening.
+            self._bound_port = int(sockets[0].getsockname()[1])
+            return self._bound_port
         return self.config.port
 
     async def start(self) -> None:
@@ -125,6 +134,7 @@ class DbPoolService:
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
+        self._bound_port = None
         if listener is not None:
             listener.close()
         if self.server is not None:
@@ -137,6 +147,12 @@ class DbPoolService:
         pools, self.pools = self.pools, {}
         await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
 
+    def open_session(self) -> LocalSession:
+        """An in-process session with the running server (no socket; see `LocalSession`)."""
+        if self.server is None or self._listener is None:
+            raise DbPoolError("disconnected", None, "the dbpool service is not running")
+        return LocalSession(self.server)
+
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
@@ -147,6 +163,9 @@ class DbPoolService:
         self._start_server = ctx.network.start_server
         await self.start()
         ctx.publish_stats(self.statistics)
+        publish = getattr(ctx, "publish_handle", None)
+        if publish is not None:  # in-process sessions for the typed sql import
+            publish(self)
         try:
             await asyncio.Event().wait()
         finally:

@@ -170,9 +170,12 @@ def db_settings(kind: str, app: str, max_size: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def stack(runtime: Runtime, wasm: Path, *, max_size: int = 5) -> AsyncIterator[Stack]:
+async def stack(
+    runtime: Runtime, wasm: Path, *, max_size: int = 5, extra: dict[str, Path] | None = None
+) -> AsyncIterator[Stack]:
     """A workload with the dbpool service (databases pg and my) and the dbbench
-    guest twice: ``bench`` (generous limits) and ``short`` (a 3 s timeout)."""
+    guest twice: ``bench`` (generous limits) and ``short`` (a 3 s timeout);
+    ``extra`` adds components by name (generous limits)."""
     tag = uuid.uuid4().hex[:12]
     app, table = f"fabric-ct-{tag}", f"dbpool_ct_{tag}"
     ddl = f"CREATE TABLE {table} (id int PRIMARY KEY, name varchar(100))"
@@ -197,6 +200,10 @@ async def stack(runtime: Runtime, wasm: Path, *, max_size: int = 5) -> AsyncIter
                 "components": [
                     {"name": "bench", "wasm": str(wasm), "concurrency": 64, "timeout": "60s"},
                     {"name": "short", "wasm": str(wasm), "timeout": SHORT_TIMEOUT},
+                    *(
+                        {"name": name, "wasm": str(path), "timeout": "60s"}
+                        for name, path in (extra or {}).items()
+                    ),
                 ],
             }
         ]

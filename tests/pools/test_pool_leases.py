@@ -51,6 +51,16 @@ async def test_query_with_params_returns_columns_native_rows_and_rowcount(target
         assert empty == QueryResult(columns=["a", "b"], rows=[], rowcount=0)
 
 
+async def test_bytes_parameters_round_trip(target: Target) -> None:
+    pool = target.track(create_pool(target.config()))
+    p1, p2 = target.ph(1), target.ph(2)
+    cast = "::bytea" if target.kind == "postgres" else ""
+    data = bytes(range(256)) + b"'\\"
+    async with pool.lease() as lease:
+        result = await lease.query(f"SELECT {p1}{cast} AS a, {p2}{cast} AS b", [data, b""])
+        assert result.rows == [(data, b"")]
+
+
 async def test_execute_many_and_affected_row_counts(target: Target) -> None:
     pool = target.track(create_pool(target.config()))
     table = target.table()

@@ -90,6 +90,35 @@ async def test_context_invoke_and_stats(network: VirtualNetwork) -> None:
         await lonely.invoke("adder")
 
 
+async def test_a_published_handle_lives_as_long_as_its_instance(
+    network: VirtualNetwork,
+) -> None:
+    handles: dict[str, Any] = {}
+    published = asyncio.Event()
+    release = asyncio.Event()
+
+    class Publisher:
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.config = config
+
+        async def serve(self, ctx: ServiceContext) -> None:
+            ctx.publish_handle(self)
+            published.set()
+            await release.wait()
+
+    runner = NativeRunner(
+        Publisher, config={}, workload="w", service="pub", network=network, handles=handles
+    )
+    task = asyncio.create_task(runner.run())
+    await published.wait()
+    assert isinstance(handles["pub"], Publisher)
+    assert runner.context.handle is handles["pub"]
+    release.set()
+    await task
+    assert handles == {}
+    assert runner.context.handle is None
+
+
 async def test_a_crashed_instance_releases_its_port_and_connections(
     network: VirtualNetwork,
 ) -> None:

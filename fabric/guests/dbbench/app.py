@@ -26,6 +26,18 @@ written into the SQL, so one statement works on PostgreSQL and MariaDB):
                                                exception: the guest traps mid-transaction
   txn-sleep PORT DB TABLE ID SECONDS           begin, insert one row, then sleep (prints
                                                ``inserted=ID`` on stderr first)
+  sdk PORT DB TABLE PH                         the rest of the SDK's API: executemany in a
+                                               transaction block, a block rolled back by an
+                                               exception, ping, stats; PH is the placeholder
+                                               ("$1" or "%s"); prints inserted, rolled_back,
+                                               count, ping, stats_transactions_open
+  typed PORT DB SQL TYPED_PARAMS_JSON          run SQL with typed parameters, a JSON array of
+                                               [type, value] pairs (see ``TYPED``); prints
+                                               ``values=`` as a JSON list of "type:repr"
+
+The component-test modes print ``transport=import`` when the SDK reaches the
+service through the typed ``fabric:dbpool/sql`` import (a build against the
+world ``sql-command``), ``transport=socket`` otherwise.
 
 Modes for the instance-reuse tests (a module-global counter and a token
 drawn on the first invocation of an instance; each prints ``count=``,
@@ -50,7 +62,7 @@ Set the environment variable ``DBBENCH_REPEAT=N`` to repeat the round trip
 N times in one run (``total_ms`` is then the median, ``all_ms`` lists them).
 
 DbPoolErrors of the component-test modes also print ``code=`` (the dbpool
-error code) before ``error=``.
+error code) and ``db_code=`` before ``error=``.
 
 Failures print ``error=<code>`` (SQLSTATE, dbpool code, MySQL error number or
 errno name) and ``message=...``, then exit with status 1.
@@ -58,12 +70,15 @@ errno name) and ``message=...``, then exit with status 1.
 
 # Only modules imported at build time exist at run time: import everything here.
 import encodings.idna  # noqa: F401  (getaddrinfo needs it)
+import datetime
+import decimal
 import errno
 import json
 import os
 import socket
 import sys
 import time
+import uuid
 
 import fabric_dbpool
 import fabric_pgwire
@@ -218,9 +233,14 @@ def insert_sql(table: str, row_id: int) -> str:
     return f"INSERT INTO {table} (id, name) VALUES ({row_id}, 'row-{row_id}')"
 
 
+def transport(conn: object) -> str:
+    return "import" if isinstance(conn, fabric_dbpool.SqlConnection) else "socket"
+
+
 def query_mode(args: list[str]) -> None:
     port, db, sql, params = int(args[0]), args[1], args[2], json.loads(args[3])
     with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        out("transport", transport(conn))
         res = conn.execute(db, sql, params)
     out("columns", as_json(res.columns))
     out("rows", as_json([list(r) for r in res.rows]))
@@ -270,11 +290,66 @@ def txn_sleep_mode(args: list[str]) -> None:
     out("ended", "commit")
 
 
+TYPED = {
+    "none": lambda v: None,
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bytes": bytes.fromhex,
+    "decimal": decimal.Decimal,
+    "date": datetime.date.fromisoformat,
+    "time": datetime.time.fromisoformat,
+    "datetime": datetime.datetime.fromisoformat,
+    "timedelta": lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "uuid": uuid.UUID,
+    "list": list,
+    "dict": dict,
+}
+
+
+def typed_mode(args: list[str]) -> None:
+    port, db, sql = int(args[0]), args[1], args[2]
+    params = [TYPED[kind](value) for kind, value in json.loads(args[3])]
+    with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        out("transport", transport(conn))
+        res = conn.execute(db, sql, params)
+    out("columns", as_json(res.columns))
+    values = [f"{type(v).__name__}:{v!r}" for row in res.rows for v in row]
+    out("values", as_json(values))
+
+
+def sdk_mode(args: list[str]) -> None:
+    port, db, table, ph = int(args[0]), args[1], args[2], args[3]
+    ph2 = "$2" if ph == "$1" else ph
+    with fabric_dbpool.connect(port=port, timeout=30) as conn:
+        out("transport", transport(conn))
+        with conn.transaction(db):
+            inserted = conn.executemany(
+                db, f"INSERT INTO {table} (id, name) VALUES ({ph}, {ph2})", [(1, "a"), (2, "b")]
+            )
+            out("in_transaction", conn.in_transaction)
+        out("inserted", inserted)
+        try:
+            with conn.transaction(db):
+                conn.execute(db, insert_sql(table, 3))
+                raise GuestCrash("roll this back")
+        except GuestCrash:
+            out("rolled_back", "yes")
+        out("in_transaction_after", conn.in_transaction)
+        out("count", conn.execute(db, f"SELECT count(*) FROM {table}").scalar())
+        out("ping", "ok" if conn.ping() >= 0 else "negative")
+        out("stats_transactions_open", conn.stats()["transactions_open"])
+    out("closed", conn.closed)
+
+
 TEST_MODES = {
     "query": (query_mode, 4),
     "txn": (txn_mode, 6),
     "txn-trap": (txn_trap_mode, 4),
     "txn-sleep": (txn_sleep_mode, 5),
+    "typed": (typed_mode, 4),
+    "sdk": (sdk_mode, 4),
 }
 
 
@@ -348,6 +423,7 @@ def test_case_mode(mode: str, args: list[str]) -> None:
         handler(args)
     except fabric_dbpool.DbPoolError as exc:
         out("code", exc.code)
+        out("db_code", exc.db_code)
         raise
 
 

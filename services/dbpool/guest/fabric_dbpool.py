@@ -18,12 +18,19 @@ Parameters and results map to Python values as in the protocol's type
 table: None, bool, int, float, str, bytes, list, dict natively;
 Decimal, date, time, datetime, timedelta and UUID as msgpack ext values.
 Errors raise `DbPoolError(code, sqlstate, message)`.
+
+A component built against the world ``sql-command`` imports the typed
+``fabric:dbpool/sql`` interface; `connect` then returns a `SqlConnection`,
+which reaches the service in-process through that import (no socket, no
+encoding) with the same API.  Without the import (world ``command``, or
+outside a guest) it speaks the wire protocol (docs/sql-import.md).
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import socket
 import struct
 import time
@@ -32,15 +39,26 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+try:  # present only in components built with the typed import (world sql-command)
+    from componentize_py_types import Err as _WitErr
+    from wit_world.imports import sql as _sql
+except ImportError:
+    _sql = None
+
 __all__ = [
+    "HAS_SQL_IMPORT",
     "PROTOCOL_VERSION",
     "Connection",
     "DbPoolError",
     "Result",
+    "SqlConnection",
     "connect",
     "packb",
     "unpackb",
 ]
+
+#: True when this component imports ``fabric:dbpool/sql`` and `connect` uses it.
+HAS_SQL_IMPORT = _sql is not None
 
 PROTOCOL_VERSION = 1
 MAGIC = b"FDBP"
@@ -519,11 +537,11 @@ class Connection:
 class _Transaction:
     __slots__ = ("_conn", "_db")
 
-    def __init__(self, conn: Connection, db: str) -> None:
+    def __init__(self, conn: Connection | SqlConnection, db: str) -> None:
         self._conn = conn
         self._db = db
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Connection | SqlConnection:
         self._conn.begin(self._db)
         return self._conn
 
@@ -571,12 +589,24 @@ def _open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
-def connect(port: int, host: str = "127.0.0.1", timeout: float | None = None) -> Connection:
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def connect(
+    port: int, host: str = "127.0.0.1", timeout: float | None = None
+) -> Connection | SqlConnection:
     """Connect and handshake; ``timeout`` (seconds) bounds the connect and each
     later request's wait for its response.  The default, None, sets no socket
     timeout: the component's own deadline bounds the invocation, and a socket
     without a timeout waits on it alone (one host call per read, not a poll
-    over the socket and a clock)."""
+    over the socket and a clock).
+
+    With the typed import and a loopback ``host`` the result is a
+    `SqlConnection` to the workload's service on ``port`` (``timeout`` does
+    not apply: the invocation's deadline does); otherwise a socket `Connection`.
+    """
+    if _sql is not None and host in _LOOPBACK:
+        return SqlConnection.open(port)
     try:
         sock = _open_socket(host, port, timeout)
     except TimeoutError:
@@ -606,3 +636,225 @@ def connect(port: int, host: str = "127.0.0.1", timeout: float | None = None) ->
         code = _HANDSHAKE_STATUS.get(status, f"status_{status}")
         raise DbPoolError(code, None, f"service refused the handshake (server v{version})")
     return Connection(sock, version, max_frame, max_in_flight, timeout)
+
+
+# --------------------------------------------------------------- the typed import
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    return str(value)
+
+
+def _to_value(v: Any) -> Any:
+    """A Python parameter as a case of the import's ``value`` variant."""
+    sql = _sql
+    assert sql is not None
+    t = type(v)
+    if v is None:
+        return sql.Value_Null()
+    if t is bool:
+        return sql.Value_Boolean(v)
+    if t is int:
+        if -(1 << 63) <= v < (1 << 63):
+            return sql.Value_Int64(v)
+        return sql.Value_Decimal(str(v))
+    if t is str:
+        return sql.Value_Text(v)
+    if t is float:
+        return sql.Value_Float64(v)
+    if t is bytes or t is bytearray or t is memoryview:
+        return sql.Value_Bytes(bytes(v))
+    if isinstance(v, decimal.Decimal):
+        return sql.Value_Decimal(str(v))
+    if isinstance(v, datetime.datetime):  # before date: datetime is a date
+        return sql.Value_Timestamp(v.isoformat())
+    if isinstance(v, datetime.date):
+        return sql.Value_Date(v.isoformat())
+    if isinstance(v, datetime.time):
+        return sql.Value_Time(v.isoformat())
+    if isinstance(v, datetime.timedelta):
+        return sql.Value_Interval(sql.Interval(v.days, v.seconds, v.microseconds))
+    if isinstance(v, uuid.UUID):
+        return sql.Value_Uuid(str(v))
+    if isinstance(v, bool):
+        return sql.Value_Boolean(bool(v))
+    if isinstance(v, int):
+        return _to_value(int(v))
+    if isinstance(v, float):
+        return sql.Value_Float64(float(v))
+    if isinstance(v, str):
+        return sql.Value_Text(str(v))
+    if isinstance(v, (list, tuple, set, frozenset, dict)):
+        data = v if isinstance(v, dict) else list(v)
+        text = json.dumps(data, default=_json_default, separators=(",", ":"))
+        return sql.Value_Json(text)
+    raise TypeError(f"fabric_dbpool cannot send values of type {t.__name__}")
+
+
+def _from_interval(i: Any) -> datetime.timedelta:
+    return datetime.timedelta(days=i.days, seconds=i.seconds, microseconds=i.microseconds)
+
+
+_FROM_VALUE: dict[str, Any] = {
+    "Value_Null": lambda v: None,
+    "Value_Boolean": lambda v: v.value,
+    "Value_Int64": lambda v: v.value,
+    "Value_Float64": lambda v: v.value,
+    "Value_Text": lambda v: v.value,
+    "Value_Bytes": lambda v: bytes(v.value),
+    "Value_Decimal": lambda v: decimal.Decimal(v.value),
+    "Value_Date": lambda v: datetime.date.fromisoformat(v.value),
+    "Value_Time": lambda v: datetime.time.fromisoformat(v.value),
+    "Value_Timestamp": lambda v: datetime.datetime.fromisoformat(v.value),
+    "Value_Interval": lambda v: _from_interval(v.value),
+    "Value_Uuid": lambda v: uuid.UUID(v.value),
+    "Value_Json": lambda v: json.loads(v.value),
+}
+#: value class -> converter, filled on first use (the classes live in the bindings)
+_FROM_CLASS: dict[type, Any] = {}
+
+
+def _from_value(v: Any) -> Any:
+    conv = _FROM_CLASS.get(type(v))
+    if conv is None:
+        conv = _FROM_CLASS[type(v)] = _FROM_VALUE[type(v).__name__]
+    return conv(v)
+
+
+def _error(err: Any) -> DbPoolError:
+    e = err.value
+    return DbPoolError(e.code, e.sqlstate, e.message, e.db_code)
+
+
+class SqlConnection:
+    """A session with the service through the typed import; the API of `Connection`.
+
+    A transaction belongs to this object, as to a socket connection: it pins
+    one database connection until ``commit``/``rollback`` and is rolled back
+    when this closes, or when the invocation ends in any way.
+    """
+
+    server_version = PROTOCOL_VERSION
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.in_transaction: str | None = None
+        self.closed = False
+        self.requests = 0
+
+    @classmethod
+    def open(cls, port: int) -> SqlConnection:
+        assert _sql is not None
+        try:
+            return cls(_sql.Connection.open(port))
+        except _WitErr as err:
+            raise _error(err) from None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        txn = f" transaction={self.in_transaction!r}" if self.in_transaction else ""
+        return f"<fabric_dbpool.SqlConnection {state} requests={self.requests}{txn}>"
+
+    def __enter__(self) -> SqlConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _live(self) -> Any:
+        if self.closed:
+            raise DbPoolError("disconnected", None, "connection is closed")
+        self.requests += 1
+        return self._handle
+
+    def execute(self, db: str, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement; returns a `Result` (empty ``columns`` for DML)."""
+        handle = self._live()
+        values = [_to_value(p) for p in params]
+        try:
+            res = handle.query(db, sql, values)
+        except _WitErr as err:
+            raise _error(err) from None
+        conv = _from_value
+        rows = [tuple([conv(v) for v in row]) for row in res.rows]
+        return Result(res.columns, rows, res.rowcount)
+
+    def executemany(self, db: str, sql: str, params_seq: Iterable[Sequence[Any]]) -> int:
+        """Run one statement once per parameter sequence; returns the rowcount."""
+        handle = self._live()
+        seq = [[_to_value(p) for p in params] for params in params_seq]
+        try:
+            count: int = handle.execute_many(db, sql, seq)
+        except _WitErr as err:
+            raise _error(err) from None
+        return count
+
+    def begin(self, db: str) -> None:
+        """Open a transaction on ``db``, pinned to this connection."""
+        handle = self._live()
+        try:
+            handle.begin(db)
+        except _WitErr as err:
+            exc = _error(err)
+            if exc.code != "already_in_transaction":
+                # A failed begin still opens the scope on the service; close it.
+                try:
+                    handle.rollback()
+                except _WitErr:
+                    pass
+            raise exc from None
+        self.in_transaction = db
+
+    def commit(self) -> None:
+        """Commit; the transaction is over even when this raises (then it rolled back)."""
+        handle = self._live()
+        try:
+            handle.commit()
+        except _WitErr as err:
+            raise _error(err) from None
+        finally:
+            self.in_transaction = None
+
+    def rollback(self) -> None:
+        handle = self._live()
+        try:
+            handle.rollback()
+        except _WitErr as err:
+            raise _error(err) from None
+        finally:
+            self.in_transaction = None
+
+    def transaction(self, db: str) -> _Transaction:
+        """``with conn.transaction(db):`` begins, commits, or rolls back on exception."""
+        return _Transaction(self, db)
+
+    def ping(self) -> float:
+        """Check the session is open; returns the seconds it took (no round trip)."""
+        start = time.monotonic()
+        self._live()
+        return time.monotonic() - start
+
+    def stats(self) -> dict[str, Any]:
+        """The service's statistics as a dict (see ServerStats in the protocol)."""
+        handle = self._live()
+        try:
+            stats: dict[str, Any] = json.loads(handle.stats())
+        except _WitErr as err:
+            raise _error(err) from None
+        return stats
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.in_transaction = None
+            handle, self._handle = self._handle, None
+            handle.__exit__(None, None, None)  # drops the handle: rolls back on the service
