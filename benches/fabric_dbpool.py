@@ -18,7 +18,9 @@ unless noted):
 * ``fabric-sql-py`` / ``fabric-sql-wat``: the same two guests reaching the
   dbpool service through the typed ``fabric:dbpool/sql`` import instead of a
   socket (the dbbench source built against the world ``sql-command``; a
-  hand-written WAT component importing the interface).
+  hand-written WAT component importing the interface);
+* ``fabric-sql-py-reuse``: ``fabric-sql-py`` in reused instances, each keeping
+  its import connection open between invocations.
 
 Each contender runs in a workload of its own process-wide fabric, started
 once per database and shared by the contenders of that database.
@@ -110,6 +112,15 @@ class _SharedFabric:
         try:
             sql = await asyncio.to_thread(dbbench_sql)
             components.append({"name": "sql", "wasm": str(sql), "concurrency": 256, "queue": 4096})
+            components.append(
+                {
+                    "name": "sql-reuse",
+                    "wasm": str(sql),
+                    "concurrency": 256,
+                    "queue": 4096,
+                    "reuse": REUSE,
+                }
+            )
         except BuildError:
             pass  # fabric-sql-py reports itself skipped
         for name, wat_path in (("wat", WAT_SELECT1), ("sqlwat", WAT_SQL_SELECT1)):
@@ -232,6 +243,20 @@ class SqlPython(_Invocation):
         self.description = "componentize-py component, pooled connection via the typed sql import"
 
 
+class SqlPythonReuse(_Invocation):
+    component = "sql-reuse"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-sql-py-reuse"
+        self.description = (
+            "componentize-py component in a reused instance, typed sql import connection kept"
+        )
+
+    def make_args(self) -> list[str]:
+        return ["pooled-keep", str(DBPOOL_PORT), self.kind, "SELECT 1"]
+
+
 class SqlWat(PooledWat):
     component = "sqlwat"
 
@@ -248,4 +273,5 @@ def register(registry: Registry) -> None:
         registry.add_contender(scenario, lambda env, k=kind: PooledWat(env, k))
         registry.add_contender(scenario, lambda env, k=kind: DirectPython(env, k))
         registry.add_contender(scenario, lambda env, k=kind: SqlPython(env, k))
+        registry.add_contender(scenario, lambda env, k=kind: SqlPythonReuse(env, k))
         registry.add_contender(scenario, lambda env, k=kind: SqlWat(env, k))

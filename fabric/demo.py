@@ -8,8 +8,10 @@
 3. Invoke the component on every path: connecting to PostgreSQL itself
    (through an egress rule) as a serverless function would, each invocation
    a fresh instance; borrowing a pooled connection over the virtual loopback
-   from a fresh instance; and from a reused (warm) instance that keeps its
-   dbpool connection open between invocations (``reuse`` in the manifest).
+   from a fresh instance; from a reused (warm) instance that keeps its
+   dbpool connection open between invocations (``reuse`` in the manifest);
+   and the same two through the typed ``fabric:dbpool/sql`` import instead
+   of a socket.
    Latency is measured one invocation at a time (concurrency 1), throughput
    with ``--concurrency`` in flight, separately: on a machine with few cores,
    queueing at high concurrency would hide the per-invocation cost.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from fabric.guests import DBPOOL_SERVICE, dbbench
+from fabric.guests import DBPOOL_SERVICE, dbbench, dbbench_sql
 from fabric.postgres import PostgresEndpoint, find_or_start_postgres
 from fabric.stats import percentile
 
@@ -123,8 +126,8 @@ def _plot(result: DemoResult, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = [p.name.replace(", ", ",\n") for p in result.paths]
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 4.2))
+    names = [textwrap.fill(p.name, 13) for p in result.paths]
     for i, key in enumerate(("p50_ms", "p90_ms", "p99_ms")):
         lat.bar(
             [x + i * 0.25 for x in range(len(names))],
@@ -182,8 +185,9 @@ async def run_demo(
         console.print(f"PostgreSQL: started a throwaway server at {where} (scram-sha-256)")
         auth = "password (scram-sha-256)"
     try:
-        with console.status("building the demo component (first run only, ~15-30 s)"):
+        with console.status("building the demo components (first run only, ~30-60 s)"):
             guest = await asyncio.to_thread(dbbench)
+            typed = await asyncio.to_thread(dbbench_sql)
         db = {
             "kind": "postgres",
             "host": pg.host,
@@ -215,6 +219,14 @@ async def run_demo(
                             # warm instances, each keeping its dbpool connection open
                             "reuse": {"pool_size": concurrency, "max_invocations": 10_000},
                         },
+                        # the same source built with the typed fabric:dbpool/sql import
+                        {"name": "typed", "wasm": str(typed), "concurrency": concurrency},
+                        {
+                            "name": "typed-warm",
+                            "wasm": str(typed),
+                            "concurrency": concurrency,
+                            "reuse": {"pool_size": concurrency, "max_invocations": 10_000},
+                        },
                     ],
                     "egress": [{"dest": EGRESS_NAME, "port": 5432, "to": f"{pg.host}:{pg.port}"}],
                 }
@@ -244,6 +256,18 @@ async def run_demo(
             _Path(
                 name="pooled, reused instance",
                 component="select1-warm",
+                args=["pooled-keep", str(DBPOOL_PORT), "pg", "SELECT 1"],
+                count=invocations,
+            ),
+            _Path(
+                name="typed import, fresh instance",
+                component="typed",
+                args=["pooled", str(DBPOOL_PORT), "pg", "SELECT 1"],
+                count=invocations,
+            ),
+            _Path(
+                name="typed import, reused instance",
+                component="typed-warm",
                 args=["pooled-keep", str(DBPOOL_PORT), "pg", "SELECT 1"],
                 count=invocations,
             ),
@@ -298,31 +322,28 @@ async def run_demo(
 def _report(console: Any, result: DemoResult, out: Path) -> None:
     from rich.table import Table
 
-    table = Table(title="SELECT 1 from a component per invocation")
-    heads = (
-        "path", "errors", "p50 ms (c=1)", "p90 ms (c=1)", "p99 ms (c=1)",
-        f"per second (c={result.concurrency})",
-    )  # fmt: skip
-    for col in heads:
-        table.add_column(col, justify="right" if col != "path" else "left")
+    table = Table(
+        title="SELECT 1 from a component, per invocation",
+        caption=f"latency: one invocation at a time; throughput: {result.concurrency} in flight",
+    )
+    table.add_column("path", no_wrap=True)
+    for col in ("p50 ms", "p90 ms", "p99 ms", "per s", "errors"):
+        table.add_column(col, justify="right", no_wrap=True)
+    direct = result.paths[0]
     for p in result.paths:
         table.add_row(
             p.name,
-            str(p.errors),
             f"{p.p50_ms:.2f}",
             f"{p.p90_ms:.2f}",
             f"{p.p99_ms:.2f}",
             f"{p.throughput:.0f}",
+            str(p.errors),
         )
     console.print(table)
-    direct = result.paths[0]
+    console.print(f"p50 against connecting per invocation (database auth: {result.auth}):")
     for p in result.paths[1:]:
         ratio = direct.p50_ms / p.p50_ms if p.p50_ms else float("nan")
-        console.print(
-            f"{p.name}: [bold]{ratio:.1f}x[/bold] faster than connecting per invocation "
-            f"at p50, one invocation at a time"
-        )
-    console.print(f"(database auth: {result.auth})")
+        console.print(f"  {p.name}: [bold]{ratio:.1f}x[/bold] faster")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(msgspec.to_builtins(result), indent=2) + "\n")
     _plot(result, out / "results.png")

@@ -47,6 +47,8 @@ def test_demo_against_the_local_postgres(tmp_path: Path) -> None:
     assert paths["pooled, fresh instance"]["invocations"] == 2 * 20
     assert paths["connect per invocation"]["invocations"] == 2 * 5
     assert paths["pooled, reused instance"]["invocations"] == 2 * 20
+    assert paths["typed import, fresh instance"]["invocations"] == 2 * 20
+    assert paths["typed import, reused instance"]["invocations"] == 2 * 20
     assert all(path["errors"] == 0 for path in paths.values())
     assert all(path["throughput"] > 0 and path["concurrency"] == 2 for path in paths.values())
     assert result["speedup_p50"] > 0
@@ -58,7 +60,7 @@ def test_demo_starts_a_throwaway_scram_postgres_by_default(tmp_path: Path) -> No
     assert result["auth"] == "password (scram-sha-256)"
     assert all(path["errors"] == 0 for path in result["paths"])
     assert "pooled, fresh instance:" in p.stdout and "pooled, reused instance:" in p.stdout
-    assert "faster than connecting per invocation" in p.stdout
+    assert "p50 against connecting per invocation" in p.stdout
 
 
 def test_demo_starts_a_throwaway_postgres_when_none_answers(tmp_path: Path) -> None:
