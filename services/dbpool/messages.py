@@ -15,7 +15,9 @@ from typing import Annotated, Any
 import msgspec
 
 __all__ = [
+    "Auth",
     "Begin",
+    "Challenge",
     "Commit",
     "DatabaseStats",
     "Done",
@@ -89,7 +91,17 @@ class Stats(_Message, frozen=True, tag="stats"):
     id: RequestId
 
 
-Request = Query | ExecuteMany | Begin | Commit | Rollback | Ping | Stats
+class Auth(_Message, frozen=True, tag="auth"):
+    """Answer to the server's `Challenge` (protocol 1, minor revision 1).
+
+    ``proof`` is HMAC-SHA256(key=secret, msg=b"fabric-dbpool-auth:" + nonce)."""
+
+    id: RequestId
+    method: str
+    proof: bytes
+
+
+Request = Query | ExecuteMany | Begin | Commit | Rollback | Ping | Stats | Auth
 
 # -------------------------------------------------------------------------- responses
 
@@ -138,6 +150,10 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     clients_total: int
     clients_rejected: int
     requests_in_flight: int
+    #: connected clients from outside the workload (counted in clients_connected)
+    clients_external: int = 0
+    #: handshakes refused for a missing or wrong secret
+    auth_failures: int = 0
     transactions_open: int
     #: transactions rolled back because their client went away or idled out
     transactions_abandoned: int
@@ -163,7 +179,15 @@ class Error(_Message, frozen=True, tag="error"):
     db_code: str | None = None
 
 
-Response = Rows | Done | Pong | StatsReply | Error
+class Challenge(_Message, frozen=True, tag="challenge"):
+    """Sent once, right after a server hello with status ``auth_required``."""
+
+    id: ResponseId
+    method: str
+    nonce: bytes
+
+
+Response = Rows | Done | Pong | StatsReply | Error | Challenge
 
 # ----------------------------------------------------------------------------- limits
 
@@ -183,3 +207,6 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: connected clients; more are refused in the handshake
     max_clients: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: of those, clients from outside the workload (ingress, real sockets); the
+    #: rest stays free for the workload's own components and services
+    max_external_clients: Annotated[int, msgspec.Meta(ge=1)] = 256

@@ -29,7 +29,9 @@ import msgspec
 
 from . import codec
 from .messages import (
+    Auth,
     Begin,
+    Challenge,
     Commit,
     DatabaseStats,
     Done,
@@ -56,7 +58,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_HELLO",
     "SUPPORTED_VERSIONS",
+    "Auth",
     "Begin",
+    "Challenge",
     "ClientConnection",
     "ClientHello",
     "Commit",
@@ -110,6 +114,7 @@ class HandshakeStatus(enum.IntEnum):
     UNSUPPORTED_VERSION = 1
     TOO_MANY_CLIENTS = 2
     SERVER_CLOSING = 3
+    AUTH_REQUIRED = 4  # accepted, but the client must answer a challenge first
 
 
 class State(enum.Enum):
@@ -117,6 +122,7 @@ class State(enum.Enum):
     HELLO_RECEIVED = "HELLO_RECEIVED"  # server: hello parsed, accept/reject not yet sent
     START = "START"  # client: hello not yet sent
     AWAIT_ACCEPT = "AWAIT_ACCEPT"  # client: hello sent, server hello not yet received
+    AUTH = "AUTH"  # hello accepted with auth_required: challenge, auth, then OPEN
     OPEN = "OPEN"  # frames flow both ways
     ERROR = "ERROR"  # the peer broke the protocol; only close() is left
     CLOSED = "CLOSED"  # EOF seen or connection closed by us
@@ -182,6 +188,7 @@ class ServerHello(msgspec.Struct, frozen=True):
     version: int
     max_frame_size: int
     max_in_flight: int
+    auth_required: bool = False
 
 
 class ConnectionClosed(msgspec.Struct, frozen=True):
@@ -192,7 +199,12 @@ class ConnectionClosed(msgspec.Struct, frozen=True):
 
 _SERVER_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.AWAIT_HELLO: {"recv_hello": State.HELLO_RECEIVED},
-    State.HELLO_RECEIVED: {"accept": State.OPEN, "reject": State.CLOSED},
+    State.HELLO_RECEIVED: {
+        "accept": State.OPEN,
+        "accept_auth": State.AUTH,
+        "reject": State.CLOSED,
+    },
+    State.AUTH: {"recv_frame": State.AUTH, "send_frame": State.AUTH, "authenticated": State.OPEN},
     State.OPEN: {"recv_frame": State.OPEN, "send_frame": State.OPEN},
     State.ERROR: {},
     State.CLOSED: {},
@@ -200,7 +212,12 @@ _SERVER_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
 _CLIENT_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.START: {"send_hello": State.AWAIT_ACCEPT},
     # requests may be pipelined behind the hello
-    State.AWAIT_ACCEPT: {"recv_accept": State.OPEN, "send_frame": State.AWAIT_ACCEPT},
+    State.AWAIT_ACCEPT: {
+        "recv_accept": State.OPEN,
+        "recv_auth": State.AUTH,
+        "send_frame": State.AWAIT_ACCEPT,
+    },
+    State.AUTH: {"recv_frame": State.AUTH, "send_frame": State.AUTH, "authenticated": State.OPEN},
     State.OPEN: {"recv_frame": State.OPEN, "send_frame": State.OPEN},
     State.ERROR: {},
     State.CLOSED: {},
@@ -327,7 +344,7 @@ class ServerConnection(_Connection[Request, Response]):
             self._do("recv_hello")
             self.client_version = version
             return ClientHello(version, flags)
-        if self.state is State.OPEN:
+        if self.state in (State.OPEN, State.AUTH):
             return self._next_frame()
         if self.state is State.CLOSED:
             return ConnectionClosed()
@@ -337,16 +354,25 @@ class ServerConnection(_Connection[Request, Response]):
     def version_supported(self) -> bool:
         return self.client_version in SUPPORTED_VERSIONS
 
-    def accept(self) -> bytes:
-        """Answer the hello; refuses (and closes) if the client's version is unsupported."""
+    def accept(self, *, auth_required: bool = False) -> bytes:
+        """Answer the hello; refuses (and closes) if the client's version is unsupported.
+
+        With ``auth_required`` the status is ``auth_required`` and the connection
+        enters `State.AUTH`: send a `Challenge`, read the client's `Auth`, then
+        call `authenticated` (or `close` with ``auth_failed``)."""
         if not self.version_supported:
             return self.reject(HandshakeStatus.UNSUPPORTED_VERSION)
-        self._do("accept")
+        self._do("accept_auth" if auth_required else "accept")
         self._accepted = True
         lim = self.limits
+        status = HandshakeStatus.AUTH_REQUIRED if auth_required else HandshakeStatus.OK
         return SERVER_HELLO.pack(
-            MAGIC, PROTOCOL_VERSION, HandshakeStatus.OK, lim.max_frame_size, lim.max_in_flight
+            MAGIC, PROTOCOL_VERSION, status, lim.max_frame_size, lim.max_in_flight
         )
+
+    def authenticated(self) -> None:
+        """The client's `Auth` was verified: frames flow."""
+        self._do("authenticated")
 
     def reject(self, status: HandshakeStatus) -> bytes:
         self._do("reject")
@@ -395,13 +421,14 @@ class ClientConnection(_Connection[Response, Request]):
                 raise self._fail(
                     RemoteProtocolError("bad_magic", f"not a dbpool server: {magic!r}")
                 )
-            if status != HandshakeStatus.OK:
+            auth = status == HandshakeStatus.AUTH_REQUIRED
+            if status != HandshakeStatus.OK and not auth:
                 raise self._fail(HandshakeRejected(status, version))
             del self._buf[: SERVER_HELLO.size]
-            self._do("recv_accept")
-            self.server = ServerHello(version, max_frame, max_in_flight)
+            self._do("recv_auth" if auth else "recv_accept")
+            self.server = ServerHello(version, max_frame, max_in_flight, auth)
             return self.server
-        if self.state is State.OPEN:
+        if self.state in (State.OPEN, State.AUTH):
             ev = self._next_frame()
             if isinstance(ev, Error) and ev.id == 0:
                 self._do("close")  # the server closes after a connection-level error
@@ -423,6 +450,10 @@ class ClientConnection(_Connection[Response, Request]):
         frame = self._frame(msg, limit)
         self._do("send_frame")
         return frame
+
+    def authenticated(self) -> None:
+        """The server answered our `Auth` with `Done`: frames flow."""
+        self._do("authenticated")
 
     def close(self) -> None:
         self._do("close")

@@ -19,6 +19,7 @@ import msgspec
 
 from pools import Lease, Pool
 
+from .auth import Authenticator
 from .messages import DatabaseStats, Error, Limits, Response, ServerStats
 from .protocol import HandshakeStatus
 from .session import Session, StreamReader, StreamWriter
@@ -29,9 +30,16 @@ log = logging.getLogger("services.dbpool")
 
 
 class DbPoolServer:
-    def __init__(self, pools: Mapping[str, Pool], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        pools: Mapping[str, Pool],
+        limits: Limits | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
         self.pools: Mapping[str, Pool] = dict(pools)
         self.limits = limits or Limits()
+        self.auth = auth
+        self.auth_failures = 0
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -61,19 +69,23 @@ class DbPoolServer:
         finally:
             del self._sessions[session]
 
-    def admission(self) -> HandshakeStatus | None:
-        """Why a new client is refused, or None to accept it."""
+    def admission(self, external: bool = True) -> HandshakeStatus | None:
+        """Why a new client is refused, or None to accept it.  Clients from
+        outside the workload have at most ``max_external_clients`` places, so
+        they can never take all of ``max_clients`` from the workload's own."""
         if self._closing:
             return HandshakeStatus.SERVER_CLOSING
         if self._connected() >= self.limits.max_clients:
+            return HandshakeStatus.TOO_MANY_CLIENTS
+        if external and self._connected(external=True) >= self.limits.max_external_clients:
             return HandshakeStatus.TOO_MANY_CLIENTS
         return None
 
     def note_accepted(self) -> None:
         self._clients_total += 1
 
-    def _connected(self) -> int:
-        return sum(1 for s in self._sessions if s.accepted)
+    def _connected(self, *, external: bool = False) -> int:
+        return sum(1 for s in self._sessions if s.accepted and (s.external or not external))
 
     async def close(self, grace: float = 5.0) -> None:
         """Refuse new clients, tell connected ones, roll back their transactions and
@@ -127,6 +139,8 @@ class DbPoolServer:
             clients_connected=self._connected(),
             clients_total=self._clients_total,
             clients_rejected=self._clients_rejected,
+            clients_external=self._connected(external=True),
+            auth_failures=self.auth_failures,
             requests_in_flight=sum(s.in_flight for s in self._sessions),
             transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None),
             transactions_abandoned=self.transactions_abandoned,

@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError
 
+from .auth import METHOD
 from .protocol import (
     NEED_DATA,
+    Auth,
     Begin,
+    Challenge,
     ClientHello,
     Commit,
     ConnectionClosed,
@@ -85,6 +88,7 @@ class StreamWriter(Protocol):
 
 
 REQUEST_KINDS: dict[type, str] = {
+    Auth: "auth",
     Query: "query",
     ExecuteMany: "execute_many",
     Begin: "begin",
@@ -143,6 +147,9 @@ class Session:
         self.requests = 0
         self._last_activity = time.monotonic()
         self._peer = writer.get_extra_info("peername")
+        # False only for a peer on the workload's own virtual network (not ingress)
+        self._peer_external = writer.get_extra_info("peer_external")
+        self.external = self._peer_external is not False
 
     def __repr__(self) -> str:
         return (
@@ -178,18 +185,66 @@ class Session:
         except RemoteProtocolError as exc:
             self._server.count_error(exc.code)
             return False
-        refusal = self._server.admission()
+        refusal = self._server.admission(self.external)
         if refusal is not None:
             self._server.note_rejected(refusal.name.lower())
             await self._write(conn.reject(refusal))
             return False
-        reply = conn.accept()
-        await self._write(reply)
-        if conn.state is not State.OPEN:
+        auth = self._server.auth
+        need_auth = auth is not None and auth.required(self._peer_external)
+        reply = conn.accept(auth_required=need_auth)
+        if conn.state is State.CLOSED:
+            await self._write(reply)
             self._server.note_rejected("unsupported_version")
             return False
-        self.accepted = True
+        self.accepted = True  # counts against max_clients from here on
+        if auth is not None and need_auth:
+            nonce = auth.nonce()
+            await self._write(reply + conn.send(Challenge(0, METHOD, nonce)))
+            if not await self._authenticate(nonce):
+                return False
+        else:
+            await self._write(reply)
         self._server.note_accepted()
+        return True
+
+    async def _authenticate(self, nonce: bytes) -> bool:
+        """Read the client's `Auth` (within the handshake timeout) and check it.
+        Anything else, or a wrong proof, closes the connection: no request of an
+        unauthenticated client reaches a pool."""
+        auth = self._server.auth
+        assert auth is not None
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self._limits.handshake_timeout):
+                while True:
+                    ev = conn.next_event()
+                    if ev is NEED_DATA:
+                        conn.receive_data(await self._reader.read(READ_SIZE))
+                        continue
+                    break
+        except TimeoutError:
+            self._server.count_error("handshake_timeout")
+            return False
+        except RemoteProtocolError as exc:
+            self._server.count_error(exc.code)
+            return False
+        if isinstance(ev, ConnectionClosed):
+            return False
+        if not isinstance(ev, Auth):
+            self._server.auth_failures += 1
+            await self._close_with("auth_required", "authenticate before any request")
+            return False
+        if not auth.verify(nonce, ev.method, ev.proof):
+            self._server.auth_failures += 1
+            log.warning("dbpool: authentication failed for %s", self._peer)
+            await self._close_with("auth_failed", "authentication failed")
+            return False
+        conn.authenticated()
+        self.requests += 1
+        done = Done(ev.id)
+        self._server.count_reply("auth", done)
+        await self._write(conn.send(done))
         return True
 
     async def _serve(self) -> None:
@@ -266,6 +321,8 @@ class Session:
                 await self._respond(req, Pong(rid))
             case Stats(id=rid):
                 await self._respond(req, StatsReply(rid, self._server.statistics()))
+            case Auth(id=rid):  # already authenticated, or not required
+                await self._respond(req, Done(rid))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
+import hmac
 import socket
 import struct
 import time
@@ -48,6 +50,9 @@ _CLIENT_HELLO = struct.Struct(">4sHH")
 _SERVER_HELLO = struct.Struct(">4sHHII")
 _HEADER = struct.Struct(">I")
 _HANDSHAKE_STATUS = {1: "unsupported_version", 2: "too_many_clients", 3: "server_closing"}
+_AUTH_REQUIRED = 4
+_AUTH_METHOD = "hmac-sha256"
+_AUTH_CONTEXT = b"fabric-dbpool-auth:"
 #: largest response frame this client will buffer
 MAX_RESPONSE_SIZE = 1 << 30
 
@@ -465,6 +470,27 @@ class Connection:
         self.close()
         return DbPoolError(code, None, message)
 
+    def _read_frame(self) -> dict[str, Any]:
+        """One frame from the service, decoded (a map with a ``"t"`` key)."""
+        try:
+            header = _recv_exact(self._sock, 4)
+            (size,) = _HEADER.unpack(header)
+            if size > MAX_RESPONSE_SIZE:
+                raise self._broken("protocol_error", f"response frame of {size} bytes")
+            body = _recv_exact(self._sock, size)
+        except TimeoutError:
+            raise self._broken("timeout", f"no response within {self._timeout} s") from None
+        except OSError as exc:
+            raise self._broken("disconnected", str(exc)) from None
+        try:
+            msg = unpackb(body)
+            msg["t"]
+        except Exception as exc:
+            raise self._broken("protocol_error", f"malformed response: {exc}") from None
+        if not isinstance(msg, dict):
+            raise self._broken("protocol_error", "malformed response: not a map")
+        return msg
+
     def _call(self, request: dict[str, Any]) -> Any:
         if self.closed:
             raise DbPoolError("disconnected", None, "connection is closed")
@@ -480,20 +506,12 @@ class Connection:
             )
         try:
             self._sock.sendall(_HEADER.pack(len(body)) + body)
-            header = _recv_exact(self._sock, 4)
-            (size,) = _HEADER.unpack(header)
-            if size > MAX_RESPONSE_SIZE:
-                raise self._broken("protocol_error", f"response frame of {size} bytes")
-            body = _recv_exact(self._sock, size)
         except TimeoutError:
             raise self._broken("timeout", f"no response within {self._timeout} s") from None
         except OSError as exc:
             raise self._broken("disconnected", str(exc)) from None
-        try:
-            msg = unpackb(body)
-            tag = msg["t"]
-        except Exception as exc:
-            raise self._broken("protocol_error", f"malformed response: {exc}") from None
+        msg = self._read_frame()
+        tag = msg["t"]
         if tag == "error":
             err = DbPoolError(
                 msg.get("code"), msg.get("sqlstate"), msg.get("message"), msg.get("db_code")
@@ -571,9 +589,16 @@ def _open_socket(host: str, port: int, timeout: float | None) -> socket.socket:
     return sock
 
 
-def connect(port: int, host: str = "127.0.0.1", timeout: float | None = 60.0) -> Connection:
+def connect(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float | None = 60.0,
+    secret: str | bytes | None = None,
+) -> Connection:
     """Connect and handshake; ``timeout`` (seconds, None = no limit) bounds the
-    connect and each later request's wait for its response."""
+    connect and each later request's wait for its response.  ``secret``
+    answers the service's challenge when it asks for one (clients from
+    outside the workload)."""
     try:
         sock = _open_socket(host, port, timeout)
     except TimeoutError:
@@ -598,8 +623,24 @@ def connect(port: int, host: str = "127.0.0.1", timeout: float | None = 60.0) ->
     if magic != MAGIC:
         sock.close()
         raise DbPoolError("bad_magic", None, f"not a dbpool service: {magic!r}")
-    if status != 0:
+    if status not in (0, _AUTH_REQUIRED):
         sock.close()
         code = _HANDSHAKE_STATUS.get(status, f"status_{status}")
         raise DbPoolError(code, None, f"service refused the handshake (server v{version})")
-    return Connection(sock, version, max_frame, max_in_flight, timeout)
+    conn = Connection(sock, version, max_frame, max_in_flight, timeout)
+    if status == _AUTH_REQUIRED:
+        _authenticate(conn, secret)
+    return conn
+
+
+def _authenticate(conn: Connection, secret: str | bytes | None) -> None:
+    """Answer the challenge that follows an ``auth_required`` server hello."""
+    if secret is None:
+        conn.close()
+        raise DbPoolError("auth_required", None, "the service requires a secret")
+    key = (secret.encode() if isinstance(secret, str) else secret).strip()
+    challenge = conn._read_frame()
+    if challenge.get("t") != "challenge" or not isinstance(challenge.get("nonce"), bytes):
+        raise conn._broken("protocol_error", "expected the service's challenge")
+    digest = hmac.new(key, _AUTH_CONTEXT + challenge["nonce"], hashlib.sha256).digest()
+    conn._call({"t": "auth", "method": _AUTH_METHOD, "proof": digest})
