@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from ._config import QueryResult
+from ._config import QueryResult, RowSink, StreamResult
 from ._errors import ConnectionLost, DatabaseError, PoolError
 from ._lease import Lease
 from ._pool import Pool
@@ -66,6 +66,53 @@ class PostgresLease(Lease):
             rows=[tuple(row) for row in rows],
             rowcount=_status_count(status, len(rows)),
         )
+
+    async def _stream(
+        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+    ) -> StreamResult:
+        conn = self._conn
+        stmt = await conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
+        columns = [attr.name for attr in stmt.get_attributes()]
+        if not columns:  # no result set (DML, DDL): nothing to bound
+            _, status, _ = await conn._execute(  # type: ignore[attr-defined]
+                sql, tuple(params), 0, None, return_status=True
+            )
+            return StreamResult([], _status_count(status, 0))
+        # A cursor (a named portal) needs a transaction: the lease's, or one of its own.
+        own_transaction = not conn.is_in_transaction()
+        if own_transaction:
+            await conn.execute("BEGIN")
+        cursor = None
+        try:
+            cursor = await stmt.cursor(*params)
+            total = 0
+            want = chunk_rows
+            while True:
+                records = await cursor.fetch(want)
+                if records:
+                    total += len(records)
+                    hint = await sink(columns, [tuple(r) for r in records])
+                    asked, want = want, hint or want
+                else:
+                    asked = want
+                if len(records) < asked:
+                    break
+        except Exception:
+            # Stop the statement: the rest of the result is never produced.
+            if not conn.is_closed():
+                try:
+                    if own_transaction:
+                        await conn.execute("ROLLBACK")
+                    elif cursor is not None and cursor._portal_name:
+                        await cursor._close_portal(None)
+                except Exception:  # the original error is the one to report
+                    pass
+            raise
+        if own_transaction:
+            await conn.execute("COMMIT")
+        elif cursor._portal_name:
+            await cursor._close_portal(None)
+        return StreamResult(columns, total)
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         # One round trip per parameter set, so the affected-row count is exact; asyncpg's

@@ -293,9 +293,7 @@ class VirtualNetwork:
         check: SocketAddrCheck = (
             base if extra is None else (lambda a, u: base(a, u) and extra(a, u))
         )
-        handle = GuestNetwork(
-            self, guest, role, check, max_sockets=max_sockets, external=external
-        )
+        handle = GuestNetwork(self, guest, role, check, max_sockets=max_sockets, external=external)
         self._guests.add(handle)
         return handle
 

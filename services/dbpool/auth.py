@@ -84,7 +84,9 @@ class Secret:
         try:
             data = Path(config.secret_file).read_bytes()
         except OSError as exc:
-            raise AuthError(f"cannot read secret file {config.secret_file}: {exc.strerror}") from None
+            raise AuthError(
+                f"cannot read secret file {config.secret_file}: {exc.strerror}"
+            ) from None
         return cls(data.strip())
 
     def proof(self, nonce: bytes) -> bytes:

@@ -154,6 +154,10 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     clients_external: int = 0
     #: handshakes refused for a missing or wrong secret
     auth_failures: int = 0
+    #: encoded reply bytes held now (results being read + replies not yet written)
+    reply_bytes: int = 0
+    #: the most one session has held at once since start
+    reply_bytes_peak: int = 0
     transactions_open: int
     #: transactions rolled back because their client went away or idled out
     transactions_abandoned: int
@@ -199,8 +203,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 16 * 1024 * 1024
     #: requests the server reads ahead per client before it stops reading
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16
-    #: largest response body; a bigger result is replaced by a result_too_large error
+    #: largest response body; a bigger result is replaced by a result_too_large error,
+    #: found while the rows are read (the rest is not read)
     max_result_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 64 * 1024 * 1024
+    #: most rows in one result; more are refused with result_too_large while reading
+    max_result_rows: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     #: a client with no request in flight and no bytes received for this long is closed
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     #: time allowed between accept and a complete client hello

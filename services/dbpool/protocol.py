@@ -386,6 +386,19 @@ class ServerConnection(_Connection[Request, Response]):
             msg = msgspec.structs.replace(msg, rows=codec.rows_to_wire(msg.rows))
         return self._frame(msg, self.limits.max_result_size)
 
+    def send_encoded(self, msg: msgspec.Struct) -> bytearray:
+        """Frame a response whose row values are already in wire form (a streamed
+        result, `results.RowsBuilder`); raises `FrameTooLarge` past
+        ``limits.max_result_size``. Returns the frame without an extra copy."""
+        self._do("send_frame")
+        out = bytearray(4)
+        self._encoder.encode_into(msg, out, 4)
+        size = len(out) - 4
+        if size > self.limits.max_result_size:
+            raise FrameTooLarge(size, self.limits.max_result_size)
+        FRAME_HEADER.pack_into(out, 0, size)
+        return out
+
     def close(self, code: str, message: str) -> bytes:
         """Close from our side: the bytes to send last (an id-0 error frame once the
         handshake is done, nothing before)."""

@@ -40,6 +40,7 @@ class DbPoolServer:
         self.limits = limits or Limits()
         self.auth = auth
         self.auth_failures = 0
+        self.reply_bytes_peak = 0
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -127,6 +128,9 @@ class DbPoolServer:
         if isinstance(msg, Error):
             self._errors[msg.code] += 1
 
+    def note_reply_peak(self, held: int) -> None:
+        self.reply_bytes_peak = max(self.reply_bytes_peak, held)
+
     def count_error(self, code: str) -> None:
         self._errors[code] += 1
 
@@ -141,6 +145,8 @@ class DbPoolServer:
             clients_rejected=self._clients_rejected,
             clients_external=self._connected(external=True),
             auth_failures=self.auth_failures,
+            reply_bytes=sum(s.reply_bytes for s in self._sessions),
+            reply_bytes_peak=self.reply_bytes_peak,
             requests_in_flight=sum(s.in_flight for s in self._sessions),
             transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None),
             transactions_abandoned=self.transactions_abandoned,

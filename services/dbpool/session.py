@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError
+from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError, ResultTooLarge
 
 from .auth import METHOD
 from .protocol import (
@@ -58,6 +58,7 @@ from .protocol import (
     Stats,
     StatsReply,
 )
+from .results import RowsBuilder, UnencodableResult, _RawRows
 
 if TYPE_CHECKING:
     from .server import DbPoolServer
@@ -67,6 +68,12 @@ __all__ = ["Session", "StreamReader", "StreamWriter", "error_reply"]
 log = logging.getLogger("services.dbpool")
 
 READ_SIZE = 65536
+#: a result may grow past this many encoded bytes only while it holds the
+#: session's one large-result turn (so one session holds at most one large
+#: result plus max_in_flight small ones, however many it pipelines)
+SMALL_REPLY = 64 * 1024
+#: rows asked for in the first chunk of a result
+FIRST_CHUNK_ROWS = 256
 
 
 class StreamReader(Protocol):
@@ -110,10 +117,23 @@ def error_reply(rid: int, exc: BaseException) -> Error:
 
 
 _POOL_ERROR_CODES = {
+    "ResultTooLarge": "result_too_large",
+    "UnencodableResult": "unencodable_result",
     "AcquireTimeout": "acquire_timeout",
     "PoolClosed": "pool_closed",
     "ConnectionLost": "connection_lost",
 }
+
+
+class _Encoded:
+    """A streamed result on its way out, and the bytes the session holds for it."""
+
+    __slots__ = ("held", "message", "turn")
+
+    def __init__(self) -> None:
+        self.message: _RawRows | None = None
+        self.held = 0
+        self.turn = False  # holds the session's large-result turn
 
 
 class _Txn:
@@ -143,6 +163,9 @@ class Session:
         self._txn: _Txn | None = None  # the transaction new requests are routed to
         self.txns: set[_Txn] = set()  # transactions whose worker is still alive
         self.in_flight = 0
+        self.reply_bytes = 0  # encoded reply bytes held: results being read, replies unwritten
+        self.reply_bytes_peak = 0
+        self._large = asyncio.Lock()  # the large-result turn (see SMALL_REPLY)
         self.accepted = False
         self.requests = 0
         self._last_activity = time.monotonic()
@@ -340,13 +363,48 @@ class Session:
 
     # ----------------------------------------------------------------- execution
 
-    @staticmethod
-    async def _execute(lease: Lease, req: Query | ExecuteMany) -> Response:
+    async def _execute(self, lease: Lease, req: Query | ExecuteMany) -> Response | _Encoded:
         if isinstance(req, Query):
-            res = await lease.query(req.sql, req.params)
-            return Rows(req.id, list(res.columns), list(res.rows), res.rowcount)
+            return await self._query(lease, req)
         count = await lease.execute_many(req.sql, req.params_seq)
         return Done(req.id, count)
+
+    async def _query(self, lease: Lease, req: Query) -> _Encoded:
+        """Stream the result from the driver, encoding each chunk as it arrives;
+        `ResultTooLarge` stops the statement as soon as a limit is crossed."""
+        lim = self._limits
+        builder = RowsBuilder(req.id, max_rows=lim.max_result_rows, max_bytes=lim.max_result_size)
+        reply = _Encoded()
+
+        async def sink(columns: list[str], rows: list[tuple[Any, ...]]) -> int:
+            self._hold(reply, builder.add(rows))
+            if builder.size > SMALL_REPLY and not reply.turn:
+                await self._large.acquire()  # backpressure: one large result at a time
+                reply.turn = True
+            return builder.next_chunk()
+
+        try:
+            res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
+        except BaseException:
+            self._release(reply)
+            raise
+        reply.message = builder.message(res.columns, res.rowcount)
+        return reply
+
+    def _hold(self, reply: _Encoded, n: int) -> None:
+        reply.held += n
+        self.reply_bytes += n
+        if self.reply_bytes > self.reply_bytes_peak:
+            self.reply_bytes_peak = self.reply_bytes
+            self._server.note_reply_peak(self.reply_bytes)
+
+    def _release(self, reply: _Encoded) -> None:
+        self.reply_bytes -= reply.held
+        reply.held = 0
+        reply.message = None
+        if reply.turn:
+            reply.turn = False
+            self._large.release()
 
     async def _run_autocommit(self, req: Query | ExecuteMany) -> None:
         pool = self._server.pools.get(req.db)
@@ -360,10 +418,12 @@ class Session:
             return
         discard = True
         try:
-            resp: Response = await self._execute(lease, req)
+            resp: Response | _Encoded = await self._execute(lease, req)
             discard = False
-        except DatabaseError as exc:
-            discard = False  # the statement failed, the connection is fine
+        except (DatabaseError, ResultTooLarge, UnencodableResult) as exc:
+            # the statement failed or was stopped; the connection is fine unless
+            # stopping it failed
+            discard = not lease.usable
             resp = error_reply(req.id, exc)
         except Exception as exc:
             resp = error_reply(req.id, exc)
@@ -422,9 +482,12 @@ class Session:
             txn.busy = True
             resp = await self._execute(lease, req)
             txn.busy = False
-        except DatabaseError as exc:
+        except (DatabaseError, ResultTooLarge, UnencodableResult) as exc:
             txn.busy = False
             resp = error_reply(req.id, exc)
+            if not lease.usable:  # stopping the statement failed: the transaction is lost
+                txn.lease = None
+                await self._server.give_back(txn.pool, lease, discard=True)
         except Exception as exc:
             # The connection is gone or in an unknown state: the transaction is lost.
             txn.lease = None
@@ -461,29 +524,42 @@ class Session:
 
     # ------------------------------------------------------------------- output
 
-    async def _respond(self, req: Request, msg: Response) -> None:
+    async def _respond(self, req: Request, msg: Response | _Encoded) -> None:
         """Write the one response of ``req`` and give its slot back."""
+        encoded = msg if isinstance(msg, _Encoded) else None
         try:
             if self._conn.state is not State.OPEN:
                 return  # closing: the response has nowhere to go
+            data: bytes | bytearray
             try:
-                data = self._conn.send(msg)
+                if encoded is not None:
+                    assert encoded.message is not None
+                    data = self._conn.send_encoded(encoded.message)
+                    encoded.message = None
+                    self._hold(encoded, len(data) - encoded.held)
+                    msg = Rows(req.id, [], [], 0)  # what the counters see
+                else:
+                    assert not isinstance(msg, _Encoded)
+                    data = self._conn.send(msg)
             except FrameTooLarge as exc:
                 msg = Error(req.id, "result_too_large", None, exc.message)
                 data = self._conn.send(msg)
             except Exception as exc:  # a value msgspec cannot encode
                 msg = Error(req.id, "unencodable_result", None, f"{type(exc).__name__}: {exc}")
                 data = self._conn.send(msg)
+            assert not isinstance(msg, _Encoded)
             self._server.count_reply(REQUEST_KINDS[type(req)], msg)
             await self._write(data)
         except (ConnectionError, OSError):
             pass  # the read loop sees the disconnect
         finally:
+            if encoded is not None:
+                self._release(encoded)  # written and drained, or never to be
             self._last_activity = time.monotonic()
             self.in_flight -= 1
             self._slots.release()
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | bytearray) -> None:
         if not data:
             return
         async with self._write_lock:

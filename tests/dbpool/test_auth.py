@@ -27,9 +27,7 @@ def leases(service: DbPoolService) -> int:
 
 
 @contextlib.asynccontextmanager
-async def auth_service(
-    kind: str, auth: AuthConfig, **kw: object
-) -> AsyncIterator[DbPoolService]:
+async def auth_service(kind: str, auth: AuthConfig, **kw: object) -> AsyncIterator[DbPoolService]:
     config = DbPoolConfig(port=0, databases={"main": db_config(kind)}, auth=auth)
     service = DbPoolService(config, **kw)  # type: ignore[arg-type]
     await service.start()
@@ -122,7 +120,12 @@ async def test_the_secret_is_never_shown(secret_env: AuthConfig) -> None:
     async with auth_service("postgres", secret_env) as service:
         assert service.server is not None
         shown = " ".join(
-            [repr(service), repr(service.config), repr(service.server.auth), str(service.statistics())]
+            [
+                repr(service),
+                repr(service.config),
+                repr(service.server.auth),
+                str(service.statistics()),
+            ]
         )
         assert SECRET not in shown
 
