@@ -32,6 +32,7 @@ __all__ = [
     "Rollback",
     "Rows",
     "ServerStats",
+    "SessionStats",
     "Stats",
     "StatsReply",
 ]
@@ -166,6 +167,21 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     #: error replies sent, by error code (including connection-level ones)
     errors: dict[str, int]
     databases: dict[str, DatabaseStats]
+
+
+class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One client connection, as `DbPoolServer.session_statistics()` reports it."""
+
+    peer: str
+    external: bool
+    #: requests read from the client (answered or in flight)
+    requests_read: int
+    requests_in_flight: int
+    #: request bytes read but not yet parsed
+    bytes_buffered_in: int
+    #: encoded reply bytes held now / at most (results being read + replies unwritten)
+    reply_bytes: int
+    reply_bytes_peak: int
 
 
 class StatsReply(_Message, frozen=True, tag="stats_reply"):

@@ -20,7 +20,7 @@ import msgspec
 from pools import Lease, Pool
 
 from .auth import Authenticator
-from .messages import DatabaseStats, Error, Limits, Response, ServerStats
+from .messages import DatabaseStats, Error, Limits, Response, ServerStats, SessionStats
 from .protocol import HandshakeStatus
 from .session import Session, StreamReader, StreamWriter
 
@@ -137,6 +137,10 @@ class DbPoolServer:
     def note_rejected(self, code: str) -> None:
         self._clients_rejected += 1
         self._errors[code] += 1
+
+    def session_statistics(self) -> list[SessionStats]:
+        """One entry per client connection past the handshake."""
+        return [s.statistics() for s in self._sessions if s.accepted]
 
     def statistics(self) -> ServerStats:
         return ServerStats(

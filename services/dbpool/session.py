@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError, ResultTooLarge
 
 from .auth import METHOD
+from .messages import SessionStats
 from .protocol import (
     NEED_DATA,
     Auth,
@@ -173,6 +174,17 @@ class Session:
         # False only for a peer on the workload's own virtual network (not ingress)
         self._peer_external = writer.get_extra_info("peer_external")
         self.external = self._peer_external is not False
+
+    def statistics(self) -> SessionStats:
+        return SessionStats(
+            peer=str(self._peer),
+            external=self.external,
+            requests_read=self.requests,
+            requests_in_flight=self.in_flight,
+            bytes_buffered_in=self._conn.bytes_buffered,
+            reply_bytes=self.reply_bytes,
+            reply_bytes_peak=self.reply_bytes_peak,
+        )
 
     def __repr__(self) -> str:
         return (
