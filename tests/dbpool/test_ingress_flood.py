@@ -42,8 +42,12 @@ async def test_flooded_ingress_leaves_room_for_the_workload_and_refuses_clearly(
             await connect(ingress.port)
         assert info.value.code == "too_many_clients"
         # idle sockets that never say hello fill the ingress bound ...
-        for _ in range(ingress_bound - external):
-            idle.append(await asyncio.open_connection("127.0.0.1", ingress.port))
+        idle.extend(
+            [
+                await asyncio.open_connection("127.0.0.1", ingress.port)
+                for _ in range(ingress_bound - external)
+            ]
+        )
         await eventually(lambda: ingress.active == ingress_bound)
         # ... past which a client is refused at once
         with pytest.raises(DbPoolError) as info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from fabric.net import IngressRule, NetworkPolicy, Role, VirtualNetwork
 from fabric.net.streams import VirtualStreamReader, VirtualStreamWriter
@@ -19,9 +20,9 @@ async def echo(reader: VirtualStreamReader, writer: VirtualStreamWriter) -> None
     writer.close()
 
 
-async def eventually(cond: object) -> None:
+async def eventually(cond: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
-        while not cond():  # type: ignore[operator]
+        while not cond():  # noqa: ASYNC110 - polling a plain counter
             await asyncio.sleep(0.01)
 
 
