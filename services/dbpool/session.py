@@ -167,6 +167,7 @@ class Session:
         self.reply_bytes = 0  # encoded reply bytes held: results being read, replies unwritten
         self.reply_bytes_peak = 0
         self._large = asyncio.Lock()  # the large-result turn (see SMALL_REPLY)
+        self._lost = False  # writing to the client failed
         self.accepted = False
         self.requests = 0
         self._last_activity = time.monotonic()
@@ -303,6 +304,9 @@ class Session:
                 return
             assert not isinstance(ev, ClientHello)
             await self._slots.acquire()
+            if self._lost:  # a reply could not be written: the client is gone
+                self._slots.release()
+                return
             self.in_flight += 1
             self.requests += 1
             await self._dispatch(ev)
@@ -561,9 +565,13 @@ class Session:
                 data = self._conn.send(msg)
             assert not isinstance(msg, _Encoded)
             self._server.count_reply(REQUEST_KINDS[type(req)], msg)
-            await self._write(data)
+            # Hand the bytes over without keeping a reference here: a failed drain's
+            # traceback would otherwise keep the whole reply alive until the cyclic GC.
+            out = [data]
+            del data
+            await self._write_out(out)
         except (ConnectionError, OSError):
-            pass  # the read loop sees the disconnect
+            self._lost = True  # stop dispatching; the read loop sees the disconnect
         finally:
             if encoded is not None:
                 self._release(encoded)  # written and drained, or never to be
@@ -572,10 +580,16 @@ class Session:
             self._slots.release()
 
     async def _write(self, data: bytes | bytearray) -> None:
-        if not data:
-            return
+        await self._write_out([data])
+
+    async def _write_out(self, out: list[bytes | bytearray]) -> None:
+        """Write ``out``'s one item (taken out of the list) and wait for the drain."""
         async with self._write_lock:
+            data = out.pop()
+            if not data:
+                return
             self._writer.write(data)
+            del data
             await self._writer.drain()
 
     async def _close_with(self, code: str, message: str) -> None:
