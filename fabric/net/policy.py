@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_SOCKETS = 1024  # per guest instance (each `attach`), not per workload
-DEFAULT_MAX_INGRESS_CONNECTIONS = 256  # per ingress rule
+DEFAULT_MAX_INGRESS_CONNECTIONS = 512  # per ingress rule
 
 
 class Role(enum.Enum):
