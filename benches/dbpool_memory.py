@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from typing import Any
@@ -89,10 +88,12 @@ async def stalled_reader(port: int, sql: str, n: int, pid: int) -> dict[str, int
 
 
 async def run(kind: str, rows: int, stall: int) -> dict[str, Any]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, kind], stdout=subprocess.PIPE, text=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SERVER, kind, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline())
+        port = int(await proc.stdout.readline())
         await asyncio.sleep(0.5)
         baseline = rss(proc.pid)["VmRSS"]
         huge = await huge_query(port, HUGE[kind].format(rows=rows))
@@ -115,7 +116,7 @@ async def run(kind: str, rows: int, stall: int) -> dict[str, Any]:
         }
     finally:
         proc.terminate()
-        proc.wait(30)
+        await proc.wait()
 
 
 def main() -> int:
