@@ -1,10 +1,12 @@
 """PostgreSQL driver: asyncpg connections under the pool's own bookkeeping.
 
-Two private asyncpg calls are used, both kept to this module: ``Connection._execute``
+Private asyncpg calls are used, all kept to this module: ``Connection._execute``
 (what ``fetch``/``execute`` use underneath; it returns rows *and* the command status in
-one round trip, with asyncpg's retry on a stale cached statement) and
+one round trip, with asyncpg's retry on a stale cached statement),
 ``Connection._prepare(use_cache=True)`` (column names of a result with no rows, from
-the statement cache, without a round trip).
+the statement cache, without a round trip), and the cursor's ``_bind_exec`` / ``_exec``
+/ ``_close_portal`` (bind a portal and fetch its first chunk in one round trip, fetch
+the next chunks, close a portal stopped early), as asyncpg's cursor iterator uses them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import asyncpg
+from asyncpg.cursor import Cursor
 
 from ._config import QueryResult, RowSink, StreamResult
 from ._errors import ConnectionLost, DatabaseError, PoolError
@@ -82,28 +85,27 @@ class PostgresLease(Lease):
         own_transaction = not conn.is_in_transaction()
         if own_transaction:
             await conn.execute("BEGIN")
-        cursor = None
+        # Bind and the first fetch go in one round trip (asyncpg's cursor iterator
+        # does the same); later chunks are one Execute each.
+        state = stmt._state
+        cursor = Cursor(conn, sql, state, tuple(params), state.record_class)
         try:
-            cursor = await stmt.cursor(*params)
+            records = await cursor._bind_exec(chunk_rows, None)
             total = 0
             want = chunk_rows
-            while True:
-                records = await cursor.fetch(want)
-                if records:
-                    total += len(records)
-                    hint = await sink(columns, [tuple(r) for r in records])
-                    asked, want = want, hint or want
-                else:
-                    asked = want
-                if len(records) < asked:
+            while records:
+                total += len(records)
+                want = await sink(columns, [tuple(r) for r in records]) or want
+                if cursor._exhausted:
                     break
+                records = await cursor._exec(want, None)
         except Exception:
             # Stop the statement: the rest of the result is never produced.
             if not conn.is_closed():
                 try:
                     if own_transaction:
                         await conn.execute("ROLLBACK")
-                    elif cursor is not None and cursor._portal_name:
+                    elif cursor._portal_name:
                         await cursor._close_portal(None)
                 except Exception:  # the original error is the one to report
                     pass
