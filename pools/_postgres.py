@@ -88,7 +88,7 @@ class PostgresLease(Lease):
         # Bind and the first fetch go in one round trip (asyncpg's cursor iterator
         # does the same); later chunks are one Execute each.
         state = stmt._state
-        cursor = Cursor(conn, sql, state, tuple(params), state.record_class)
+        cursor: Any = Cursor(conn, sql, state, tuple(params), state.record_class)
         try:
             records = await cursor._bind_exec(chunk_rows, None)
             total = 0
