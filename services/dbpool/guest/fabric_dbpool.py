@@ -18,14 +18,16 @@ Parameters and results map to Python values as in the protocol's type
 table: None, bool, int, float, str, bytes, list, dict natively;
 Decimal, date, time, datetime, timedelta and UUID as msgpack ext values.
 Errors raise `DbPoolError(code, sqlstate, message)`.
+
+A service that asks for a secret (clients from outside the workload) is
+answered with ``connect(..., secret="...")``: an HMAC of the service's
+challenge is sent, never the secret itself.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
-import hashlib
-import hmac
 import socket
 import struct
 import time
@@ -638,6 +640,9 @@ def _authenticate(conn: Connection, secret: str | bytes | None) -> None:
     if secret is None:
         conn.close()
         raise DbPoolError("auth_required", None, "the service requires a secret")
+    import hashlib  # only clients that authenticate pay for these imports
+    import hmac
+
     key = (secret.encode() if isinstance(secret, str) else secret).strip()
     challenge = conn._read_frame()
     if challenge.get("t") != "challenge" or not isinstance(challenge.get("nonce"), bytes):
