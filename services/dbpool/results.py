@@ -13,7 +13,9 @@ that a chunk stays near `CHUNK_BYTES` whatever the width of a row.
 
 from __future__ import annotations
 
+import asyncio
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -23,12 +25,16 @@ from pools import PoolError, ResultTooLarge
 from . import codec
 from .messages import ResponseId
 
-__all__ = ["CHUNK_BYTES", "RowsBuilder", "UnencodableResult"]
+__all__ = ["CHUNK_BYTES", "SMALL_REPLY", "Reply", "ReplyBuffer", "RowsBuilder", "UnencodableResult"]
 
 #: target size of one chunk of encoded rows
 CHUNK_BYTES = 256 * 1024
 MIN_CHUNK_ROWS = 1
 MAX_CHUNK_ROWS = 4096
+#: a result may grow past this many encoded bytes only while it holds its
+#: connection's one large-result turn (so one connection holds at most one
+#: large result plus max_in_flight small ones, however many it pipelines)
+SMALL_REPLY = 64 * 1024
 
 
 class UnencodableResult(PoolError):
@@ -107,3 +113,51 @@ class RowsBuilder:
 
     def __repr__(self) -> str:
         return f"<RowsBuilder id={self.rid} rows={self.rows} bytes={self.size}>"
+
+
+class Reply:
+    """A streamed result on its way out, and the bytes its connection holds for it."""
+
+    __slots__ = ("held", "message", "turn")
+
+    def __init__(self) -> None:
+        self.message: _RawRows | None = None
+        self.held = 0
+        self.turn = False  # holds the connection's large-result turn
+
+
+class ReplyBuffer:
+    """The encoded reply bytes one connection holds (results being read, replies
+    not yet written) and its large-result turn: results grow past `SMALL_REPLY`
+    one at a time, each keeping the turn until its reply has been written."""
+
+    def __init__(self, on_peak: Callable[[int], None] | None = None) -> None:
+        self.bytes = 0
+        self.peak = 0
+        self._on_peak = on_peak
+        self._turn = asyncio.Lock()
+
+    def hold(self, reply: Reply, n: int) -> None:
+        reply.held += n
+        self.bytes += n
+        if self.bytes > self.peak:
+            self.peak = self.bytes
+            if self._on_peak is not None:
+                self._on_peak(self.bytes)
+
+    async def grow(self, reply: Reply, n: int, size: int) -> None:
+        """Hold ``n`` more bytes of a result now ``size`` bytes long; past
+        `SMALL_REPLY`, wait for the large-result turn (backpressure)."""
+        self.hold(reply, n)
+        if size > SMALL_REPLY and not reply.turn:
+            await self._turn.acquire()
+            reply.turn = True
+
+    def release(self, reply: Reply) -> None:
+        """The reply was written (or never will be): drop its bytes and its turn."""
+        self.bytes -= reply.held
+        reply.held = 0
+        reply.message = None
+        if reply.turn:
+            reply.turn = False
+            self._turn.release()

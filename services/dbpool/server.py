@@ -149,7 +149,7 @@ class DbPoolServer:
             clients_rejected=self._clients_rejected,
             clients_external=self._connected(external=True),
             auth_failures=self.auth_failures,
-            reply_bytes=sum(s.reply_bytes for s in self._sessions),
+            reply_bytes=sum(s.replies.bytes for s in self._sessions),
             reply_bytes_peak=self.reply_bytes_peak,
             requests_in_flight=sum(s.in_flight for s in self._sessions),
             transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None),

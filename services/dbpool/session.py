@@ -59,7 +59,7 @@ from .protocol import (
     Stats,
     StatsReply,
 )
-from .results import RowsBuilder, UnencodableResult, _RawRows
+from .results import Reply, ReplyBuffer, RowsBuilder, UnencodableResult
 
 if TYPE_CHECKING:
     from .server import DbPoolServer
@@ -69,10 +69,6 @@ __all__ = ["Session", "StreamReader", "StreamWriter", "error_reply"]
 log = logging.getLogger("services.dbpool")
 
 READ_SIZE = 65536
-#: a result may grow past this many encoded bytes only while it holds the
-#: session's one large-result turn (so one session holds at most one large
-#: result plus max_in_flight small ones, however many it pipelines)
-SMALL_REPLY = 64 * 1024
 #: rows asked for in the first chunk of a result
 FIRST_CHUNK_ROWS = 256
 
@@ -126,17 +122,6 @@ _POOL_ERROR_CODES = {
 }
 
 
-class _Encoded:
-    """A streamed result on its way out, and the bytes the session holds for it."""
-
-    __slots__ = ("held", "message", "turn")
-
-    def __init__(self) -> None:
-        self.message: _RawRows | None = None
-        self.held = 0
-        self.turn = False  # holds the session's large-result turn
-
-
 class _Txn:
     """A transaction pinned to this session; owned by its worker task."""
 
@@ -164,9 +149,7 @@ class Session:
         self._txn: _Txn | None = None  # the transaction new requests are routed to
         self.txns: set[_Txn] = set()  # transactions whose worker is still alive
         self.in_flight = 0
-        self.reply_bytes = 0  # encoded reply bytes held: results being read, replies unwritten
-        self.reply_bytes_peak = 0
-        self._large = asyncio.Lock()  # the large-result turn (see SMALL_REPLY)
+        self.replies = ReplyBuffer(server.note_reply_peak)
         self._lost = False  # writing to the client failed
         self.accepted = False
         self.requests = 0
@@ -183,8 +166,8 @@ class Session:
             requests_read=self.requests,
             requests_in_flight=self.in_flight,
             bytes_buffered_in=self._conn.bytes_buffered,
-            reply_bytes=self.reply_bytes,
-            reply_bytes_peak=self.reply_bytes_peak,
+            reply_bytes=self.replies.bytes,
+            reply_bytes_peak=self.replies.peak,
         )
 
     def __repr__(self) -> str:
@@ -379,48 +362,30 @@ class Session:
 
     # ----------------------------------------------------------------- execution
 
-    async def _execute(self, lease: Lease, req: Query | ExecuteMany) -> Response | _Encoded:
+    async def _execute(self, lease: Lease, req: Query | ExecuteMany) -> Response | Reply:
         if isinstance(req, Query):
             return await self._query(lease, req)
         count = await lease.execute_many(req.sql, req.params_seq)
         return Done(req.id, count)
 
-    async def _query(self, lease: Lease, req: Query) -> _Encoded:
+    async def _query(self, lease: Lease, req: Query) -> Reply:
         """Stream the result from the driver, encoding each chunk as it arrives;
         `ResultTooLarge` stops the statement as soon as a limit is crossed."""
         lim = self._limits
         builder = RowsBuilder(req.id, max_rows=lim.max_result_rows, max_bytes=lim.max_result_size)
-        reply = _Encoded()
+        reply = Reply()
 
         async def sink(columns: list[str], rows: list[tuple[Any, ...]]) -> int:
-            self._hold(reply, builder.add(rows))
-            if builder.size > SMALL_REPLY and not reply.turn:
-                await self._large.acquire()  # backpressure: one large result at a time
-                reply.turn = True
+            await self.replies.grow(reply, builder.add(rows), builder.size)
             return builder.next_chunk()
 
         try:
             res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
         except BaseException:
-            self._release(reply)
+            self.replies.release(reply)
             raise
         reply.message = builder.message(res.columns, res.rowcount)
         return reply
-
-    def _hold(self, reply: _Encoded, n: int) -> None:
-        reply.held += n
-        self.reply_bytes += n
-        if self.reply_bytes > self.reply_bytes_peak:
-            self.reply_bytes_peak = self.reply_bytes
-            self._server.note_reply_peak(self.reply_bytes)
-
-    def _release(self, reply: _Encoded) -> None:
-        self.reply_bytes -= reply.held
-        reply.held = 0
-        reply.message = None
-        if reply.turn:
-            reply.turn = False
-            self._large.release()
 
     async def _run_autocommit(self, req: Query | ExecuteMany) -> None:
         pool = self._server.pools.get(req.db)
@@ -434,7 +399,7 @@ class Session:
             return
         discard = True
         try:
-            resp: Response | _Encoded = await self._execute(lease, req)
+            resp: Response | Reply = await self._execute(lease, req)
             discard = False
         except (DatabaseError, ResultTooLarge, UnencodableResult) as exc:
             # the statement failed or was stopped; the connection is fine unless
@@ -540,9 +505,9 @@ class Session:
 
     # ------------------------------------------------------------------- output
 
-    async def _respond(self, req: Request, msg: Response | _Encoded) -> None:
+    async def _respond(self, req: Request, msg: Response | Reply) -> None:
         """Write the one response of ``req`` and give its slot back."""
-        encoded = msg if isinstance(msg, _Encoded) else None
+        encoded = msg if isinstance(msg, Reply) else None
         try:
             if self._conn.state is not State.OPEN:
                 return  # closing: the response has nowhere to go
@@ -552,10 +517,10 @@ class Session:
                     assert encoded.message is not None
                     data = self._conn.send_encoded(encoded.message)
                     encoded.message = None
-                    self._hold(encoded, len(data) - encoded.held)
+                    self.replies.hold(encoded, len(data) - encoded.held)
                     msg = Rows(req.id, [], [], 0)  # what the counters see
                 else:
-                    assert not isinstance(msg, _Encoded)
+                    assert not isinstance(msg, Reply)
                     data = self._conn.send(msg)
             except FrameTooLarge as exc:
                 msg = Error(req.id, "result_too_large", None, exc.message)
@@ -563,7 +528,7 @@ class Session:
             except Exception as exc:  # a value msgspec cannot encode
                 msg = Error(req.id, "unencodable_result", None, f"{type(exc).__name__}: {exc}")
                 data = self._conn.send(msg)
-            assert not isinstance(msg, _Encoded)
+            assert not isinstance(msg, Reply)
             self._server.count_reply(REQUEST_KINDS[type(req)], msg)
             # Hand the bytes over without keeping a reference here: a failed drain's
             # traceback would otherwise keep the whole reply alive until the cyclic GC.
@@ -574,7 +539,7 @@ class Session:
             self._lost = True  # stop dispatching; the read loop sees the disconnect
         finally:
             if encoded is not None:
-                self._release(encoded)  # written and drained, or never to be
+                self.replies.release(encoded)  # written and drained, or never to be
             self._last_activity = time.monotonic()
             self.in_flight -= 1
             self._slots.release()

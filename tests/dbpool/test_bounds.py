@@ -10,7 +10,7 @@ import pytest
 
 from services.dbpool.client import DbPoolError, connect
 from services.dbpool.protocol import Limits, Query, Rows
-from services.dbpool.session import SMALL_REPLY
+from services.dbpool.results import SMALL_REPLY
 
 from .conftest import Env, eventually, make_env
 from .test_server import Raw
