@@ -226,6 +226,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_result_rows: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     #: a client with no request in flight and no bytes received for this long is closed
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: a reply not taken by the client within this long closes the connection
+    #: (its requests waiting with a lease are cancelled and the leases returned)
+    write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: time allowed between accept and a complete client hello
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: connected clients; more are refused in the handshake

@@ -25,10 +25,20 @@ from pools import PoolError, ResultTooLarge
 from . import codec
 from .messages import ResponseId
 
-__all__ = ["CHUNK_BYTES", "SMALL_REPLY", "Reply", "ReplyBuffer", "RowsBuilder", "UnencodableResult"]
+__all__ = [
+    "CHUNK_BYTES",
+    "FIRST_CHUNK_ROWS",
+    "SMALL_REPLY",
+    "Reply",
+    "ReplyBuffer",
+    "RowsBuilder",
+    "UnencodableResult",
+]
 
 #: target size of one chunk of encoded rows
 CHUNK_BYTES = 256 * 1024
+#: rows asked for in the first chunk, before the row size is known
+FIRST_CHUNK_ROWS = 64
 MIN_CHUNK_ROWS = 1
 MAX_CHUNK_ROWS = 4096
 #: a result may grow past this many encoded bytes only while it holds its
@@ -98,12 +108,16 @@ class RowsBuilder:
         self._parts.append(body)
         return len(body)
 
+    @property
+    def row_size(self) -> int:
+        """Average encoded bytes per row so far (at least 1)."""
+        return max(self.size // self.rows, 1) if self.rows else 1
+
     def next_chunk(self) -> int:
         """Rows to ask for next: about `CHUNK_BYTES` at the average row size so far."""
         if not self.rows:
             return MAX_CHUNK_ROWS
-        per_row = max(self.size // self.rows, 1)
-        return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row))
+        return max(MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, CHUNK_BYTES // self.row_size))
 
     def message(self, columns: list[str], rowcount: int) -> _RawRows:
         """The ``rows`` response around the encoded rows (the parts are released)."""
@@ -145,11 +159,13 @@ class ReplyBuffer:
             if self._on_peak is not None:
                 self._on_peak(self.bytes)
 
-    async def grow(self, reply: Reply, n: int, size: int) -> None:
-        """Hold ``n`` more bytes of a result now ``size`` bytes long; past
-        `SMALL_REPLY`, wait for the large-result turn (backpressure)."""
+    async def grow(self, reply: Reply, n: int, size: int, coming: int = 0) -> None:
+        """Hold ``n`` more bytes of a result now ``size`` bytes long. Before it can
+        grow past `SMALL_REPLY` (``coming`` is the size of the next chunk), wait
+        for the large-result turn (backpressure): results waiting for the turn
+        hold at most `SMALL_REPLY` each (or their first chunk, if larger)."""
         self.hold(reply, n)
-        if size > SMALL_REPLY and not reply.turn:
+        if size + coming > SMALL_REPLY and not reply.turn:
             await self._turn.acquire()
             reply.turn = True
 

@@ -59,7 +59,7 @@ from .protocol import (
     Stats,
     StatsReply,
 )
-from .results import Reply, ReplyBuffer, RowsBuilder, UnencodableResult
+from .results import FIRST_CHUNK_ROWS, Reply, ReplyBuffer, RowsBuilder, UnencodableResult
 
 if TYPE_CHECKING:
     from .server import DbPoolServer
@@ -69,8 +69,6 @@ __all__ = ["Session", "StreamReader", "StreamWriter", "error_reply"]
 log = logging.getLogger("services.dbpool")
 
 READ_SIZE = 65536
-#: rows asked for in the first chunk of a result
-FIRST_CHUNK_ROWS = 256
 
 
 class StreamReader(Protocol):
@@ -376,8 +374,10 @@ class Session:
         reply = Reply()
 
         async def sink(columns: list[str], rows: list[tuple[Any, ...]]) -> int:
-            await self.replies.grow(reply, builder.add(rows), builder.size)
-            return builder.next_chunk()
+            added = builder.add(rows)
+            want = builder.next_chunk()
+            await self.replies.grow(reply, added, builder.size, want * builder.row_size)
+            return want
 
         try:
             res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
@@ -555,7 +555,30 @@ class Session:
                 return
             self._writer.write(data)
             del data
-            await self._writer.drain()
+            try:
+                async with asyncio.timeout(self._limits.write_timeout):
+                    await self._writer.drain()
+            except TimeoutError:
+                # The client stopped reading its replies: give up on it, so the
+                # leases its waiting requests hold go back to their pools.
+                if not self._lost:
+                    self._lost = True
+                    self._server.count_error("write_timeout")
+                    log.info(
+                        "dbpool: %s read no reply for %s s; closing",
+                        self._peer,
+                        self._limits.write_timeout,
+                    )
+                self._abort()
+                raise ConnectionResetError("write_timeout") from None
+
+    def _abort(self) -> None:
+        transport = getattr(self._writer, "transport", None)
+        abort = getattr(transport, "abort", None) or getattr(self._writer, "abort", None)
+        if abort is not None:
+            abort()
+        else:
+            self._writer.close()
 
     async def _close_with(self, code: str, message: str) -> None:
         self._server.count_error(code)

@@ -98,7 +98,8 @@ async def test_a_client_that_never_reads_stops_being_read(kind: str) -> None:
         await eventually(stalled)
         await asyncio.sleep(0.5)  # give the server every chance to read on
         (session,) = server.session_statistics()
-        bound = result_limit + 2 * in_flight * SMALL_REPLY
+        # one large result, and for each other request at most SMALL_REPLY
+        bound = result_limit + in_flight * SMALL_REPLY
         assert session.requests_read < n, "the server stopped reading requests"
         assert session.requests_in_flight <= in_flight
         assert session.reply_bytes_peak <= bound
@@ -109,4 +110,23 @@ async def test_a_client_that_never_reads_stops_being_read(kind: str) -> None:
         (session,) = server.session_statistics()
         assert session.reply_bytes == 0 and session.requests_read == n
         assert session.reply_bytes_peak <= bound
+        await raw.close()
+
+
+async def test_a_stalled_reader_is_closed_and_its_leases_return(kind: str) -> None:
+    limits = Limits(max_in_flight=8, max_result_size=1024 * 1024, write_timeout=1.0)
+    async with make_env(kind, limits=limits, max_size=4) as env:
+        raw = await pipeline_without_reading(env, 300, wide(kind, 500, 1000))
+        server = env.service.server
+        assert server is not None
+        # while it stalls, its waiting requests hold leases; then it is given up on
+        await eventually(lambda: env.in_use() > 0)
+        await eventually(lambda: not server.session_statistics())
+        stats = env.service.statistics()
+        assert stats.errors.get("write_timeout") == 1
+        await eventually(lambda: env.in_use() == 0)
+        # the pool serves others again
+        client = await connect(env.port)
+        assert (await client.execute("main", "SELECT 1")).scalar() == 1
+        await client.close()
         await raw.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import uuid
@@ -24,7 +25,14 @@ from services.dbpool.protocol import (
     ServerHello,
     State,
 )
-from services.dbpool.results import MAX_CHUNK_ROWS, RowsBuilder, UnencodableResult
+from services.dbpool.results import (
+    MAX_CHUNK_ROWS,
+    SMALL_REPLY,
+    Reply,
+    ReplyBuffer,
+    RowsBuilder,
+    UnencodableResult,
+)
 
 
 def open_pair(limits: Limits | None = None) -> tuple[ServerConnection, ClientConnection]:
@@ -113,3 +121,22 @@ def test_auth_handshake_states() -> None:
     assert server.next_event() is NEED_DATA
     with pytest.raises(LocalProtocolError):
         server.authenticated()  # only from AUTH
+
+
+async def test_one_large_result_at_a_time_per_connection() -> None:
+    peaks: list[int] = []
+    buf = ReplyBuffer(peaks.append)
+    first, second = Reply(), Reply()
+    await buf.grow(first, 1000, 1000)
+    await buf.grow(second, 1000, 1000)  # small results need no turn
+    await buf.grow(first, SMALL_REPLY, SMALL_REPLY + 1000)
+    assert first.turn
+    waiting = asyncio.ensure_future(buf.grow(second, SMALL_REPLY, SMALL_REPLY + 1000))
+    await asyncio.sleep(0)
+    assert not waiting.done() and not second.turn, "the second large result waits"
+    assert buf.bytes == 2 * SMALL_REPLY + 2000
+    buf.release(first)  # the first reply was written
+    await waiting
+    assert second.turn and buf.bytes == SMALL_REPLY + 1000
+    buf.release(second)
+    assert buf.bytes == 0 and buf.peak == max(peaks) == 2 * SMALL_REPLY + 2000
