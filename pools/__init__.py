@@ -22,6 +22,7 @@ from ._errors import (
     LeaseReleased,
     PoolClosed,
     PoolError,
+    ResultTooLarge,
 )
 from ._lease import Lease
 from ._mysql import MySQLLease, MySQLPool
@@ -48,6 +49,7 @@ __all__ = [
     "PostgresLease",
     "PostgresPool",
     "QueryResult",
+    "ResultTooLarge",
     "Slot",
     "Waiter",
     "create_pool",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["DatabaseConfig", "PoolStats", "QueryResult"]
+__all__ = ["DatabaseConfig", "PoolStats", "QueryResult", "RowSink", "StreamResult"]
 
 _DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
@@ -70,6 +71,20 @@ class QueryResult(msgspec.Struct, frozen=True):
     columns: list[str]
     rows: list[tuple[Any, ...]]
     rowcount: int  # rows returned, or rows affected for INSERT/UPDATE/DELETE
+
+
+class StreamResult(msgspec.Struct, frozen=True):
+    """What `Lease.stream` returns once every chunk went to the sink."""
+
+    columns: list[str]
+    rowcount: int  # rows streamed, or rows affected for INSERT/UPDATE/DELETE
+
+
+#: Receives a result chunk by chunk: ``await sink(columns, rows)``. It returns how
+#: many rows it wants in the next chunk (None: as many as before). Raising stops
+#: the statement; raise a `PoolError` (such as `ResultTooLarge`) to keep the
+#: lease usable.
+RowSink = Callable[[list[str], list[tuple[Any, ...]]], Awaitable[int | None]]
 
 
 class PoolStats(msgspec.Struct, frozen=True):

@@ -21,6 +21,7 @@ __all__ = [
     "LeaseReleased",
     "PoolClosed",
     "PoolError",
+    "ResultTooLarge",
 ]
 
 
@@ -38,6 +39,16 @@ class PoolClosed(PoolError):
 
 class LeaseReleased(PoolError):
     """The lease was already released; its connection belongs to the pool again."""
+
+
+class ResultTooLarge(PoolError):
+    """A result crossed a row or byte limit while it was being read; the rest was
+    not read, the statement was stopped, and the lease stays usable."""
+
+    def __init__(self, message: str, *, rows: int = 0, size: int = 0) -> None:
+        super().__init__(message)
+        self.rows = rows
+        self.size = size
 
 
 class ConnectionLost(PoolError):

@@ -18,8 +18,8 @@ import abc
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from ._config import QueryResult
-from ._errors import ConnectionLost, DatabaseError, LeaseReleased, PoolError
+from ._config import QueryResult, RowSink, StreamResult
+from ._errors import ConnectionLost, DatabaseError, LeaseReleased, PoolError, ResultTooLarge
 
 if TYPE_CHECKING:
     import asyncio
@@ -59,6 +59,14 @@ class Lease(abc.ABC):
 
     @abc.abstractmethod
     async def _query(self, sql: str, params: Sequence[Any]) -> QueryResult: ...
+
+    @abc.abstractmethod
+    async def _stream(
+        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+    ) -> StreamResult:
+        """Run one statement, handing its rows to ``sink`` in chunks read from the
+        driver (a cursor, an unbuffered read). If ``sink`` raises, stop the
+        statement so the connection can be reused, then re-raise."""
 
     @abc.abstractmethod
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int: ...
@@ -109,6 +117,53 @@ class Lease(abc.ABC):
         """Run one statement and return its columns, rows and row count."""
         _check_sql(sql)
         return await self._run(self._query, sql, params)
+
+    async def stream(
+        self, sql: str, params: Sequence[Any], sink: RowSink, *, chunk_rows: int = 256
+    ) -> StreamResult:
+        """Run one statement and hand its rows to ``sink`` chunk by chunk, as they are
+        read from the database, never holding more than one chunk.
+
+        PostgreSQL reads a statement that returns rows through a cursor (inside
+        the lease's transaction, or one opened for the statement and committed
+        after it); MySQL reads it unbuffered. If ``sink`` raises `ResultTooLarge`
+        (or another `PoolError`) the statement is stopped, the error propagates,
+        and the lease stays usable (outside a transaction the statement's own
+        transaction is rolled back).
+        """
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be at least 1")
+        return await self._run(self._stream, sql, params, sink, chunk_rows)
+
+    async def query_limited(
+        self, sql: str, params: Sequence[Any] = (), *, max_rows: int, max_bytes: int | None = None
+    ) -> QueryResult:
+        """`query`, read in chunks, refused with `ResultTooLarge` as soon as the result
+        has more than ``max_rows`` rows or, with ``max_bytes``, its values more than
+        about that many bytes (text and binary values by length, others 8 bytes);
+        the rest is not read."""
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+
+        async def collect(columns: list[str], chunk: list[tuple[Any, ...]]) -> int | None:
+            nonlocal size
+            if len(rows) + len(chunk) > max_rows:
+                raise ResultTooLarge(
+                    f"the result has more than {max_rows} rows", rows=len(rows) + len(chunk)
+                )
+            if max_bytes is not None:
+                size += sum(_value_size(v) for row in chunk for v in row)
+                if size > max_bytes:
+                    raise ResultTooLarge(
+                        f"the result is larger than {max_bytes} bytes",
+                        rows=len(rows) + len(chunk),
+                        size=size,
+                    )
+            rows.extend(chunk)
+            return None
+
+        res = await self.stream(sql, params, collect)
+        return QueryResult(res.columns, rows, res.rowcount)
 
     async def execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         """Run one statement once per parameter set; return the rows affected in total.
@@ -214,6 +269,13 @@ class Lease(abc.ABC):
         )
         needs = self._used and (reset_always or self._transacted or in_txn)
         return self._slot, reusable, reusable and needs
+
+
+def _value_size(value: Any) -> int:
+    """About how many bytes a value takes in a result (for `Lease.query_limited`)."""
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return len(value)
+    return 8
 
 
 def _check_sql(sql: str) -> None:

@@ -18,7 +18,7 @@ import pymysql
 from pymysql.constants import CLIENT, SERVER_STATUS
 from pymysql.converters import escape_bytes
 
-from ._config import QueryResult
+from ._config import QueryResult, RowSink, StreamResult
 from ._errors import ConnectionLost, DatabaseError, PoolError
 from ._lease import Lease
 from ._pool import Pool
@@ -31,12 +31,16 @@ _ER_UNKNOWN_COM_ERROR = 1047
 
 # Error numbers after which the session is gone: client-side "server gone / lost / out of
 # sync", and the server's "connection killed" (MariaDB 1927), shutdown, aborted.
+# "Query execution was interrupted" (KILL QUERY), MariaDB's variant with a statement timeout
+_INTERRUPTED_ERRNOS = frozenset({1317, 1969, 3024})
+
 _LOST_ERRNOS = frozenset({2003, 2006, 2013, 2014, 2055, 1053, 1152, 1927, 4031})
 
 
-class _Cursor(aiomysql.Cursor):  # type: ignore[misc]
-    """aiomysql's cursor, minus the extra SHOW WARNINGS round trip after each statement
-    (aiomysql turns server warnings into Python warnings)."""
+class _Fixes:
+    """What both cursors change in aiomysql's: no extra SHOW WARNINGS round trip
+    after each statement (aiomysql turns server warnings into Python warnings),
+    and bytes parameters escaped here."""
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
@@ -46,13 +50,22 @@ class _Cursor(aiomysql.Cursor):  # type: ignore[misc]
         # ("'str' object is not callable"); escape them as _binary X'..' here.
         if isinstance(args, tuple | list):
             return tuple(_escape(conn, arg) for arg in args)
-        return super()._escape_args(args, conn)
+        return super()._escape_args(args, conn)  # type: ignore[misc]
+
+
+class _Cursor(_Fixes, aiomysql.Cursor):  # type: ignore[misc]
+    """aiomysql's cursor with `_Fixes`."""
 
 
 def _escape(conn: Any, value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return escape_bytes(bytes(value))
     return conn.escape(value)
+
+
+class _SSCursor(_Fixes, aiomysql.SSCursor):  # type: ignore[misc]
+    """aiomysql's unbuffered cursor (rows are read from the socket as they are
+    fetched) with `_Fixes`."""
 
 
 def _client_error(exc: Exception) -> DatabaseError:
@@ -87,6 +100,59 @@ class MySQLLease(Lease):
             rows=[tuple(row) for row in rows],
             rowcount=rowcount if rowcount is not None and rowcount >= 0 else len(rows),
         )
+
+    async def _stream(
+        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+    ) -> StreamResult:
+        cursor = _SSCursor(self._conn)
+        if params:
+            try:
+                sql = cursor.mogrify(sql, tuple(params))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise _client_error(exc) from exc
+        await cursor.execute(sql)
+        description = cursor.description
+        if not description:
+            rowcount = cursor.rowcount
+            await cursor.close()
+            return StreamResult([], rowcount if rowcount is not None and rowcount >= 0 else 0)
+        columns = [d[0] for d in description]
+        total = 0
+        want = chunk_rows
+        try:
+            while rows := await cursor.fetchmany(want):
+                total += len(rows)
+                want = await sink(columns, [tuple(row) for row in rows]) or want
+        except Exception:
+            await self._stop_unbuffered(cursor)
+            raise
+        await cursor.close()  # reads the end of the result and any further result sets
+        return StreamResult(columns, total)
+
+    async def _stop_unbuffered(self, cursor: Any) -> None:
+        """Stop a statement whose rows are still arriving: KILL QUERY from a second
+        connection, then read what is left (up to the server's error). The lease
+        stays usable (in a transaction, MySQL rolls back only the statement); if
+        that fails, the lease is marked broken and its connection discarded."""
+        conn = self._conn
+        if conn.closed:
+            return
+        try:
+            async with asyncio.timeout(self._owner_config().connect_timeout):
+                await self._owner_kill(self.session_id)
+                try:
+                    await cursor.close()
+                except pymysql.err.OperationalError as exc:
+                    if not exc.args or exc.args[0] not in _INTERRUPTED_ERRNOS:
+                        raise
+        except Exception as exc:
+            self._broken = f"a stopped statement left the connection in an unknown state: {exc!r}"
+
+    def _owner_config(self) -> Any:
+        return self._owner._config  # type: ignore[attr-defined]
+
+    async def _owner_kill(self, thread_id: int) -> None:
+        await self._owner._kill_query(thread_id)  # type: ignore[attr-defined]
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         cursor = _Cursor(self._conn)
@@ -191,6 +257,16 @@ class MySQLPool(Pool):
 
     async def _ping(self, conn: Any) -> None:
         await conn.ping(reconnect=False)
+
+    async def _kill_query(self, thread_id: int) -> None:
+        """Stop the statement running on session ``thread_id`` (a short extra connection)."""
+        conn = await self._connect()
+        try:
+            cursor = _Cursor(conn)
+            await cursor.execute(f"KILL QUERY {int(thread_id)}")
+            await cursor.close()
+        finally:
+            conn.close()
 
     async def _reset(self, conn: Any) -> None:
         if self._reset_supported:

@@ -1,10 +1,12 @@
 """PostgreSQL driver: asyncpg connections under the pool's own bookkeeping.
 
-Two private asyncpg calls are used, both kept to this module: ``Connection._execute``
+Private asyncpg calls are used, all kept to this module: ``Connection._execute``
 (what ``fetch``/``execute`` use underneath; it returns rows *and* the command status in
-one round trip, with asyncpg's retry on a stale cached statement) and
+one round trip, with asyncpg's retry on a stale cached statement),
 ``Connection._prepare(use_cache=True)`` (column names of a result with no rows, from
-the statement cache, without a round trip).
+the statement cache, without a round trip), and the cursor's ``_bind_exec`` / ``_exec``
+/ ``_close_portal`` (bind a portal and fetch its first chunk in one round trip, fetch
+the next chunks, close a portal stopped early), as asyncpg's cursor iterator uses them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import asyncpg
+from asyncpg.cursor import Cursor
 
-from ._config import QueryResult
+from ._config import QueryResult, RowSink, StreamResult
 from ._errors import ConnectionLost, DatabaseError, PoolError
 from ._lease import Lease
 from ._pool import Pool
@@ -66,6 +69,52 @@ class PostgresLease(Lease):
             rows=[tuple(row) for row in rows],
             rowcount=_status_count(status, len(rows)),
         )
+
+    async def _stream(
+        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+    ) -> StreamResult:
+        conn = self._conn
+        stmt = await conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
+        columns = [attr.name for attr in stmt.get_attributes()]
+        if not columns:  # no result set (DML, DDL): nothing to bound
+            _, status, _ = await conn._execute(  # type: ignore[attr-defined]
+                sql, tuple(params), 0, None, return_status=True
+            )
+            return StreamResult([], _status_count(status, 0))
+        # A cursor (a named portal) needs a transaction: the lease's, or one of its own.
+        own_transaction = not conn.is_in_transaction()
+        if own_transaction:
+            await conn.execute("BEGIN")
+        # Bind and the first fetch go in one round trip (asyncpg's cursor iterator
+        # does the same); later chunks are one Execute each.
+        state = stmt._state
+        cursor: Any = Cursor(conn, sql, state, tuple(params), state.record_class)
+        try:
+            records = await cursor._bind_exec(chunk_rows, None)
+            total = 0
+            want = chunk_rows
+            while records:
+                total += len(records)
+                want = await sink(columns, [tuple(r) for r in records]) or want
+                if cursor._exhausted:
+                    break
+                records = await cursor._exec(want, None)
+        except Exception:
+            # Stop the statement: the rest of the result is never produced.
+            if not conn.is_closed():
+                try:
+                    if own_transaction:
+                        await conn.execute("ROLLBACK")
+                    elif cursor._portal_name:
+                        await cursor._close_portal(None)
+                except Exception:  # the original error is the one to report
+                    pass
+            raise
+        if own_transaction:
+            await conn.execute("COMMIT")
+        elif cursor._portal_name:
+            await cursor._close_portal(None)
+        return StreamResult(columns, total)
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         # One round trip per parameter set, so the affected-row count is exact; asyncpg's

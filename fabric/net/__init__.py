@@ -8,6 +8,7 @@ asyncio-shaped API for native Python peers. See docs/network.md.
 
 from .address import IpAddress, IpAddressFamily, SocketAddress
 from .bridge import IngressServer, splice
+from .budget import SocketBudget
 from .errors import (
     ErrorCode,
     NetError,
@@ -82,6 +83,7 @@ __all__ = [
     "SocketAddrCheck",
     "SocketAddrUse",
     "SocketAddress",
+    "SocketBudget",
     "SocketError",
     "StreamClosed",
     "TcpInputStream",

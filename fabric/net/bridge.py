@@ -10,8 +10,12 @@ Egress
 
 Ingress
     `IngressServer` listens on a real host port and, for each real
-    connection, connects into the virtual port as the guest `ingress` (a
-    service) and splices the two.
+    connection, connects into the virtual port as the guest
+    `ingress:<port>` (a service, marked external) and splices the two. At
+    most `IngressRule.max_connections` are forwarded at once; a client
+    beyond that is reset at once. The guest's socket budget is two sockets
+    per allowed connection (its own and the accepted one), separate from
+    every other guest's.
 
 `splice` copies each direction with backpressure (`await drain()` after
 every chunk, so neither side buffers more than its high-water mark plus one
@@ -162,9 +166,15 @@ class IngressServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections = 0
         self.refused = 0
+        self.over_limit = 0  # clients reset because `max_connections` were being forwarded
 
     async def start(self) -> None:
-        self._guest = self.network.attach("ingress", Role.SERVICE)
+        self._guest = self.network.attach(
+            f"ingress:{self.rule.port}",
+            Role.SERVICE,
+            max_sockets=2 * self.rule.max_connections,
+            external=True,
+        )
         self._server = await asyncio.start_server(self._handle, self.rule.host, self.rule.host_port)
 
     @property
@@ -182,6 +192,17 @@ class IngressServer:
         return len(self._tasks)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tasks) >= self.rule.max_connections:
+            self.refused += 1
+            self.over_limit += 1
+            logger.info(
+                "ingress %s -> :%d: %d connections open, client refused",
+                self.port,
+                self.rule.port,
+                len(self._tasks),
+            )
+            writer.transport.abort()
+            return
         # asyncio's start_server reports a cancelled handler task as an error,
         # so the cancellable work runs in a task of its own.
         task = asyncio.get_running_loop().create_task(self._forward(reader, writer))
@@ -230,5 +251,6 @@ class IngressServer:
         where = f"{self.rule.host}:{self.port}" if self._server else "not started"
         return (
             f"<IngressServer {where} -> :{self.rule.port} active={len(self._tasks)}"
-            f" connections={self.connections} refused={self.refused}>"
+            f"/{self.rule.max_connections} connections={self.connections}"
+            f" refused={self.refused}>"
         )

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
 from .address import IpAddress, IpAddressFamily, SocketAddress
+from .budget import SocketBudget
 from .errors import ErrorCode, SocketError
 from .names import NameResolver, ResolveAddressStream
 from .pipe import pipe_pair
@@ -46,6 +47,7 @@ __all__ = ["GuestNetwork", "GuestStatistics", "NetworkStatistics", "VirtualNetwo
 logger = logging.getLogger("fabric.net")
 
 Socket = TcpSocket | UdpSocket
+_S = TypeVar("_S", TcpSocket, UdpSocket)
 
 
 class GuestStatistics(msgspec.Struct, frozen=True):
@@ -53,6 +55,9 @@ class GuestStatistics(msgspec.Struct, frozen=True):
     role: str
     tcp_sockets: int
     udp_sockets: int
+    budget_used: int = 0  # sockets charged to this guest (its own + those it made others accept)
+    budget_limit: int = 0
+    budget_refused: int = 0
 
 
 class NetworkStatistics(msgspec.Struct, frozen=True):
@@ -79,32 +84,51 @@ class GuestNetwork:
     """One guest instance's handle on the workload network (the WIT `network`)."""
 
     def __init__(
-        self, network: VirtualNetwork, name: str, role: Role, check: SocketAddrCheck
+        self,
+        network: VirtualNetwork,
+        name: str,
+        role: Role,
+        check: SocketAddrCheck,
+        *,
+        max_sockets: int | None = None,
+        external: bool = False,
     ) -> None:
         self.network = network
         self.name = name
         self.role = role
+        # True for the ingress bridge: its connections come from outside the workload.
+        self.external = external
         self._check = check
-        self._sockets: set[Socket] = set()
+        self.budget = SocketBudget(
+            max_sockets if max_sockets is not None else network.policy.max_sockets,
+            f"{network.name}/{name}",
+        )
+        # each socket with the budget it is charged to
+        self._sockets: dict[Socket, SocketBudget] = {}
         self._closed = False
 
     # -- factories -----------------------------------------------------------
 
     def create_tcp_socket(self, family: IpAddressFamily) -> TcpSocket:
-        """`create-tcp-socket`; `new-socket-limit` past the workload's cap."""
+        """`create-tcp-socket`; `new-socket-limit` past this guest's budget."""
         self._admit()
-        sock = TcpSocket(self, family)
-        self._sockets.add(sock)
-        self.network._socket_count += 1
-        return sock
+        self.budget.take()
+        return self._register(TcpSocket(self, family), self.budget)
 
     def create_udp_socket(self, family: IpAddressFamily) -> UdpSocket:
         """`create-udp-socket`; `access-denied` when the policy disables UDP."""
         if not self.network.policy.allow_udp:
             self._deny(None, "udp")
         self._admit()
-        sock = UdpSocket(self, family)
-        self._sockets.add(sock)
+        self.budget.take()
+        return self._register(UdpSocket(self, family), self.budget)
+
+    def _accepted_socket(self, family: IpAddressFamily, budget: SocketBudget) -> TcpSocket:
+        """The socket `accept` returns; already charged to the connecting guest's `budget`."""
+        return self._register(TcpSocket(self, family), budget)
+
+    def _register(self, sock: _S, budget: SocketBudget) -> _S:
+        self._sockets[sock] = budget
         self.network._socket_count += 1
         return sock
 
@@ -115,14 +139,16 @@ class GuestNetwork:
     def _admit(self) -> None:
         if self._closed:
             raise SocketError(ErrorCode.INVALID_STATE, "guest network closed")
-        net = self.network
-        if net.socket_count >= net.policy.max_sockets:
-            raise SocketError(ErrorCode.NEW_SOCKET_LIMIT, f"{net.policy.max_sockets} sockets")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def forget(self, sock: Socket) -> None:
         """Called by a socket when it is dropped."""
-        if sock in self._sockets:
-            self._sockets.remove(sock)
+        budget = self._sockets.pop(sock, None)
+        if budget is not None:
+            budget.give_back()
             self.network._socket_count -= 1
 
     @property
@@ -191,12 +217,21 @@ class GuestNetwork:
 
     def statistics(self) -> GuestStatistics:
         tcp = sum(1 for s in self._sockets if isinstance(s, TcpSocket))
-        return GuestStatistics(self.name, self.role.value, tcp, len(self._sockets) - tcp)
+        budget = self.budget
+        return GuestStatistics(
+            self.name,
+            self.role.value,
+            tcp,
+            len(self._sockets) - tcp,
+            budget.used,
+            budget.limit,
+            budget.refused,
+        )
 
     def __repr__(self) -> str:
         return (
             f"<GuestNetwork {self.network.name}/{self.name} {self.role.value}"
-            f" sockets={len(self._sockets)}>"
+            f" sockets={len(self._sockets)} budget={self.budget.used}/{self.budget.limit}>"
         )
 
 
@@ -238,14 +273,27 @@ class VirtualNetwork:
 
     # -- guests -------------------------------------------------------------------
 
-    def attach(self, guest: str, role: Role = Role.COMPONENT) -> GuestNetwork:
-        """A network handle for one guest instance with `role`."""
+    def attach(
+        self,
+        guest: str,
+        role: Role = Role.COMPONENT,
+        *,
+        max_sockets: int | None = None,
+        external: bool = False,
+    ) -> GuestNetwork:
+        """A network handle for one guest instance with `role`.
+
+        Each handle has its own socket budget, `max_sockets` (default: the
+        policy's). `external` marks a handle whose connections come from
+        outside the workload (the ingress bridge); the accepting side can
+        tell (`VirtualStreamWriter.get_extra_info("peer_external")`).
+        """
         base = role_check(role, self.egress_route)
         extra = self._extra_check
         check: SocketAddrCheck = (
             base if extra is None else (lambda a, u: base(a, u) and extra(a, u))
         )
-        handle = GuestNetwork(self, guest, role, check)
+        handle = GuestNetwork(self, guest, role, check, max_sockets=max_sockets, external=external)
         self._guests.add(handle)
         return handle
 
@@ -295,9 +343,30 @@ class VirtualNetwork:
         peer = local
         if peer.family is not accepted_local.family:
             peer = SocketAddress.of(IpAddress.loopback(accepted_local.family), local.port)
-        pending = _Pending(server_end, accepted_local, peer, listener.options_snapshot())
-        if not listener.offer(pending):
+        # The accepted socket is charged to the connecting guest: reserve it now.
+        if not guest.budget.can_take():
+            guest.budget.refused += 1
             self._refused += 1
+            client_end.abort()
+            server_end.abort()
+            return ConnectAttempt.failed(
+                ErrorCode.CONNECTION_REFUSED, f"{guest.budget.name}: no room for the connection"
+            )
+        guest.budget.take()
+        pending = _Pending(
+            server_end,
+            accepted_local,
+            peer,
+            listener.options_snapshot(),
+            budget=guest.budget,
+            peer_guest=guest.name,
+            peer_external=guest.external,
+        )
+        if not listener.offer(pending):
+            guest.budget.give_back()
+            self._refused += 1
+            client_end.abort()
+            server_end.abort()
             return ConnectAttempt.failed(ErrorCode.CONNECTION_REFUSED, f"backlog of {remote} full")
         self._connections += 1
         attempt = ConnectAttempt()

@@ -32,6 +32,7 @@ from .errors import SocketError
 from .names import normalize_name
 
 __all__ = [
+    "DEFAULT_MAX_INGRESS_CONNECTIONS",
     "DEFAULT_MAX_SOCKETS",
     "EgressRule",
     "IngressRule",
@@ -43,7 +44,8 @@ __all__ = [
     "role_check",
 ]
 
-DEFAULT_MAX_SOCKETS = 1024
+DEFAULT_MAX_SOCKETS = 1024  # per guest instance (each `attach`), not per workload
+DEFAULT_MAX_INGRESS_CONNECTIONS = 512  # per ingress rule
 
 
 class Role(enum.Enum):
@@ -97,15 +99,24 @@ class EgressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class IngressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Expose the virtual `port` on the real `host:host_port` (0: any free port)."""
+    """Expose the virtual `port` on the real `host:host_port` (0: any free port).
+
+    At most `max_connections` real clients are forwarded at once; more are
+    closed (reset) as soon as they connect. The rule's connections have a
+    socket budget of their own, so they never use up the room of the
+    workload's services and components.
+    """
 
     port: int
     host_port: int = 0
     host: str = "127.0.0.1"
+    max_connections: int = DEFAULT_MAX_INGRESS_CONNECTIONS
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 0xFFFF or not 0 <= self.host_port <= 0xFFFF:
             raise ValueError("ingress port must be 1-65535, host_port 0-65535")
+        if not 0 < self.max_connections <= 1_000_000:
+            raise ValueError("ingress max_connections must be 1-1000000")
         ipaddress.ip_address(self.host)
 
 
@@ -119,7 +130,7 @@ class NetworkPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     names: dict[str, str] = msgspec.field(default_factory=dict)
     allow_dns: bool = False  # resolve other names with the host's getaddrinfo
     allow_udp: bool = True
-    max_sockets: int = DEFAULT_MAX_SOCKETS
+    max_sockets: int = DEFAULT_MAX_SOCKETS  # per guest instance
     egress_connect_timeout: float = 10.0
     high_water: int = 256 * 1024  # bytes buffered per direction of a connection
 

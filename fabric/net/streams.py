@@ -167,6 +167,7 @@ class VirtualStreamWriter:
         sockname: SocketAddress | None = None,
         peername: SocketAddress | None = None,
         sock: object | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self._end = end
         self._closer = closer
@@ -176,6 +177,7 @@ class VirtualStreamWriter:
             "sockname": sockname.to_sockaddr() if sockname else None,
             "peername": peername.to_sockaddr() if peername else None,
             "socket": sock,
+            **(extra or {}),
         }
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -261,6 +263,11 @@ class _NativeConnection:
             sockname=self.sock.local_address(),
             peername=self.sock.remote_address(),
             sock=self.sock,
+            # accepted connections: who connected, and whether from outside the workload
+            extra={
+                "peer_guest": self.sock.peer_guest or None,
+                "peer_external": self.sock.peer_external,
+            },
         )
         return reader, writer
 

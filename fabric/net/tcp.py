@@ -70,6 +70,7 @@ from .address import (
     is_valid_remote_address,
     is_valid_unicast_address,
 )
+from .budget import SocketBudget
 from .errors import ErrorCode, SocketError
 from .pipe import PipeEnd
 from .policy import SocketAddrUse
@@ -231,6 +232,17 @@ class _Pending(msgspec.Struct):
     local: SocketAddress
     remote: SocketAddress
     options: TcpOptions
+    # the connecting guest's budget, already charged for the accepted socket
+    budget: SocketBudget | None = None
+    peer_guest: str = ""
+    peer_external: bool = False
+
+    def discard(self) -> None:
+        """Reset the queued connection and give back its reserved socket."""
+        self.end.abort()
+        budget, self.budget = self.budget, None
+        if budget is not None:
+            budget.give_back()
 
 
 class Listener:
@@ -273,7 +285,7 @@ class Listener:
         """Reset every connection still waiting to be accepted."""
         self.closed = True
         while self.queue:
-            self.queue.popleft().end.abort()
+            self.queue.popleft().discard()
         self.notifier.notify()
 
     def __repr__(self) -> str:
@@ -391,6 +403,9 @@ class TcpSocket:
         self._attempt: ConnectAttempt | None = None
         self._conn: _Connection | None = None
         self._dropped = False
+        # set on accepted sockets: who connected (guest name; from outside the workload?)
+        self.peer_guest = ""
+        self.peer_external = False
 
     # -- state layer --------------------------------------------------------
 
@@ -497,8 +512,14 @@ class TcpSocket:
         assert listener is not None
         if not listener.queue:
             raise SocketError(ErrorCode.WOULD_BLOCK, "no pending connections")
-        child = self._guest.create_tcp_socket(self._family)  # new-socket-limit
-        pending = listener.queue.popleft()
+        pending = listener.queue[0]
+        if pending.budget is None:
+            child = self._guest.create_tcp_socket(self._family)  # new-socket-limit
+        else:
+            self._guest._admit()
+            child = self._guest._accepted_socket(self._family, pending.budget)
+            pending.budget = None
+        listener.queue.popleft()
         listener.accepted += 1
         child._accepted(pending)
         assert child._conn is not None
@@ -508,6 +529,8 @@ class TcpSocket:
         self._state = TcpState.CONNECTED
         self._local = pending.local
         self._remote = pending.remote
+        self.peer_guest = pending.peer_guest
+        self.peer_external = pending.peer_external
         self.options = pending.options
         self._conn = _Connection(pending.end)
 

@@ -149,6 +149,7 @@ class IngressRule(_Spec, frozen=True):
     host_port: Port
     port: Port
     host: str = "127.0.0.1"
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 512
 
 
 class EgressRule(_Spec, frozen=True):

@@ -61,7 +61,12 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
         egress.append(
             NetEgress(destination=rule.dest, port=rule.port, target_host=target, target_port=port)
         )
-    ingress = [NetIngress(port=r.port, host_port=r.host_port, host=r.host) for r in spec.ingress]
+    ingress = [
+        NetIngress(
+            port=r.port, host_port=r.host_port, host=r.host, max_connections=r.max_connections
+        )
+        for r in spec.ingress
+    ]
     return NetworkPolicy(egress=tuple(egress), ingress=tuple(ingress), names=dict(spec.names))
 
 

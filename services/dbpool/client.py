@@ -20,9 +20,12 @@ import msgspec
 
 from fabric.errors import FabricError
 
+from .auth import METHOD, proof
 from .protocol import (
     NEED_DATA,
+    Auth,
     Begin,
+    Challenge,
     ClientConnection,
     Commit,
     ConnectionClosed,
@@ -89,8 +92,10 @@ async def connect(
     *,
     timeout: float | None = 60.0,
     open_connection: OpenConnection | None = None,
+    secret: str | bytes | None = None,
 ) -> DbPoolClient:
-    """Connect and handshake.  ``timeout`` bounds the connect and each request."""
+    """Connect and handshake.  ``timeout`` bounds the connect and each request.
+    ``secret`` answers the service's challenge when it asks for one."""
     opener = open_connection or _open
     writer: StreamWriter | None = None
     try:
@@ -99,12 +104,31 @@ async def connect(
             conn = ClientConnection()
             writer.write(conn.hello())
             await writer.drain()
+            hello: ServerHello | None = None
             while True:
                 ev = conn.next_event()
                 if isinstance(ev, ServerHello):
-                    return DbPoolClient(reader, writer, conn, ev, timeout)
+                    if not ev.auth_required:
+                        return DbPoolClient(reader, writer, conn, ev, timeout)
+                    if secret is None:
+                        msg = "the service requires a secret (connect(..., secret=...))"
+                        raise DbPoolError("auth_required", None, msg)
+                    hello = ev
+                    continue
+                if isinstance(ev, Challenge) and hello is not None and secret is not None:
+                    key = (secret.encode() if isinstance(secret, str) else secret).strip()
+                    writer.write(conn.send(Auth(1, METHOD, proof(key, ev.nonce))))
+                    await writer.drain()
+                    continue
+                if isinstance(ev, Done) and hello is not None:
+                    conn.authenticated()
+                    return DbPoolClient(reader, writer, conn, hello, timeout)
+                if isinstance(ev, Error):
+                    raise DbPoolError(ev.code, ev.sqlstate, ev.message, ev.db_code)
                 if isinstance(ev, ConnectionClosed):
                     raise DbPoolError("disconnected", None, "closed during the handshake")
+                if ev is not NEED_DATA:
+                    raise DbPoolError("protocol_error", None, f"unexpected {ev!r} in handshake")
                 conn.receive_data(await reader.read(65536))
     except BaseException as exc:
         if writer is not None:

@@ -21,7 +21,15 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError, QueryResult
+from pools import (
+    ConnectionLost,
+    DatabaseError,
+    Lease,
+    Pool,
+    PoolError,
+    QueryResult,
+    ResultTooLarge,
+)
 
 from .client import DbPoolError
 from .messages import Done, Error, Response, ServerStats
@@ -166,11 +174,15 @@ class LocalSession:
         finally:
             self.in_flight -= 1
 
-    @staticmethod
-    async def _run(lease: Lease, sql: str, params: Sequence[Any], many: bool) -> Any:
+    async def _run(self, lease: Lease, sql: str, params: Sequence[Any], many: bool) -> Any:
         if many:
             return await lease.execute_many(sql, params)
-        return await lease.query(sql, params)
+        # The same limits as for socket clients: a result is read in chunks and
+        # refused as soon as it crosses them, never built whole.
+        limits = self._server.limits
+        return await lease.query_limited(
+            sql, params, max_rows=limits.max_result_rows, max_bytes=limits.max_result_size
+        )
 
     async def _autocommit(
         self, kind: str, db: str, sql: str, params: Sequence[Any], many: bool
@@ -187,8 +199,10 @@ class LocalSession:
         try:
             result = await self._run(lease, sql, params, many)
             discard = False
-        except DatabaseError as exc:
-            discard = False  # the statement failed, the connection is fine
+        except (DatabaseError, ResultTooLarge) as exc:
+            # the statement failed or was stopped; the connection is fine unless
+            # stopping it failed
+            discard = not lease.usable
             reply = error_reply(0, exc)
         except Exception as exc:
             reply = error_reply(0, exc)
@@ -210,7 +224,7 @@ class LocalSession:
             self._busy = True
             result = await self._run(lease, sql, params, many)
             self._busy = False
-        except DatabaseError as exc:
+        except (DatabaseError, ResultTooLarge) as exc:
             self._busy = False
             self._fail(kind, error_reply(0, exc))
         except Exception as exc:

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 import msgspec
 
 __all__ = [
+    "Auth",
     "Begin",
+    "Challenge",
     "Commit",
     "DatabaseStats",
     "Done",
@@ -30,6 +32,7 @@ __all__ = [
     "Rollback",
     "Rows",
     "ServerStats",
+    "SessionStats",
     "Stats",
     "StatsReply",
 ]
@@ -89,7 +92,17 @@ class Stats(_Message, frozen=True, tag="stats"):
     id: RequestId
 
 
-Request = Query | ExecuteMany | Begin | Commit | Rollback | Ping | Stats
+class Auth(_Message, frozen=True, tag="auth"):
+    """Answer to the server's `Challenge` (protocol 1, minor revision 1).
+
+    ``proof`` is HMAC-SHA256(key=secret, msg=b"fabric-dbpool-auth:" + nonce)."""
+
+    id: RequestId
+    method: str
+    proof: bytes
+
+
+Request = Query | ExecuteMany | Begin | Commit | Rollback | Ping | Stats | Auth
 
 # -------------------------------------------------------------------------- responses
 
@@ -138,6 +151,14 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     clients_total: int
     clients_rejected: int
     requests_in_flight: int
+    #: connected clients from outside the workload (counted in clients_connected)
+    clients_external: int = 0
+    #: handshakes refused for a missing or wrong secret
+    auth_failures: int = 0
+    #: encoded reply bytes held now (results being read + replies not yet written)
+    reply_bytes: int = 0
+    #: the most one session has held at once since start
+    reply_bytes_peak: int = 0
     transactions_open: int
     #: transactions rolled back because their client went away or idled out
     transactions_abandoned: int
@@ -149,6 +170,21 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     #: in-process sessions (the typed sql import) open now / opened since start
     local_sessions: int = 0
     local_sessions_total: int = 0
+
+
+class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One client connection, as `DbPoolServer.session_statistics()` reports it."""
+
+    peer: str
+    external: bool
+    #: requests read from the client (answered or in flight)
+    requests_read: int
+    requests_in_flight: int
+    #: request bytes read but not yet parsed
+    bytes_buffered_in: int
+    #: encoded reply bytes held now / at most (results being read + replies unwritten)
+    reply_bytes: int
+    reply_bytes_peak: int
 
 
 class StatsReply(_Message, frozen=True, tag="stats_reply"):
@@ -166,7 +202,15 @@ class Error(_Message, frozen=True, tag="error"):
     db_code: str | None = None
 
 
-Response = Rows | Done | Pong | StatsReply | Error
+class Challenge(_Message, frozen=True, tag="challenge"):
+    """Sent once, right after a server hello with status ``auth_required``."""
+
+    id: ResponseId
+    method: str
+    nonce: bytes
+
+
+Response = Rows | Done | Pong | StatsReply | Error | Challenge
 
 # ----------------------------------------------------------------------------- limits
 
@@ -178,10 +222,16 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 16 * 1024 * 1024
     #: requests the server reads ahead per client before it stops reading
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16
-    #: largest response body; a bigger result is replaced by a result_too_large error
+    #: largest response body; a bigger result is replaced by a result_too_large error,
+    #: found while the rows are read (the rest is not read)
     max_result_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 64 * 1024 * 1024
+    #: most rows in one result; more are refused with result_too_large while reading
+    max_result_rows: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
     #: a client with no request in flight and no bytes received for this long is closed
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: a reply not taken by the client within this long closes the connection
+    #: (its requests waiting with a lease are cancelled and the leases returned)
+    write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: time allowed between accept and a complete client hello
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: connected clients; more are refused in the handshake
@@ -190,3 +240,6 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     #: reset and returned, so the reply does not wait for the reset's round
     #: trip (False: the lease is back in its pool before the response is sent)
     reply_before_release: bool = False
+    #: of those, clients from outside the workload (ingress, real sockets); the
+    #: rest stays free for the workload's own components and services
+    max_external_clients: Annotated[int, msgspec.Meta(ge=1)] = 256

@@ -31,7 +31,9 @@ from fabric.errors import FabricError
 
 from . import codec
 from .messages import (
+    Auth,
     Begin,
+    Challenge,
     Commit,
     DatabaseStats,
     Done,
@@ -58,7 +60,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SERVER_HELLO",
     "SUPPORTED_VERSIONS",
+    "Auth",
     "Begin",
+    "Challenge",
     "ClientConnection",
     "ClientHello",
     "Commit",
@@ -112,7 +116,8 @@ class HandshakeStatus(enum.IntEnum):
     UNSUPPORTED_VERSION = 1
     TOO_MANY_CLIENTS = 2
     SERVER_CLOSING = 3
-    UNSUPPORTED_FLAGS = 4
+    AUTH_REQUIRED = 4  # accepted, but the client must answer a challenge first
+    UNSUPPORTED_FLAGS = 5  # the client hello set reserved flags
 
 
 class State(enum.Enum):
@@ -120,6 +125,7 @@ class State(enum.Enum):
     HELLO_RECEIVED = "HELLO_RECEIVED"  # server: hello parsed, accept/reject not yet sent
     START = "START"  # client: hello not yet sent
     AWAIT_ACCEPT = "AWAIT_ACCEPT"  # client: hello sent, server hello not yet received
+    AUTH = "AUTH"  # hello accepted with auth_required: challenge, auth, then OPEN
     OPEN = "OPEN"  # frames flow both ways
     ERROR = "ERROR"  # the peer broke the protocol; only close() is left
     CLOSED = "CLOSED"  # EOF seen or connection closed by us
@@ -185,6 +191,7 @@ class ServerHello(msgspec.Struct, frozen=True):
     version: int
     max_frame_size: int
     max_in_flight: int
+    auth_required: bool = False
 
 
 class ConnectionClosed(msgspec.Struct, frozen=True):
@@ -195,7 +202,12 @@ class ConnectionClosed(msgspec.Struct, frozen=True):
 
 _SERVER_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.AWAIT_HELLO: {"recv_hello": State.HELLO_RECEIVED},
-    State.HELLO_RECEIVED: {"accept": State.OPEN, "reject": State.CLOSED},
+    State.HELLO_RECEIVED: {
+        "accept": State.OPEN,
+        "accept_auth": State.AUTH,
+        "reject": State.CLOSED,
+    },
+    State.AUTH: {"recv_frame": State.AUTH, "send_frame": State.AUTH, "authenticated": State.OPEN},
     State.OPEN: {"recv_frame": State.OPEN, "send_frame": State.OPEN},
     State.ERROR: {},
     State.CLOSED: {},
@@ -203,7 +215,12 @@ _SERVER_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
 _CLIENT_TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.START: {"send_hello": State.AWAIT_ACCEPT},
     # requests may be pipelined behind the hello
-    State.AWAIT_ACCEPT: {"recv_accept": State.OPEN, "send_frame": State.AWAIT_ACCEPT},
+    State.AWAIT_ACCEPT: {
+        "recv_accept": State.OPEN,
+        "recv_auth": State.AUTH,
+        "send_frame": State.AWAIT_ACCEPT,
+    },
+    State.AUTH: {"recv_frame": State.AUTH, "send_frame": State.AUTH, "authenticated": State.OPEN},
     State.OPEN: {"recv_frame": State.OPEN, "send_frame": State.OPEN},
     State.ERROR: {},
     State.CLOSED: {},
@@ -332,7 +349,7 @@ class ServerConnection(_Connection[Request, Response]):
             self.client_version = version
             self.client_flags = flags
             return ClientHello(version, flags)
-        if self.state is State.OPEN:
+        if self.state in (State.OPEN, State.AUTH):
             return self._next_frame()
         if self.state is State.CLOSED:
             return ConnectionClosed()
@@ -342,19 +359,28 @@ class ServerConnection(_Connection[Request, Response]):
     def version_supported(self) -> bool:
         return self.client_version in SUPPORTED_VERSIONS
 
-    def accept(self) -> bytes:
+    def accept(self, *, auth_required: bool = False) -> bytes:
         """Answer the hello; refuses (and closes) if the client's version is unsupported
-        or it sets flags (reserved: they must be 0)."""
+        or it sets flags (reserved: they must be 0).
+
+        With ``auth_required`` the status is ``auth_required`` and the connection
+        enters `State.AUTH`: send a `Challenge`, read the client's `Auth`, then
+        call `authenticated` (or `close` with ``auth_failed``)."""
         if not self.version_supported:
             return self.reject(HandshakeStatus.UNSUPPORTED_VERSION)
         if self.client_flags != 0:
             return self.reject(HandshakeStatus.UNSUPPORTED_FLAGS)
-        self._do("accept")
+        self._do("accept_auth" if auth_required else "accept")
         self._accepted = True
         lim = self.limits
+        status = HandshakeStatus.AUTH_REQUIRED if auth_required else HandshakeStatus.OK
         return SERVER_HELLO.pack(
-            MAGIC, PROTOCOL_VERSION, HandshakeStatus.OK, lim.max_frame_size, lim.max_in_flight
+            MAGIC, PROTOCOL_VERSION, status, lim.max_frame_size, lim.max_in_flight
         )
+
+    def authenticated(self) -> None:
+        """The client's `Auth` was verified: frames flow."""
+        self._do("authenticated")
 
     def reject(self, status: HandshakeStatus) -> bytes:
         self._do("reject")
@@ -367,6 +393,19 @@ class ServerConnection(_Connection[Request, Response]):
         if isinstance(msg, Rows):
             msg = msgspec.structs.replace(msg, rows=codec.rows_to_wire(msg.rows))
         return self._frame(msg, self.limits.max_result_size)
+
+    def send_encoded(self, msg: msgspec.Struct) -> bytearray:
+        """Frame a response whose row values are already in wire form (a streamed
+        result, `results.RowsBuilder`); raises `FrameTooLarge` past
+        ``limits.max_result_size``. Returns the frame without an extra copy."""
+        self._do("send_frame")
+        out = bytearray(4)
+        self._encoder.encode_into(msg, out, 4)
+        size = len(out) - 4
+        if size > self.limits.max_result_size:
+            raise FrameTooLarge(size, self.limits.max_result_size)
+        FRAME_HEADER.pack_into(out, 0, size)
+        return out
 
     def close(self, code: str, message: str) -> bytes:
         """Close from our side: the bytes to send last (an id-0 error frame once the
@@ -403,13 +442,14 @@ class ClientConnection(_Connection[Response, Request]):
                 raise self._fail(
                     RemoteProtocolError("bad_magic", f"not a dbpool server: {magic!r}")
                 )
-            if status != HandshakeStatus.OK:
+            auth = status == HandshakeStatus.AUTH_REQUIRED
+            if status != HandshakeStatus.OK and not auth:
                 raise self._fail(HandshakeRejected(status, version))
             del self._buf[: SERVER_HELLO.size]
-            self._do("recv_accept")
-            self.server = ServerHello(version, max_frame, max_in_flight)
+            self._do("recv_auth" if auth else "recv_accept")
+            self.server = ServerHello(version, max_frame, max_in_flight, auth)
             return self.server
-        if self.state is State.OPEN:
+        if self.state in (State.OPEN, State.AUTH):
             ev = self._next_frame()
             if isinstance(ev, Error) and ev.id == 0:
                 self._do("close")  # the server closes after a connection-level error
@@ -431,6 +471,10 @@ class ClientConnection(_Connection[Response, Request]):
         frame = self._frame(msg, limit)
         self._do("send_frame")
         return frame
+
+    def authenticated(self) -> None:
+        """The server answered our `Auth` with `Done`: frames flow."""
+        self._do("authenticated")
 
     def close(self) -> None:
         self._do("close")

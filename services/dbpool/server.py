@@ -20,7 +20,8 @@ import msgspec
 
 from pools import Lease, Pool
 
-from .messages import DatabaseStats, Error, Limits, Response, ServerStats
+from .auth import Authenticator
+from .messages import DatabaseStats, Error, Limits, Response, ServerStats, SessionStats
 from .protocol import HandshakeStatus
 from .session import Session, StreamReader, StreamWriter
 
@@ -33,9 +34,17 @@ log = logging.getLogger("services.dbpool")
 
 
 class DbPoolServer:
-    def __init__(self, pools: Mapping[str, Pool], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        pools: Mapping[str, Pool],
+        limits: Limits | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
         self.pools: Mapping[str, Pool] = dict(pools)
         self.limits = limits or Limits()
+        self.auth = auth
+        self.auth_failures = 0
+        self.reply_bytes_peak = 0
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -68,19 +77,23 @@ class DbPoolServer:
         finally:
             del self._sessions[session]
 
-    def admission(self) -> HandshakeStatus | None:
-        """Why a new client is refused, or None to accept it."""
+    def admission(self, external: bool = True) -> HandshakeStatus | None:
+        """Why a new client is refused, or None to accept it.  Clients from
+        outside the workload have at most ``max_external_clients`` places, so
+        they can never take all of ``max_clients`` from the workload's own."""
         if self._closing:
             return HandshakeStatus.SERVER_CLOSING
         if self._connected() >= self.limits.max_clients:
+            return HandshakeStatus.TOO_MANY_CLIENTS
+        if external and self._connected(external=True) >= self.limits.max_external_clients:
             return HandshakeStatus.TOO_MANY_CLIENTS
         return None
 
     def note_accepted(self) -> None:
         self._clients_total += 1
 
-    def _connected(self) -> int:
-        return sum(1 for s in self._sessions if s.accepted)
+    def _connected(self, *, external: bool = False) -> int:
+        return sum(1 for s in self._sessions if s.accepted and (s.external or not external))
 
     async def close(self, grace: float = 5.0) -> None:
         """Refuse new clients, tell connected ones, roll back their transactions and
@@ -134,6 +147,9 @@ class DbPoolServer:
         if isinstance(msg, Error):
             self._errors[msg.code] += 1
 
+    def note_reply_peak(self, held: int) -> None:
+        self.reply_bytes_peak = max(self.reply_bytes_peak, held)
+
     def count_error(self, code: str) -> None:
         self._errors[code] += 1
 
@@ -141,11 +157,19 @@ class DbPoolServer:
         self._clients_rejected += 1
         self._errors[code] += 1
 
+    def session_statistics(self) -> list[SessionStats]:
+        """One entry per client connection past the handshake."""
+        return [s.statistics() for s in self._sessions if s.accepted]
+
     def statistics(self) -> ServerStats:
         return ServerStats(
             clients_connected=self._connected(),
             clients_total=self._clients_total,
             clients_rejected=self._clients_rejected,
+            clients_external=self._connected(external=True),
+            auth_failures=self.auth_failures,
+            reply_bytes=sum(s.replies.bytes for s in self._sessions),
+            reply_bytes_peak=self.reply_bytes_peak,
             requests_in_flight=sum(s.in_flight for s in self._sessions)
             + sum(s.in_flight for s in self.local_sessions),
             transactions_open=sum(1 for s in self._sessions for t in s.txns if t.lease is not None)

@@ -17,6 +17,7 @@ import msgspec
 
 from pools import DatabaseConfig, Pool, create_pool
 
+from .auth import AuthConfig, Authenticator
 from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
@@ -45,6 +46,8 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = DEFAULT_PORT
     host: str = "127.0.0.1"
     limits: Limits = msgspec.field(default_factory=Limits)
+    #: clients from outside the workload must prove they know this secret
+    auth: AuthConfig | None = None
 
 
 class Listener(Protocol):
@@ -116,6 +119,7 @@ class DbPoolService:
     async def start(self) -> None:
         if self._listener is not None:
             raise RuntimeError("DbPoolService already started")
+        auth = Authenticator.from_config(self.config.auth) if self.config.auth else None
         pools = {name: create_pool(cfg) for name, cfg in self.config.databases.items()}
         results = await asyncio.gather(*(p.start() for p in pools.values()), return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -123,7 +127,7 @@ class DbPoolService:
             await asyncio.gather(*(p.close() for p in pools.values()), return_exceptions=True)
             raise failure
         self.pools = pools
-        self.server = DbPoolServer(pools, self.config.limits)
+        self.server = DbPoolServer(pools, self.config.limits, auth)
         try:
             self._listener = await self._start_server(
                 self.server.handle_connection, host=self.config.host, port=self.config.port

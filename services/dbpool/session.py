@@ -30,11 +30,15 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError
+from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError, ResultTooLarge
 
+from .auth import METHOD
+from .messages import SessionStats
 from .protocol import (
     NEED_DATA,
+    Auth,
     Begin,
+    Challenge,
     ClientHello,
     Commit,
     ConnectionClosed,
@@ -55,6 +59,7 @@ from .protocol import (
     Stats,
     StatsReply,
 )
+from .results import FIRST_CHUNK_ROWS, Reply, ReplyBuffer, RowsBuilder, UnencodableResult
 
 if TYPE_CHECKING:
     from .server import DbPoolServer
@@ -73,7 +78,7 @@ class StreamReader(Protocol):
 
 
 class StreamWriter(Protocol):
-    def write(self, data: bytes, /) -> None: ...
+    def write(self, data: bytes | bytearray, /) -> None: ...
 
     def drain(self) -> Awaitable[None]: ...
 
@@ -85,6 +90,7 @@ class StreamWriter(Protocol):
 
 
 REQUEST_KINDS: dict[type, str] = {
+    Auth: "auth",
     Query: "query",
     ExecuteMany: "execute_many",
     Begin: "begin",
@@ -106,6 +112,8 @@ def error_reply(rid: int, exc: BaseException) -> Error:
 
 
 _POOL_ERROR_CODES = {
+    "ResultTooLarge": "result_too_large",
+    "UnencodableResult": "unencodable_result",
     "AcquireTimeout": "acquire_timeout",
     "PoolClosed": "pool_closed",
     "ConnectionLost": "connection_lost",
@@ -139,10 +147,26 @@ class Session:
         self._txn: _Txn | None = None  # the transaction new requests are routed to
         self.txns: set[_Txn] = set()  # transactions whose worker is still alive
         self.in_flight = 0
+        self.replies = ReplyBuffer(server.note_reply_peak)
+        self._lost = False  # writing to the client failed
         self.accepted = False
         self.requests = 0
         self._last_activity = time.monotonic()
         self._peer = writer.get_extra_info("peername")
+        # False only for a peer on the workload's own virtual network (not ingress)
+        self._peer_external = writer.get_extra_info("peer_external")
+        self.external = self._peer_external is not False
+
+    def statistics(self) -> SessionStats:
+        return SessionStats(
+            peer=str(self._peer),
+            external=self.external,
+            requests_read=self.requests,
+            requests_in_flight=self.in_flight,
+            bytes_buffered_in=self._conn.bytes_buffered,
+            reply_bytes=self.replies.bytes,
+            reply_bytes_peak=self.replies.peak,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -178,18 +202,66 @@ class Session:
         except RemoteProtocolError as exc:
             self._server.count_error(exc.code)
             return False
-        refusal = self._server.admission()
+        refusal = self._server.admission(self.external)
         if refusal is not None:
             self._server.note_rejected(refusal.name.lower())
             await self._write(conn.reject(refusal))
             return False
-        reply = conn.accept()
-        await self._write(reply)
-        if conn.state is not State.OPEN:
+        auth = self._server.auth
+        need_auth = auth is not None and auth.required(self._peer_external)
+        reply = conn.accept(auth_required=need_auth)
+        if conn.state is State.CLOSED:
+            await self._write(reply)
             self._server.note_rejected("unsupported_version")
             return False
-        self.accepted = True
+        self.accepted = True  # counts against max_clients from here on
+        if auth is not None and need_auth:
+            nonce = auth.nonce()
+            await self._write(reply + conn.send(Challenge(0, METHOD, nonce)))
+            if not await self._authenticate(nonce):
+                return False
+        else:
+            await self._write(reply)
         self._server.note_accepted()
+        return True
+
+    async def _authenticate(self, nonce: bytes) -> bool:
+        """Read the client's `Auth` (within the handshake timeout) and check it.
+        Anything else, or a wrong proof, closes the connection: no request of an
+        unauthenticated client reaches a pool."""
+        auth = self._server.auth
+        assert auth is not None
+        conn = self._conn
+        try:
+            async with asyncio.timeout(self._limits.handshake_timeout):
+                while True:
+                    ev = conn.next_event()
+                    if ev is NEED_DATA:
+                        conn.receive_data(await self._reader.read(READ_SIZE))
+                        continue
+                    break
+        except TimeoutError:
+            self._server.count_error("handshake_timeout")
+            return False
+        except RemoteProtocolError as exc:
+            self._server.count_error(exc.code)
+            return False
+        if isinstance(ev, ConnectionClosed):
+            return False
+        if not isinstance(ev, Auth):
+            self._server.auth_failures += 1
+            await self._close_with("auth_required", "authenticate before any request")
+            return False
+        if not auth.verify(nonce, ev.method, ev.proof):
+            self._server.auth_failures += 1
+            log.warning("dbpool: authentication failed for %s", self._peer)
+            await self._close_with("auth_failed", "authentication failed")
+            return False
+        conn.authenticated()
+        self.requests += 1
+        done = Done(ev.id)
+        self._server.count_reply("auth", done)
+        await self._write(conn.send(done))
         return True
 
     async def _serve(self) -> None:
@@ -213,6 +285,9 @@ class Session:
                 return
             assert not isinstance(ev, ClientHello)
             await self._slots.acquire()
+            if self._lost:  # a reply could not be written: the client is gone
+                self._slots.release()
+                return
             self.in_flight += 1
             self.requests += 1
             await self._dispatch(ev)
@@ -266,6 +341,8 @@ class Session:
                 await self._respond(req, Pong(rid))
             case Stats(id=rid):
                 await self._respond(req, StatsReply(rid, self._server.statistics()))
+            case Auth(id=rid):  # already authenticated, or not required
+                await self._respond(req, Done(rid))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -283,13 +360,32 @@ class Session:
 
     # ----------------------------------------------------------------- execution
 
-    @staticmethod
-    async def _execute(lease: Lease, req: Query | ExecuteMany) -> Response:
+    async def _execute(self, lease: Lease, req: Query | ExecuteMany) -> Response | Reply:
         if isinstance(req, Query):
-            res = await lease.query(req.sql, req.params)
-            return Rows(req.id, list(res.columns), list(res.rows), res.rowcount)
+            return await self._query(lease, req)
         count = await lease.execute_many(req.sql, req.params_seq)
         return Done(req.id, count)
+
+    async def _query(self, lease: Lease, req: Query) -> Reply:
+        """Stream the result from the driver, encoding each chunk as it arrives;
+        `ResultTooLarge` stops the statement as soon as a limit is crossed."""
+        lim = self._limits
+        builder = RowsBuilder(req.id, max_rows=lim.max_result_rows, max_bytes=lim.max_result_size)
+        reply = Reply()
+
+        async def sink(columns: list[str], rows: list[tuple[Any, ...]]) -> int:
+            added = builder.add(rows)
+            want = builder.next_chunk()
+            await self.replies.grow(reply, added, builder.size, want * builder.row_size)
+            return want
+
+        try:
+            res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
+        except BaseException:
+            self.replies.release(reply)
+            raise
+        reply.message = builder.message(res.columns, res.rowcount)
+        return reply
 
     async def _run_autocommit(self, req: Query | ExecuteMany) -> None:
         pool = self._server.pools.get(req.db)
@@ -302,13 +398,15 @@ class Session:
             await self._respond(req, error_reply(req.id, exc))
             return
         discard = True
-        resp: Response | None = None
+        resp: Response | Reply | None = None
         try:
             try:
                 resp = await self._execute(lease, req)
                 discard = False
-            except DatabaseError as exc:
-                discard = False  # the statement failed, the connection is fine
+            except (DatabaseError, ResultTooLarge, UnencodableResult) as exc:
+                # the statement failed or was stopped; the connection is fine
+                # unless stopping it failed
+                discard = not lease.usable
                 resp = error_reply(req.id, exc)
             except Exception as exc:
                 resp = error_reply(req.id, exc)
@@ -375,9 +473,12 @@ class Session:
             txn.busy = True
             resp = await self._execute(lease, req)
             txn.busy = False
-        except DatabaseError as exc:
+        except (DatabaseError, ResultTooLarge, UnencodableResult) as exc:
             txn.busy = False
             resp = error_reply(req.id, exc)
+            if not lease.usable:  # stopping the statement failed: the transaction is lost
+                txn.lease = None
+                await self._server.give_back(txn.pool, lease, discard=True)
         except Exception as exc:
             # The connection is gone or in an unknown state: the transaction is lost.
             txn.lease = None
@@ -414,34 +515,80 @@ class Session:
 
     # ------------------------------------------------------------------- output
 
-    async def _respond(self, req: Request, msg: Response) -> None:
+    async def _respond(self, req: Request, msg: Response | Reply) -> None:
         """Write the one response of ``req`` and give its slot back."""
+        encoded = msg if isinstance(msg, Reply) else None
         try:
             if self._conn.state is not State.OPEN:
                 return  # closing: the response has nowhere to go
+            data: bytes | bytearray
             try:
-                data = self._conn.send(msg)
+                if encoded is not None:
+                    assert encoded.message is not None
+                    data = self._conn.send_encoded(encoded.message)
+                    encoded.message = None
+                    self.replies.hold(encoded, len(data) - encoded.held)
+                    msg = Rows(req.id, [], [], 0)  # what the counters see
+                else:
+                    assert not isinstance(msg, Reply)
+                    data = self._conn.send(msg)
             except FrameTooLarge as exc:
                 msg = Error(req.id, "result_too_large", None, exc.message)
                 data = self._conn.send(msg)
             except Exception as exc:  # a value msgspec cannot encode
                 msg = Error(req.id, "unencodable_result", None, f"{type(exc).__name__}: {exc}")
                 data = self._conn.send(msg)
+            assert not isinstance(msg, Reply)
             self._server.count_reply(REQUEST_KINDS[type(req)], msg)
-            await self._write(data)
+            # Hand the bytes over without keeping a reference here: a failed drain's
+            # traceback would otherwise keep the whole reply alive until the cyclic GC.
+            out = [data]
+            del data
+            await self._write_out(out)
         except (ConnectionError, OSError):
-            pass  # the read loop sees the disconnect
+            self._lost = True  # stop dispatching; the read loop sees the disconnect
         finally:
+            if encoded is not None:
+                self.replies.release(encoded)  # written and drained, or never to be
             self._last_activity = time.monotonic()
             self.in_flight -= 1
             self._slots.release()
 
-    async def _write(self, data: bytes) -> None:
-        if not data:
-            return
+    async def _write(self, data: bytes | bytearray) -> None:
+        await self._write_out([data])
+
+    async def _write_out(self, out: list[bytes | bytearray]) -> None:
+        """Write ``out``'s one item (taken out of the list) and wait for the drain."""
         async with self._write_lock:
+            data = out.pop()
+            if not data:
+                return
             self._writer.write(data)
-            await self._writer.drain()
+            del data
+            try:
+                async with asyncio.timeout(self._limits.write_timeout):
+                    await self._writer.drain()
+            except TimeoutError:
+                # The client stopped reading its replies: give up on it, so the
+                # leases its waiting requests hold go back to their pools.
+                if not self._lost:
+                    self._lost = True
+                    self._server.count_error("write_timeout")
+                    log.info(
+                        "dbpool: %s read no reply for %s s; closing",
+                        self._peer,
+                        self._limits.write_timeout,
+                    )
+                self._abort()
+                raise ConnectionResetError("write_timeout") from None
+
+    def _abort(self) -> None:
+        transport = getattr(self._writer, "transport", None)
+        abort = getattr(transport, "abort", None) or getattr(self._writer, "abort", None)
+        if abort is not None:
+            abort()
+        else:
+            self._writer.close()
 
     async def _close_with(self, code: str, message: str) -> None:
         self._server.count_error(code)

@@ -339,7 +339,7 @@ def test_a_hello_with_flags_is_refused(flags: int) -> None:
     server.receive_data(b"FDBP\x00\x01" + struct.pack(">H", flags))
     assert server.next_event() == ClientHello(1, flags)
     reply = server.accept()
-    assert reply == b"FDBP\x00\x01\x00\x04" + bytes(8)
+    assert reply == b"FDBP\x00\x01\x00\x05" + bytes(8)  # status 5: unsupported_flags
     assert server.state is State.CLOSED
     client = ClientConnection()
     client.hello()

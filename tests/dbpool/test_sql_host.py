@@ -25,8 +25,9 @@ from fabric.workload.sqlimport import (
     to_wit,
 )
 from services.dbpool.client import DbPoolError
+from services.dbpool.messages import Limits
 
-from .conftest import Env, eventually
+from .conftest import KINDS, Env, eventually, make_env
 
 UTC = datetime.UTC
 
@@ -283,3 +284,34 @@ async def test_the_host_functions_against_a_service(env: Env) -> None:
     conn.drop()  # the guest drops its handle with the transaction open
     await eventually(lambda: env.in_use() == 0)
     assert env.service.statistics().transactions_abandoned == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_local_sessions_keep_the_result_limits(kind: str) -> None:
+    # The typed import reads results in chunks under the same limits as a socket client.
+    limits = Limits(max_result_rows=1000, max_result_size=4096)
+    async with make_env(kind, limits=limits) as env:
+        session = env.service.open_session()
+        many = (
+            "SELECT generate_series(1, 100000)"
+            if kind == "postgres"
+            else "SELECT seq FROM seq_1_to_100000"
+        )
+        with pytest.raises(DbPoolError) as rows:
+            await session.query("main", many)
+        assert rows.value.code == "result_too_large"
+        wide = "SELECT repeat('x', 100) AS s FROM " + (
+            "generate_series(1, 100) AS g" if kind == "postgres" else "seq_1_to_100"
+        )
+        with pytest.raises(DbPoolError) as size:
+            await session.query("main", wide)
+        assert size.value.code == "result_too_large"
+        # ...and inside a transaction, which stays usable
+        await session.begin("main")
+        with pytest.raises(DbPoolError):
+            await session.query("main", many)
+        res = await session.query("main", "SELECT 1 AS n")
+        assert res.rows == [(1,)]
+        await session.commit()
+        assert env.service.statistics().errors.get("result_too_large") == 3
+        await session.aclose()

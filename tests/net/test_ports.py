@@ -121,16 +121,18 @@ def test_udp_ports_are_exclusive_and_separate_from_tcp() -> None:
     assert net.statistics().udp_ports == (5353,)
 
 
-def test_socket_cap_is_per_workload_across_guests() -> None:
-    net = VirtualNetwork("w", NetworkPolicy(max_sockets=3))
+def test_socket_budget_is_per_guest() -> None:
+    net = VirtualNetwork("w", NetworkPolicy(max_sockets=2))
     a, b = net.attach("a", Role.SERVICE), net.attach("b", Role.COMPONENT)
-    socks = [a.create_tcp_socket(V4), b.create_tcp_socket(V4), b.create_udp_socket(V4)]
-    for guest in (a, b):
-        with pytest.raises(SocketError) as info:
-            guest.create_tcp_socket(V4)
-        assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
+    socks = [a.create_tcp_socket(V4), a.create_udp_socket(V4), b.create_tcp_socket(V4)]
+    with pytest.raises(SocketError) as info:
+        a.create_tcp_socket(V4)
+    assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
+    b.create_udp_socket(V4)  # a full budget of `a` leaves `b` its own room
+    with pytest.raises(SocketError) as info:
+        b.create_tcp_socket(V4)
+    assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
     socks[0].close()
-    b.create_tcp_socket(V6)
-    other = VirtualNetwork("other", NetworkPolicy(max_sockets=3))
-    other.attach("c", Role.SERVICE).create_tcp_socket(V4)  # other workloads unaffected
-    assert net.socket_count == 3
+    a.create_tcp_socket(V6)
+    assert net.socket_count == 4
+    assert a.statistics().budget_used == 2 and a.statistics().budget_refused == 1

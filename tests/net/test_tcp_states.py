@@ -465,21 +465,36 @@ def test_accepted_sockets_inherit_options_set_after_listen(svc: GuestNetwork) ->
     assert accepted.send_buffer_size() == 0x10000
 
 
-def test_socket_cap_gives_new_socket_limit_for_create_and_accept() -> None:
-    net = VirtualNetwork("capped", NetworkPolicy(max_sockets=2))
+def test_socket_budget_gives_new_socket_limit_and_charges_the_connecting_guest() -> None:
+    net = VirtualNetwork("capped", NetworkPolicy(max_sockets=3))
     svc = net.attach("svc", Role.SERVICE)
+    client = net.attach("client", Role.COMPONENT, max_sockets=4)
     server = listen(svc)
-    connect(svc, server.local_address())
+    connect(client, server.local_address())  # the client's socket + the one svc accepts
+    assert client.budget.used == 2 and svc.budget.used == 1
+    connect(client, server.local_address())  # the second one stays queued
+    with pytest.raises(SocketError) as info:
+        client.create_tcp_socket(V4)
+    assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
+    assert svc.budget.used == 1, "connections cost the listener's guest nothing"
+    accepted, _, _ = server.accept()
+    assert accepted.guest is svc and client.budget.used == 4
+    svc.create_tcp_socket(V4)  # svc's own room is untouched
+    svc.create_tcp_socket(V4)
     with pytest.raises(SocketError) as info:
         svc.create_tcp_socket(V4)
     assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
+    # no room for the accepted socket: the connect is refused, nothing is queued
+    probe = net.attach("probe", Role.COMPONENT, max_sockets=1)
+    sock = probe.create_tcp_socket(V4)
+    sock.start_connect(probe, server.local_address())
     with pytest.raises(SocketError) as info:
-        server.accept()
-    assert info.value.code is ErrorCode.NEW_SOCKET_LIMIT
-    assert server.ready(), "the connection stays queued"
-    server.close()
-    assert net.socket_count == 1
-    svc.create_tcp_socket(V4)
+        sock.finish_connect()
+    assert info.value.code is ErrorCode.CONNECTION_REFUSED
+    server.close()  # the queued connection's reserved socket goes back to the client
+    assert client.budget.used == 3
+    accepted.close()
+    assert client.budget.used == 2
 
 
 def test_repr_and_statistics_show_counts(net: VirtualNetwork, svc: GuestNetwork) -> None:

@@ -24,6 +24,10 @@ A component built against the world ``sql-command`` imports the typed
 which reaches the service in-process through that import (no socket, no
 encoding) with the same API.  Without the import (world ``command``, or
 outside a guest) it speaks the wire protocol (docs/sql-import.md).
+
+A service that asks for a secret (clients from outside the workload) is
+answered with ``connect(..., secret="...")``: an HMAC of the service's
+challenge is sent, never the secret itself.
 """
 
 from __future__ import annotations
@@ -65,7 +69,15 @@ MAGIC = b"FDBP"
 _CLIENT_HELLO = struct.Struct(">4sHH")
 _SERVER_HELLO = struct.Struct(">4sHHII")
 _HEADER = struct.Struct(">I")
-_HANDSHAKE_STATUS = {1: "unsupported_version", 2: "too_many_clients", 3: "server_closing"}
+_HANDSHAKE_STATUS = {
+    1: "unsupported_version",
+    2: "too_many_clients",
+    3: "server_closing",
+    5: "unsupported_flags",
+}
+_AUTH_REQUIRED = 4
+_AUTH_METHOD = "hmac-sha256"
+_AUTH_CONTEXT = b"fabric-dbpool-auth:"
 #: largest response frame this client will buffer
 MAX_RESPONSE_SIZE = 1 << 30
 
@@ -483,6 +495,27 @@ class Connection:
         self.close()
         return DbPoolError(code, None, message)
 
+    def _read_frame(self) -> dict[str, Any]:
+        """One frame from the service, decoded (a map with a ``"t"`` key)."""
+        try:
+            header = _recv_exact(self._sock, 4)
+            (size,) = _HEADER.unpack(header)
+            if size > MAX_RESPONSE_SIZE:
+                raise self._broken("protocol_error", f"response frame of {size} bytes")
+            body = _recv_exact(self._sock, size)
+        except TimeoutError:
+            raise self._broken("timeout", f"no response within {self._timeout} s") from None
+        except OSError as exc:
+            raise self._broken("disconnected", str(exc)) from None
+        try:
+            msg = unpackb(body)
+            msg["t"]
+        except Exception as exc:
+            raise self._broken("protocol_error", f"malformed response: {exc}") from None
+        if not isinstance(msg, dict):
+            raise self._broken("protocol_error", "malformed response: not a map")
+        return msg
+
     def _call(self, request: dict[str, Any]) -> Any:
         if self.closed:
             raise DbPoolError("disconnected", None, "connection is closed")
@@ -498,20 +531,12 @@ class Connection:
             )
         try:
             self._sock.sendall(_HEADER.pack(len(body)) + body)
-            header = _recv_exact(self._sock, 4)
-            (size,) = _HEADER.unpack(header)
-            if size > MAX_RESPONSE_SIZE:
-                raise self._broken("protocol_error", f"response frame of {size} bytes")
-            body = _recv_exact(self._sock, size)
         except TimeoutError:
             raise self._broken("timeout", f"no response within {self._timeout} s") from None
         except OSError as exc:
             raise self._broken("disconnected", str(exc)) from None
-        try:
-            msg = unpackb(body)
-            tag = msg["t"]
-        except Exception as exc:
-            raise self._broken("protocol_error", f"malformed response: {exc}") from None
+        msg = self._read_frame()
+        tag = msg["t"]
         if tag == "error":
             err = DbPoolError(
                 msg.get("code"), msg.get("sqlstate"), msg.get("message"), msg.get("db_code")
@@ -593,17 +618,22 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def connect(
-    port: int, host: str = "127.0.0.1", timeout: float | None = None
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float | None = None,
+    secret: str | bytes | None = None,
 ) -> Connection | SqlConnection:
     """Connect and handshake; ``timeout`` (seconds) bounds the connect and each
     later request's wait for its response.  The default, None, sets no socket
     timeout: the component's own deadline bounds the invocation, and a socket
     without a timeout waits on it alone (one host call per read, not a poll
-    over the socket and a clock).
+    over the socket and a clock).  ``secret`` answers the service's challenge
+    when it asks for one (clients from outside the workload).
 
     With the typed import and a loopback ``host`` the result is a
-    `SqlConnection` to the workload's service on ``port`` (``timeout`` does
-    not apply: the invocation's deadline does); otherwise a socket `Connection`.
+    `SqlConnection` to the workload's service on ``port`` (``timeout`` and
+    ``secret`` do not apply: the invocation's deadline does, and the import
+    only reaches the component's own workload); otherwise a socket `Connection`.
     """
     if _sql is not None and host in _LOOPBACK:
         return SqlConnection.open(port)
@@ -631,11 +661,30 @@ def connect(
     if magic != MAGIC:
         sock.close()
         raise DbPoolError("bad_magic", None, f"not a dbpool service: {magic!r}")
-    if status != 0:
+    if status not in (0, _AUTH_REQUIRED):
         sock.close()
         code = _HANDSHAKE_STATUS.get(status, f"status_{status}")
         raise DbPoolError(code, None, f"service refused the handshake (server v{version})")
-    return Connection(sock, version, max_frame, max_in_flight, timeout)
+    conn = Connection(sock, version, max_frame, max_in_flight, timeout)
+    if status == _AUTH_REQUIRED:
+        _authenticate(conn, secret)
+    return conn
+
+
+def _authenticate(conn: Connection, secret: str | bytes | None) -> None:
+    """Answer the challenge that follows an ``auth_required`` server hello."""
+    if secret is None:
+        conn.close()
+        raise DbPoolError("auth_required", None, "the service requires a secret")
+    import hashlib  # only clients that authenticate pay for these imports
+    import hmac
+
+    key = (secret.encode() if isinstance(secret, str) else secret).strip()
+    challenge = conn._read_frame()
+    if challenge.get("t") != "challenge" or not isinstance(challenge.get("nonce"), bytes):
+        raise conn._broken("protocol_error", "expected the service's challenge")
+    digest = hmac.new(key, _AUTH_CONTEXT + challenge["nonce"], hashlib.sha256).digest()
+    conn._call({"t": "auth", "method": _AUTH_METHOD, "proof": digest})
 
 
 # --------------------------------------------------------------- the typed import
