@@ -30,8 +30,8 @@ from typing import Any
 import uvloop
 
 from fabric.build import build_wat_guest
-from fabric.demo import dbbench_guest
-from fabric.engine import linker as engine_linker
+from fabric.engine.callbacks import host_functions
+from fabric.guests import dbbench
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
@@ -52,7 +52,7 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
         "max_size": 4,
         "reset": args.reset,
     }
-    py = str(dbbench_guest())
+    py = str(dbbench())
     wat = str(build_wat_guest(WAT_SELECT1))
     return {
         "workloads": [
@@ -99,9 +99,7 @@ class HostCallCounter:
         self._saved: list[tuple[Any, Callable[..., Any]]] = []
 
     def install(self) -> None:
-        for hf in engine_linker._FUNCS:
-            if hf is None:
-                continue
+        for hf in host_functions():
             impl = hf.impl
             self._saved.append((hf, impl))
             hf.impl = self._wrap(hf.qualname, impl)

@@ -36,6 +36,7 @@ __all__ = [
     "HostImpl",
     "continuation_template",
     "host_function_count",
+    "host_functions",
     "new_resource_tag",
 ]
 
@@ -95,6 +96,11 @@ class HostFunc:
 def host_function_count() -> int:
     """How many host functions this process has registered (they are never freed)."""
     return len(_HOST_FUNCS) - 1
+
+
+def host_functions() -> list[HostFunc]:
+    """Every host function registered in this process (profilers wrap their ``impl``)."""
+    return [hf for hf in _HOST_FUNCS if hf is not None]
 
 
 def new_resource_tag() -> int:
