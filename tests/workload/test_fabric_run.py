@@ -113,7 +113,17 @@ def test_sigterm_drains_inflight_invocations(running) -> None:  # type: ignore[n
         text=True,
         env=env,
     )
-    time.sleep(0.7)  # let the invocation start
+    # Signal only once the invocation runs (a fixed sleep lost the race on a
+    # loaded machine: the invoke client had not reached the fabric yet).
+    deadline = time.monotonic() + 60
+    while True:
+        report = json.loads(fabric("status", "--json", env=env).stdout)
+        (job,) = [c for c in report["workloads"][0]["components"] if c["name"] == "job"]
+        if job["in_flight"] >= 1:
+            break
+        assert slow.poll() is None, slow.communicate()
+        assert time.monotonic() < deadline, "the invocation never started"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = slow.communicate(timeout=60)
     assert slow.returncode == 0, err
