@@ -222,6 +222,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 16 * 1024 * 1024
     #: requests the server reads ahead per client before it stops reading
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16
+    #: of those, statements outside a transaction that run at once (the others
+    #: wait, without a lease): each reads at least its first chunk, a whole row,
+    #: before the reply accounting can hold it back, so this bounds what a
+    #: client that pipelines large rows and never reads them can make us hold
+    max_parallel: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 4
     #: largest response body; a bigger result is replaced by a result_too_large error,
     #: found while the rows are read (the rest is not read)
     max_result_size: Annotated[int, msgspec.Meta(ge=64, le=2**32 - 1)] = 64 * 1024 * 1024

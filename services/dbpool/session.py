@@ -142,6 +142,7 @@ class Session:
         self._limits = server.limits
         self._conn = ServerConnection(server.limits)
         self._slots = asyncio.Semaphore(server.limits.max_in_flight)
+        self._parallel = asyncio.Semaphore(server.limits.max_parallel)
         self._write_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._txn: _Txn | None = None  # the transaction new requests are routed to
@@ -392,6 +393,10 @@ class Session:
         if pool is None:
             await self._respond(req, self._unknown_db(req.id, req.db))
             return
+        async with self._parallel:
+            await self._run_statement(pool, req)
+
+    async def _run_statement(self, pool: Pool, req: Query | ExecuteMany) -> None:
         try:
             lease = await pool.acquire()
         except PoolError as exc:

@@ -113,6 +113,26 @@ async def test_a_client_that_never_reads_stops_being_read(kind: str) -> None:
         await raw.close()
 
 
+async def test_pipelined_large_rows_run_a_few_at_a_time(kind: str) -> None:
+    # A single row is read whole before the reply accounting can hold it back:
+    # max_parallel bounds how many such rows a client that never reads can pin.
+    in_flight, parallel, width, n = 16, 2, 400_000, 40
+    limits = Limits(max_in_flight=in_flight, max_parallel=parallel, max_result_size=1 << 20)
+    async with make_env(kind, limits=limits) as env:
+        raw = await pipeline_without_reading(env, n, wide(kind, 1, width))
+        server = env.service.server
+        assert server is not None
+        await eventually(lambda: server.session_statistics()[0].requests_in_flight == in_flight)
+        await asyncio.sleep(0.5)  # give the server every chance to run more
+        (session,) = server.session_statistics()
+        bound = parallel * (width + 4096) + in_flight * SMALL_REPLY
+        assert session.reply_bytes_peak <= bound  # 16 rows at once would be ~6.4 MB
+        assert env.in_use() <= parallel
+        replies = await raw.responses(n)  # a reader at last: all answered, in full
+        assert all(isinstance(r, Rows) and len(r.rows[0][0]) == width for r in replies.values())
+        await raw.close()
+
+
 async def test_a_stalled_reader_is_closed_and_its_leases_return(kind: str) -> None:
     limits = Limits(max_in_flight=8, max_result_size=1024 * 1024, write_timeout=1.0)
     async with make_env(kind, limits=limits, max_size=4) as env:
