@@ -99,6 +99,9 @@ class Load:
         self.successes: list[tuple[float, float]] = []
         #: (started, finished, acknowledged) of every invocation
         self.records: list[tuple[float, float, bool]] = []
+        #: (started, finished) of invocations the fabric refused with
+        #: ShuttingDown: they never ran (a clean refusal a client can retry)
+        self.refused: list[tuple[float, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
@@ -155,7 +158,10 @@ class Load:
         except Exception as exc:
             error = f"{type(exc).__name__}: {_last_line(str(exc))}"
         self.failed += 1
-        self.records.append((started, time.monotonic(), False))
+        finished = time.monotonic()
+        self.records.append((started, finished, False))
+        if error is not None and "ShuttingDown" in error:
+            self.refused.append((started, finished))
         if self.first_error is None:
             self.first_error = error
         await asyncio.sleep(FAILURE_PAUSE)

@@ -3,7 +3,8 @@ workload in a subprocess, ``sigterm_inflight`` invocations kept in flight
 through its control socket, then SIGTERM.
 
 Held when the fabric exits 0 by itself within its grace, every invocation in
-flight at the signal finished acknowledged (drained), nothing acknowledged
+flight at the signal finished acknowledged (drained; one the fabric refused
+with ``ShuttingDown`` never ran and is not counted as in flight), nothing acknowledged
 is lost, and no database session of the pools' logins is left behind
 (``leases_leaked`` counts those sessions here). RSS is the subprocess's.
 ``host alive`` means: exited cleanly.
@@ -163,7 +164,10 @@ async def run(ctx: FaultContext) -> FaultResult:
                 await proc.wait()
             await collector
     log_text = output.decode(errors="replace")
-    in_flight = [r for r in load.records if r[0] < t_signal < r[1]]
+    # An invocation sent just before the signal that reached the fabric after it
+    # is refused with ShuttingDown: it never ran, so it was not in flight there.
+    refused = set(load.refused)
+    in_flight = [r for r in load.records if r[0] < t_signal < r[1] and r[:2] not in refused]
     drained = sum(1 for r in in_flight if r[2])
     after_signal = [r for r in load.records if r[0] >= t_signal]
     await asyncio.sleep(1.0)
