@@ -19,7 +19,7 @@ from .errors import (
     oserror_from_error_code,
 )
 from .names import NameResolver, ResolveAddressStream
-from .network import GuestNetwork, GuestStatistics, NetworkStatistics, VirtualNetwork
+from .network import GuestNetwork, GuestStatistics, NetworkCore, NetworkStatistics
 from .pipe import DEFAULT_HIGH_WATER, PipeEnd, PipeStatistics, pipe_pair
 from .policy import (
     EgressRule,
@@ -49,6 +49,7 @@ from .udp import (
     UdpSocket,
     UdpState,
 )
+from .virtual import VirtualNetwork
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -68,6 +69,7 @@ __all__ = [
     "NameResolver",
     "NetError",
     "NetTrap",
+    "NetworkCore",
     "NetworkPolicy",
     "NetworkStatistics",
     "Notifier",

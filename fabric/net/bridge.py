@@ -28,16 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .errors import error_code_from_oserror
+from .network import GuestNetwork, NetworkCore
 from .pipe import PipeEnd
 from .policy import EgressRule, IngressRule, Role
-from .streams import VirtualStreamReader, VirtualStreamWriter
+from .streams import VirtualStreamReader, VirtualStreamWriter, open_connection
 from .tcp import ConnectAttempt
-
-if TYPE_CHECKING:
-    from .network import GuestNetwork, VirtualNetwork
 
 __all__ = ["IngressServer", "run_egress", "splice"]
 
@@ -158,7 +156,7 @@ async def run_egress(
 class IngressServer:
     """A real listener that forwards every connection to a virtual port."""
 
-    def __init__(self, network: VirtualNetwork, rule: IngressRule) -> None:
+    def __init__(self, network: NetworkCore, rule: IngressRule) -> None:
         self.network = network
         self.rule = rule
         self._server: asyncio.Server | None = None
@@ -214,9 +212,7 @@ class IngressServer:
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._guest is not None
         try:
-            v_reader, v_writer = await self.network.open_connection(
-                self.rule.port, guest=self._guest
-            )
+            v_reader, v_writer = await open_connection(self._guest, self.rule.port)
         except OSError as exc:
             self.refused += 1
             logger.info("ingress %s -> :%d refused: %s", self.port, self.rule.port, exc)

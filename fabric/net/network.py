@@ -1,6 +1,6 @@
 """The per-workload virtual network and each guest's view of it.
 
-`VirtualNetwork` is one workload's loopback: a TCP and a UDP port table, the
+`NetworkCore` is one workload's loopback: a TCP and a UDP port table, the
 name table, the policy, the egress routes, the ingress servers and the
 socket count (`new-socket-limit`). Guests never touch it directly: each guest
 instance gets a `GuestNetwork` from `attach(name, role)`; that object is the
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -23,7 +22,7 @@ from .address import IpAddress, IpAddressFamily, SocketAddress
 from .budget import SocketBudget
 from .errors import ErrorCode, SocketError
 from .names import NameResolver, ResolveAddressStream
-from .pipe import pipe_pair
+from .pipe import PipeEnd, pipe_pair
 from .policy import (
     EgressRule,
     NetworkPolicy,
@@ -38,16 +37,19 @@ from .readiness import Notifier, wait_until
 from .tcp import ConnectAttempt, Listener, TcpSocket, _Pending
 from .udp import UdpSocket
 
-if TYPE_CHECKING:
-    from .bridge import IngressServer
-    from .streams import VirtualServer, VirtualStreamReader, VirtualStreamWriter
-
-__all__ = ["GuestNetwork", "GuestStatistics", "NetworkStatistics", "VirtualNetwork"]
+__all__ = ["GuestNetwork", "GuestStatistics", "NetworkCore", "NetworkStatistics"]
 
 logger = logging.getLogger("fabric.net")
 
 Socket = TcpSocket | UdpSocket
 _S = TypeVar("_S", TcpSocket, UdpSocket)
+
+
+class _Closable(Protocol):
+    """A server the network owns and closes with itself (an ingress bridge)."""
+
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
 
 
 class GuestStatistics(msgspec.Struct, frozen=True):
@@ -85,7 +87,7 @@ class GuestNetwork:
 
     def __init__(
         self,
-        network: VirtualNetwork,
+        network: NetworkCore,
         name: str,
         role: Role,
         check: SocketAddrCheck,
@@ -111,7 +113,7 @@ class GuestNetwork:
 
     def create_tcp_socket(self, family: IpAddressFamily) -> TcpSocket:
         """`create-tcp-socket`; `new-socket-limit` past this guest's budget."""
-        self._admit()
+        self.admit()
         self.budget.take()
         return self._register(TcpSocket(self, family), self.budget)
 
@@ -119,11 +121,11 @@ class GuestNetwork:
         """`create-udp-socket`; `access-denied` when the policy disables UDP."""
         if not self.network.policy.allow_udp:
             self._deny(None, "udp")
-        self._admit()
+        self.admit()
         self.budget.take()
         return self._register(UdpSocket(self, family), self.budget)
 
-    def _accepted_socket(self, family: IpAddressFamily, budget: SocketBudget) -> TcpSocket:
+    def accepted_socket(self, family: IpAddressFamily, budget: SocketBudget) -> TcpSocket:
         """The socket `accept` returns; already charged to the connecting guest's `budget`."""
         return self._register(TcpSocket(self, family), budget)
 
@@ -136,7 +138,7 @@ class GuestNetwork:
         """`resolve-addresses`."""
         return self.network.resolver.resolve(name)
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         if self._closed:
             raise SocketError(ErrorCode.INVALID_STATE, "guest network closed")
 
@@ -235,8 +237,11 @@ class GuestNetwork:
         )
 
 
-class VirtualNetwork:
-    """The virtual loopback network of one workload."""
+class NetworkCore:
+    """The virtual loopback network of one workload, without real sockets.
+
+    `fabric.net.VirtualNetwork` adds what reaches outside it (egress and
+    ingress bridges) and the asyncio-shaped API for native code."""
 
     def __init__(
         self,
@@ -255,7 +260,7 @@ class VirtualNetwork:
         self._egress: dict[tuple[IpAddressFamily, tuple[int, ...], int], EgressRule] = {}
         self._listening = Notifier()
         self._tasks: set[asyncio.Task[bool]] = set()
-        self._ingress: list[IngressServer] = []
+        self._ingress: list[_Closable] = []
         self._socket_count = 0
         self._connections = 0
         self._refused = 0
@@ -374,14 +379,14 @@ class VirtualNetwork:
         return attempt
 
     def _connect_egress(self, rule: EgressRule) -> ConnectAttempt:
-        from .bridge import run_egress
-
         attempt = ConnectAttempt()
         client_end, bridge_end = pipe_pair(self.policy.high_water)
         self._egress_active += 1
         self._egress_total += 1
         task = asyncio.get_running_loop().create_task(
-            run_egress(rule, attempt, client_end, bridge_end, self.policy.egress_connect_timeout)
+            self._run_egress(
+                rule, attempt, client_end, bridge_end, self.policy.egress_connect_timeout
+            )
         )
         self._tasks.add(task)
 
@@ -424,29 +429,22 @@ class VirtualNetwork:
         else:
             self._datagrams_dropped += 1
 
-    # -- native asyncio-shaped API ----------------------------------------------------
-
-    async def start_server(
+    async def _run_egress(
         self,
-        handler: Callable[[VirtualStreamReader, VirtualStreamWriter], Awaitable[None]],
-        port: int,
-        *,
-        host: str = "127.0.0.1",
-        backlog: int = 128,
-        guest: GuestNetwork | None = None,
-    ) -> VirtualServer:
-        """Like `asyncio.start_server`, on this workload's loopback."""
-        from .streams import start_server
+        rule: EgressRule,
+        attempt: ConnectAttempt,
+        client_end: PipeEnd,
+        bridge_end: PipeEnd,
+        connect_timeout: float,
+    ) -> bool:
+        """Connect an egress route to its real target (`VirtualNetwork` does); the
+        core has no real sockets and refuses."""
+        attempt.fail(ErrorCode.CONNECTION_REFUSED, f"no egress bridge for {rule}")
+        client_end.abort()
+        bridge_end.abort()
+        return False
 
-        return await start_server(guest or self.native, handler, port, host=host, backlog=backlog)
-
-    async def open_connection(
-        self, port: int, host: str = "127.0.0.1", *, guest: GuestNetwork | None = None
-    ) -> tuple[VirtualStreamReader, VirtualStreamWriter]:
-        """Like `asyncio.open_connection`, on this workload's loopback (or an egress route)."""
-        from .streams import open_connection
-
-        return await open_connection(guest or self.native, port, host)
+    # -- listeners ---------------------------------------------------------------------
 
     def is_listening(self, port: int, guest: GuestNetwork | None = None) -> bool:
         """Whether something that `guest` (default: native code) can reach listens on `port`."""
@@ -461,21 +459,7 @@ class VirtualNetwork:
         async with asyncio.timeout(timeout):
             await wait_until(lambda: self.is_listening(port), self._listening)
 
-    # -- ingress and lifetime -------------------------------------------------------------
-
-    async def start_ingress(self) -> list[IngressServer]:
-        """Open a real listener for every ingress rule of the policy."""
-        from .bridge import IngressServer
-
-        for rule in self.policy.ingress:
-            server = IngressServer(self, rule)
-            await server.start()
-            self._ingress.append(server)
-        return list(self._ingress)
-
-    @property
-    def ingress_servers(self) -> list[IngressServer]:
-        return list(self._ingress)
+    # -- lifetime ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Stop ingress, drop every guest's sockets, cancel egress pumps."""
@@ -515,7 +499,7 @@ class VirtualNetwork:
     def __repr__(self) -> str:
         stats = self.statistics()
         return (
-            f"<VirtualNetwork {self.name!r} guests={stats.guests} sockets={stats.sockets}"
+            f"<{type(self).__name__} {self.name!r} guests={stats.guests} sockets={stats.sockets}"
             f" tcp_ports={len(stats.tcp_ports)} listening={len(stats.tcp_listening)}"
             f" udp_ports={len(stats.udp_ports)} connections={stats.connections}"
             f" egress={stats.egress_active}>"

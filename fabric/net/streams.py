@@ -18,15 +18,13 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .address import IpAddress, SocketAddress
 from .errors import ErrorCode, SocketError, StreamClosed, oserror_from_error_code
+from .network import GuestNetwork
 from .pipe import PipeEnd
 from .tcp import TcpInputStream, TcpOutputStream, TcpSocket
-
-if TYPE_CHECKING:
-    from .network import GuestNetwork
 
 __all__ = [
     "VirtualServer",

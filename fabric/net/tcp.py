@@ -58,7 +58,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
@@ -74,11 +74,8 @@ from .budget import SocketBudget
 from .errors import ErrorCode, SocketError
 from .pipe import PipeEnd
 from .policy import SocketAddrUse
+from .ports import PortBinding
 from .readiness import Notifier, wait_until
-
-if TYPE_CHECKING:
-    from .network import GuestNetwork
-    from .ports import PortBinding
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -387,10 +384,28 @@ def _positive(value: int, low: int, high: int) -> int:
     return min(max(value, low), high)
 
 
-class TcpSocket:
-    """A WASI `tcp-socket` on a virtual network. Create with `GuestNetwork.create_tcp_socket`."""
+class TcpHost(Protocol):
+    """What a TCP socket needs of its guest's network (`GuestNetwork` is one):
+    the socket reaches the network through these calls only."""
 
-    def __init__(self, guest: GuestNetwork, family: IpAddressFamily) -> None:
+    def check(self, addr: SocketAddress, use: SocketAddrUse) -> None: ...
+    def bind_tcp(
+        self, sock: TcpSocket, addr: SocketAddress
+    ) -> tuple[PortBinding, SocketAddress]: ...
+    def listen_tcp(self, binding: PortBinding, listener: Listener) -> None: ...
+    def connect_tcp(
+        self, sock: TcpSocket, local: SocketAddress, remote: SocketAddress
+    ) -> ConnectAttempt: ...
+    def create_tcp_socket(self, family: IpAddressFamily) -> TcpSocket: ...
+    def admit(self) -> None: ...
+    def accepted_socket(self, family: IpAddressFamily, budget: SocketBudget) -> TcpSocket: ...
+    def forget(self, sock: TcpSocket) -> None: ...
+
+
+class TcpSocket:
+    """A WASI `tcp-socket` on a virtual network. Create with `a network's `create_tcp_socket``."""
+
+    def __init__(self, guest: TcpHost, family: IpAddressFamily) -> None:
         self._guest = guest
         self._family = family
         self._state = TcpState.UNBOUND
@@ -414,7 +429,7 @@ class TcpSocket:
         return self._state
 
     @property
-    def guest(self) -> GuestNetwork:
+    def guest(self) -> TcpHost:
         return self._guest
 
     def _require(self, op: str) -> TcpState:
@@ -427,7 +442,7 @@ class TcpSocket:
             raise SocketError(ErrorCode.CONCURRENCY_CONFLICT, "a connect is in progress")
         raise SocketError(ErrorCode.INVALID_STATE, f"{op} in state {self._state.value}")
 
-    def _check_network(self, network: GuestNetwork) -> None:
+    def _check_network(self, network: TcpHost) -> None:
         if network is not self._guest:
             raise SocketError(ErrorCode.INVALID_ARGUMENT, "socket belongs to another network")
 
@@ -437,7 +452,7 @@ class TcpSocket:
 
     # -- bind ---------------------------------------------------------------
 
-    def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
+    def start_bind(self, network: TcpHost, local_address: SocketAddress) -> None:
         self._validate(local_address)
         nxt = self._require("start-bind")
         self._check_network(network)
@@ -450,7 +465,7 @@ class TcpSocket:
 
     # -- connect --------------------------------------------------------------
 
-    def start_connect(self, network: GuestNetwork, remote_address: SocketAddress) -> None:
+    def start_connect(self, network: TcpHost, remote_address: SocketAddress) -> None:
         nxt = self._require("start-connect")
         self._validate(remote_address)
         if not is_valid_remote_address(remote_address):
@@ -516,8 +531,8 @@ class TcpSocket:
         if pending.budget is None:
             child = self._guest.create_tcp_socket(self._family)  # new-socket-limit
         else:
-            self._guest._admit()
-            child = self._guest._accepted_socket(self._family, pending.budget)
+            self._guest.admit()
+            child = self._guest.accepted_socket(self._family, pending.budget)
             pending.budget = None
         listener.queue.popleft()
         listener.accepted += 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
@@ -41,11 +41,8 @@ from .address import (
 )
 from .errors import ErrorCode, NetTrap, SocketError
 from .policy import SocketAddrUse
+from .ports import PortBinding
 from .readiness import Notifier, wait_until
-
-if TYPE_CHECKING:
-    from .network import GuestNetwork
-    from .ports import PortBinding
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
@@ -87,10 +84,21 @@ def _same_peer(a: SocketAddress, b: SocketAddress) -> bool:
     return a.address == b.address or (a.is_loopback and b.is_loopback)
 
 
-class UdpSocket:
-    """A WASI `udp-socket`. Create with `GuestNetwork.create_udp_socket`."""
+class UdpHost(Protocol):
+    """What a UDP socket needs of its guest's network (`GuestNetwork` is one)."""
 
-    def __init__(self, guest: GuestNetwork, family: IpAddressFamily) -> None:
+    def check(self, addr: SocketAddress, use: SocketAddrUse) -> None: ...
+    def bind_udp(
+        self, sock: UdpSocket, addr: SocketAddress
+    ) -> tuple[PortBinding, SocketAddress]: ...
+    def send_datagram(self, sock: UdpSocket, data: bytes, dest: SocketAddress) -> None: ...
+    def forget(self, sock: UdpSocket) -> None: ...
+
+
+class UdpSocket:
+    """A WASI `udp-socket`. Create with `a network's `create_udp_socket``."""
+
+    def __init__(self, guest: UdpHost, family: IpAddressFamily) -> None:
         self._guest = guest
         self._family = family
         self._state = UdpState.UNBOUND
@@ -114,14 +122,14 @@ class UdpSocket:
         return self._state
 
     @property
-    def guest(self) -> GuestNetwork:
+    def guest(self) -> UdpHost:
         return self._guest
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    def start_bind(self, network: GuestNetwork, local_address: SocketAddress) -> None:
+    def start_bind(self, network: UdpHost, local_address: SocketAddress) -> None:
         if self._state is not UdpState.UNBOUND:
             raise SocketError(ErrorCode.INVALID_STATE, f"state {self._state.value}")
         if not is_valid_address_family(local_address, self._family):

@@ -318,7 +318,7 @@ def test_the_server_under_plain_asyncio_in_debug_mode() -> None:
 
 
 async def test_the_service_on_the_virtual_network(pg_env: Env) -> None:
-    from fabric.net.network import VirtualNetwork
+    from fabric.net import VirtualNetwork
 
     net = VirtualNetwork("dbpool-test")
     config = DbPoolConfig(port=7432, databases={"main": db_config("postgres", max_size=2)})

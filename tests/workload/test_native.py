@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fabric.net.network import VirtualNetwork
+from fabric.net import VirtualNetwork
 from fabric.workload import (
     NativeRunner,
     NativeServiceError,

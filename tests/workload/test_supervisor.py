@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fabric.net.network import VirtualNetwork
+from fabric.net import VirtualNetwork
 from fabric.workload import (
     NativeRunner,
     RestartPolicy,
