@@ -41,6 +41,7 @@ from .errors import (
     WorkloadError,
 )
 from .lifecycle import ServiceMachine, State
+from .loader import load_manifest, loads_manifest, manifest_from_dict
 from .manifest import (
     ComponentSpec,
     DirSpec,
@@ -52,9 +53,6 @@ from .manifest import (
     ReuseSpec,
     ServiceSpec,
     WorkloadSpec,
-    load_manifest,
-    loads_manifest,
-    manifest_from_dict,
 )
 from .native import NativeRunner, Network, ServiceContext, load_service_class
 from .restart import RestartPolicy, RestartTracker

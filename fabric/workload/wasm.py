@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fabric.engine import Component, Err, GuestTrap, HostInterface, Ok
 from fabric.net import Role
@@ -26,9 +26,19 @@ from .errors import NotFound, WorkloadError
 
 if TYPE_CHECKING:
     from fabric.engine import Linker
+    from fabric.net import VirtualNetwork
+    from fabric.runtime import Runtime
 
     from .manifest import DirSpec, ServiceSpec
-    from .runtime import WorkloadRuntime
+
+
+class WorkloadHost(Protocol):
+    """What a wasm service needs of its workload (`WorkloadRuntime` is one)."""
+
+    name: str
+    runtime: Runtime
+    network: VirtualNetwork
+    emit: Callable[[str], None]
 
 _log = logging.getLogger("fabric.guest")
 
@@ -90,7 +100,7 @@ class WasmService:
 
     def __init__(
         self,
-        workload: WorkloadRuntime,
+        workload: WorkloadHost,
         spec: ServiceSpec,
         component: Component,
         linker: Linker,

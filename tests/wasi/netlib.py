@@ -22,8 +22,7 @@ from typing import Any
 from fabric.engine import GuestTrap
 from fabric.net import PipeEnd, TcpSocket, VirtualNetwork
 from fabric.runtime import Runtime
-from fabric.workload import ServiceStatus, State
-from fabric.workload.manifest import manifest_from_dict
+from fabric.workload import ServiceStatus, State, manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 from tests.reference.wasmtime_cli import parse_facts
 
