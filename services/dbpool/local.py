@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from pools import (
     ConnectionLost,
@@ -33,10 +33,18 @@ from pools import (
 
 from .client import DbPoolError
 from .messages import Done, Error, Response, ServerStats
-from .session import error_reply
+from .session import SessionHost, error_reply
 
-if TYPE_CHECKING:
-    from .server import DbPoolServer
+
+class LocalHost(SessionHost, Protocol):
+    """What in-process sessions need of their server (`server.DbPoolServer` is
+    one): a client session's needs, the registry of local sessions, and a way
+    to wait until released leases are back."""
+
+    local_sessions: set[LocalSession]
+    local_sessions_total: int
+
+    async def settle_releases(self) -> None: ...
 
 __all__ = ["LocalSession"]
 
@@ -52,7 +60,7 @@ def _raise(reply: Error) -> DbPoolError:
 class LocalSession:
     """One in-process client of a `DbPoolServer` (one request at a time)."""
 
-    def __init__(self, server: DbPoolServer) -> None:
+    def __init__(self, server: LocalHost) -> None:
         self._server = server
         self.db: str | None = None  # the database while a transaction scope is open
         self._pool: Pool | None = None

@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 from pools import ConnectionLost, DatabaseError, Lease, Pool, PoolError, ResultTooLarge
 
-from .auth import METHOD
-from .messages import SessionStats
+from .auth import METHOD, Authenticator
+from .messages import Limits, ServerStats, SessionStats
 from .protocol import (
     NEED_DATA,
     Auth,
@@ -46,6 +46,7 @@ from .protocol import (
     Error,
     ExecuteMany,
     FrameTooLarge,
+    HandshakeStatus,
     Ping,
     Pong,
     Query,
@@ -61,10 +62,7 @@ from .protocol import (
 )
 from .results import FIRST_CHUNK_ROWS, Reply, ReplyBuffer, RowsBuilder, UnencodableResult
 
-if TYPE_CHECKING:
-    from .server import DbPoolServer
-
-__all__ = ["Session", "StreamReader", "StreamWriter", "error_reply"]
+__all__ = ["Session", "SessionHost", "StreamReader", "StreamWriter", "error_reply"]
 
 log = logging.getLogger("services.dbpool")
 
@@ -134,8 +132,29 @@ class _Txn:
         self.task: asyncio.Task[None] | None = None
 
 
+
+class SessionHost(Protocol):
+    """What a client session needs of its server (`server.DbPoolServer` is one):
+    the pools and limits, admission, the shared counters, and lease release."""
+
+    pools: Mapping[str, Pool]
+    limits: Limits
+    auth: Authenticator | None
+    auth_failures: int
+    transactions_abandoned: int
+
+    def admission(self, external: bool = True) -> HandshakeStatus | None: ...
+    def note_accepted(self) -> None: ...
+    def note_rejected(self, code: str) -> None: ...
+    def note_reply_peak(self, held: int) -> None: ...
+    def count_reply(self, kind: str, msg: Response) -> None: ...
+    def count_error(self, code: str) -> None: ...
+    async def give_back(self, pool: Pool, lease: Lease, *, discard: bool) -> None: ...
+    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Task[None]: ...
+    def statistics(self) -> ServerStats: ...
+
 class Session:
-    def __init__(self, server: DbPoolServer, reader: StreamReader, writer: StreamWriter) -> None:
+    def __init__(self, server: SessionHost, reader: StreamReader, writer: StreamWriter) -> None:
         self._server = server
         self._reader = reader
         self._writer = writer
