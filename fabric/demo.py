@@ -198,6 +198,7 @@ async def run_demo(
             "min_size": min(2, concurrency),
             "max_size": concurrency,
         }
+        warm = {"pool_size": concurrency, "max_invocations": 10_000}
         raw = {
             "workloads": [
                 {
@@ -211,22 +212,16 @@ async def run_demo(
                         }
                     ],
                     "components": [
-                        {"name": "select1", "wasm": str(guest), "concurrency": concurrency},
+                        # fresh instances, and warm ones each keeping its connection open;
+                        # "typed" is the same source built with the fabric:dbpool/sql import
                         {
-                            "name": "select1-warm",
-                            "wasm": str(guest),
+                            "name": name + suffix,
+                            "wasm": str(wasm),
                             "concurrency": concurrency,
-                            # warm instances, each keeping its dbpool connection open
-                            "reuse": {"pool_size": concurrency, "max_invocations": 10_000},
-                        },
-                        # the same source built with the typed fabric:dbpool/sql import
-                        {"name": "typed", "wasm": str(typed), "concurrency": concurrency},
-                        {
-                            "name": "typed-warm",
-                            "wasm": str(typed),
-                            "concurrency": concurrency,
-                            "reuse": {"pool_size": concurrency, "max_invocations": 10_000},
-                        },
+                            **extra,
+                        }
+                        for name, wasm in (("select1", guest), ("typed", typed))
+                        for suffix, extra in (("", {}), ("-warm", {"reuse": warm}))
                     ],
                     "egress": [{"dest": EGRESS_NAME, "port": 5432, "to": f"{pg.host}:{pg.port}"}],
                 }
@@ -240,6 +235,7 @@ async def run_demo(
         direct_args = [
             "pg-direct", EGRESS_NAME, "5432", pg.user, pg.password or "", pg.database, "SELECT 1",
         ]  # fmt: skip
+        query = [str(DBPOOL_PORT), "pg", "SELECT 1"]
         paths = [
             _Path(
                 name="connect per invocation",
@@ -247,29 +243,18 @@ async def run_demo(
                 args=direct_args,
                 count=direct_invocations,
             ),
-            _Path(
-                name="pooled, fresh instance",
-                component="select1",
-                args=["pooled", str(DBPOOL_PORT), "pg", "SELECT 1"],
-                count=invocations,
-            ),
-            _Path(
-                name="pooled, reused instance",
-                component="select1-warm",
-                args=["pooled-keep", str(DBPOOL_PORT), "pg", "SELECT 1"],
-                count=invocations,
-            ),
-            _Path(
-                name="typed import, fresh instance",
-                component="typed",
-                args=["pooled", str(DBPOOL_PORT), "pg", "SELECT 1"],
-                count=invocations,
-            ),
-            _Path(
-                name="typed import, reused instance",
-                component="typed-warm",
-                args=["pooled-keep", str(DBPOOL_PORT), "pg", "SELECT 1"],
-                count=invocations,
+            *(
+                _Path(
+                    name=f"{way}, {kind} instance",
+                    component=component,
+                    args=[mode, *query],
+                    count=invocations,
+                )
+                for way, base in (("pooled", "select1"), ("typed import", "typed"))
+                for kind, component, mode in (
+                    ("fresh", base, "pooled"),
+                    ("reused", f"{base}-warm", "pooled-keep"),
+                )
             ),
         ]
 

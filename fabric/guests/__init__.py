@@ -28,19 +28,19 @@ def dbbench() -> Path:
 
     Built with the guest SDK that the dbpool service offers and PyMySQL staged.
     """
-    from fabric.build import build_python_guest, stage_packages
-    from fabric.workload.native import offered_guest_paths
-
-    paths = [*offered_guest_paths([DBPOOL_SERVICE]), stage_packages(["pymysql"])]
-    return build_python_guest(DBBENCH_DIR, extra_paths=paths)
+    return _build_dbbench("command")
 
 
 @functools.cache
 def dbbench_sql() -> Path:
     """The same guest built against the world ``sql-command``: its SDK reaches the
     dbpool service through the typed ``fabric:dbpool/sql`` import, not a socket."""
+    return _build_dbbench(SQL_WORLD)
+
+
+def _build_dbbench(world: str) -> Path:
     from fabric.build import build_python_guest, stage_packages
     from fabric.workload.native import offered_guest_paths
 
     paths = [*offered_guest_paths([DBPOOL_SERVICE]), stage_packages(["pymysql"])]
-    return build_python_guest(DBBENCH_DIR, world=SQL_WORLD, extra_paths=paths)
+    return build_python_guest(DBBENCH_DIR, world=world, extra_paths=paths)
