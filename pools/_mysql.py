@@ -68,6 +68,16 @@ class _SSCursor(_Fixes, aiomysql.SSCursor):  # type: ignore[misc]
     fetched) with `_Fixes`."""
 
 
+def _bind(cursor: Any, sql: str, params: Sequence[Any]) -> str:
+    """``sql`` with ``params`` escaped into it (bad parameters: a client error)."""
+    if not params:
+        return sql
+    try:
+        return str(cursor.mogrify(sql, tuple(params)))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _client_error(exc) from exc
+
+
 def _client_error(exc: Exception) -> DatabaseError:
     return DatabaseError(f"invalid parameters: {exc}", code="client")
 
@@ -85,12 +95,7 @@ class MySQLLease(Lease):
 
     async def _query(self, sql: str, params: Sequence[Any]) -> QueryResult:
         cursor = _Cursor(self._conn)
-        if params:
-            try:
-                sql = cursor.mogrify(sql, tuple(params))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise _client_error(exc) from exc
-        await cursor.execute(sql)
+        await cursor.execute(_bind(cursor, sql, params))
         description = cursor.description
         rows = list(await cursor.fetchall())
         rowcount = cursor.rowcount
@@ -105,12 +110,7 @@ class MySQLLease(Lease):
         self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
     ) -> StreamResult:
         cursor = _SSCursor(self._conn)
-        if params:
-            try:
-                sql = cursor.mogrify(sql, tuple(params))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise _client_error(exc) from exc
-        await cursor.execute(sql)
+        await cursor.execute(_bind(cursor, sql, params))
         description = cursor.description
         if not description:
             rowcount = cursor.rowcount

@@ -35,7 +35,11 @@ service serves the typed ``fabric:dbpool/sql`` import).
 A service class may offer a guest SDK: ``guest_paths`` (a class attribute, a
 sequence of directories of pure-Python modules) are put on the module path of
 every component of the workload built from Python source (``python = "dir"``),
-so those components can ``import`` the service's client.
+so those components can ``import`` the service's client.  Likewise
+``host_imports`` (a class attribute of `HostImport`s) are interfaces the service
+serves in-process: every component of the workload that imports one gets it
+defined in its linker, built from the handles the workload's services publish
+(``ctx.publish_handle``).
 """
 
 from __future__ import annotations
@@ -48,16 +52,19 @@ import inspect
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 import msgspec
 
+from fabric.engine import HostInterface
+
 from .errors import NativeServiceError, WorkloadError
 
 __all__ = [
     "ConnectionHandler",
+    "HostImport",
     "Invoker",
     "NativeRunner",
     "NativeService",
@@ -68,6 +75,7 @@ __all__ = [
     "StreamWriterLike",
     "load_service_class",
     "offered_guest_paths",
+    "offered_host_imports",
     "parse_native_spec",
 ]
 
@@ -230,6 +238,28 @@ def load_service_class(spec: str, python_path: Sequence[str] = ()) -> type[Nativ
             f"native service {spec!r}: {qualname} has no `async def serve(self, ctx)` method"
         )
     return cast("type[NativeService]", obj)
+
+
+class HostImport(Protocol):
+    """An interface a native service serves to the components of its workload."""
+
+    #: the interface name components import, unversioned (``fabric:dbpool/sql``)
+    interface: str
+
+    def __call__(self, handles: Callable[[], Iterable[Any]], name: str) -> HostInterface:
+        """The host side under the versioned ``name`` the component imports;
+        ``handles()`` gives the published handles of the workload's services."""
+        ...
+
+
+def offered_host_imports(specs: Sequence[str], python_path: Sequence[str] = ()) -> list[HostImport]:
+    """The ``host_imports`` the native service classes named by ``specs`` offer."""
+    offered: list[HostImport] = []
+    for spec in specs:
+        for entry in getattr(load_service_class(spec, python_path), "host_imports", ()):
+            if entry not in offered:
+                offered.append(entry)
+    return offered
 
 
 def offered_guest_paths(

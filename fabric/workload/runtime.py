@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,25 @@ from .control import ControlServer
 from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
-from .native import NativeRunner, load_service_class, offered_guest_paths
+from .native import (
+    NativeRunner,
+    load_service_class,
+    offered_guest_paths,
+    offered_host_imports,
+)
 from .reuse import InstancePool, PooledInstance, retire_reason
-from .sqlimport import SqlBackend, define_sql_imports, find_backend
 from .status import ComponentStatus, StatusReport, WorkloadStatus
 from .streaming import OutputFactory
 from .supervisor import Supervisor
 from .threads import in_daemon_thread
-from .wasm import LineSink, WasmService, link_interface, preopens, resolve_export
+from .wasm import (
+    LineSink,
+    WasmService,
+    find_interface,
+    link_interface,
+    preopens,
+    resolve_export,
+)
 
 _log = logging.getLogger("fabric.workload")
 
@@ -170,7 +181,7 @@ class WorkloadRuntime:
                     importer, link.interface, target, self._linked_invoker(link.component)
                 )
             )
-        define_sql_imports(loaded, linkers, self.runtime.new_linker, self._sql_backend)
+        self._define_host_imports(loaded, linkers)
         problems: list[str] = []
         for name, comp in loaded.items():
             missing = (linkers.get(name) or self.runtime.linker).missing_imports(comp)
@@ -190,8 +201,21 @@ class WorkloadRuntime:
                 )
         self._loaded = True
 
-    def _sql_backend(self, port: int) -> SqlBackend | None:
-        return find_backend(self.handles.values(), port)
+    def _define_host_imports(
+        self, loaded: Mapping[str, Component], linkers: dict[str, Linker]
+    ) -> None:
+        """Define each interface the workload's native services serve in the linker of
+        every guest that imports it (giving that guest a linker of its own)."""
+        natives = [s.native for s in self.spec.services if s.native is not None]
+        for offered in offered_host_imports(natives, self.python_path):
+            for name, component in loaded.items():
+                imported = find_interface(list(component.imports), offered.interface)
+                if imported is None:
+                    continue
+                linker = linkers.get(name)
+                if linker is None:
+                    linker = linkers[name] = self.runtime.new_linker()
+                linker.define(offered(self.handles.values, imported))
 
     def _linked_invoker(self, component: str) -> Callable[[str, Sequence[Any]], Any]:
         async def call(path: str, args: Sequence[Any]) -> Any:

@@ -12,7 +12,7 @@ exactly as for socket clients (local sessions are not ``clients_connected``).
 ``close()`` (or ``aclose()``) ends the session: an open transaction is rolled
 back and its lease returned, or discarded when an operation was interrupted
 on it (its state is unknown).  The workload's typed ``fabric:dbpool/sql``
-import is served by these sessions (``fabric/workload/sqlimport.py``).
+import is served by these sessions (``services/dbpool/sqlimport.py``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from .local import LocalSession
 from .messages import Limits, ServerStats
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
+from .sqlimport import SqlImport
 
 __all__ = [
     "DEFAULT_PORT",
@@ -86,6 +87,8 @@ class DbPoolService:
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
+    #: components importing ``fabric:dbpool/sql`` reach the service in-process
+    host_imports: ClassVar[tuple[SqlImport, ...]] = (SqlImport(),)
     config_type: ClassVar[type[DbPoolConfig]] = DbPoolConfig  # checked by ``fabric validate``
 
     def __init__(

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from fabric.engine import Err
-from fabric.workload.sqlimport import (
+from services.dbpool.client import DbPoolError
+from services.dbpool.messages import Limits
+from services.dbpool.sqlimport import (
     SqlConnection,
     error_to_wit,
     find_backend,
@@ -24,8 +26,6 @@ from fabric.workload.sqlimport import (
     sql_interface,
     to_wit,
 )
-from services.dbpool.client import DbPoolError
-from services.dbpool.messages import Limits
 
 from .conftest import KINDS, Env, eventually, make_env
 

@@ -24,7 +24,7 @@ from fabric.build import build_wat_guest
 from fabric.engine import DeadlineExceeded, GuestTrap
 from fabric.guests import dbbench_sql
 from fabric.runtime import Runtime
-from fabric.workload.sqlimport import SQL_INTERFACE
+from services.dbpool.sqlimport import SQL_INTERFACE
 from tests.guestlib import ROOT
 from tests.reference.guests import dbbench_guest
 

@@ -1,6 +1,7 @@
 """The host side of the typed ``fabric:dbpool/sql`` import (docs/sql-import.md).
 
-A component that imports ``fabric:dbpool/sql`` (world ``sql-command`` of
+The dbpool service offers it (``DbPoolService.host_imports``): a component
+that imports ``fabric:dbpool/sql`` (world ``sql-command`` of
 ``fabric/wit/fabric.wit``) gets the interface defined in its own linker when
 the workload loads; a component that does not import it is unaffected.  Each
 ``connection`` resource the guest opens is a `LocalSession` of the dbpool
@@ -25,22 +26,22 @@ import datetime
 import decimal
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import msgspec
 
-from fabric.engine import Component, Err, HostInterface, HostResource, Linker
-from services.dbpool.client import DbPoolError
-from services.dbpool.local import LocalSession
+from fabric.engine import Err, HostInterface, HostResource
+from pools import QueryResult
 
-from .wasm import find_interface
+from .client import DbPoolError
+from .local import LocalSession
 
 __all__ = [
     "SQL_INTERFACE",
     "SqlBackend",
     "SqlConnection",
-    "define_sql_imports",
+    "SqlImport",
     "find_backend",
     "from_wit",
     "rows_to_wit",
@@ -254,29 +255,24 @@ def sql_interface(
         except DbPoolError as exc:
             raise Err(error_to_wit(exc)) from None
 
-    async def query(cx: Any, conn: SqlConnection, db: str, sql: str, params: list[WitValue]) -> Any:
+    async def run(conn: SqlConnection, db: str, sql: str, params: list[WitValue]) -> QueryResult:
         try:
             args = params_from_wit(params)
         except ValueError as exc:
             raise _invalid(exc) from None
         try:
-            res = await conn.session.query(db, sql, args)
+            return await conn.session.query(db, sql, args)
         except DbPoolError as exc:
             raise Err(error_to_wit(exc)) from None
+
+    async def query(cx: Any, conn: SqlConnection, db: str, sql: str, params: list[WitValue]) -> Any:
+        res = await run(conn, db, sql, params)
         return rows_to_wit(res.columns, res.rows, res.rowcount)
 
     async def execute(
         cx: Any, conn: SqlConnection, db: str, sql: str, params: list[WitValue]
     ) -> int:
-        try:
-            args = params_from_wit(params)
-        except ValueError as exc:
-            raise _invalid(exc) from None
-        try:
-            res = await conn.session.query(db, sql, args)
-        except DbPoolError as exc:
-            raise Err(error_to_wit(exc)) from None
-        return res.rowcount
+        return (await run(conn, db, sql, params)).rowcount
 
     async def execute_many(
         cx: Any, conn: SqlConnection, db: str, sql: str, params_seq: list[list[WitValue]]
@@ -325,22 +321,15 @@ def sql_interface(
     return iface
 
 
-def define_sql_imports(
-    loaded: Mapping[str, Component],
-    linkers: MutableMapping[str, Linker],
-    new_linker: Callable[[], Linker],
-    resolve: Callable[[int], SqlBackend | None],
-) -> list[str]:
-    """Define the import in the linker of every guest in ``loaded`` that imports
-    it (creating that guest's own linker when it has none); returns their names."""
-    served: list[str] = []
-    for name, component in loaded.items():
-        imported = find_interface(list(component.imports), SQL_INTERFACE)
-        if imported is None:
-            continue
-        linker = linkers.get(name)
-        if linker is None:
-            linker = linkers[name] = new_linker()
-        linker.define(sql_interface(resolve, imported))
-        served.append(name)
-    return served
+class SqlImport:
+    """The `fabric.workload.native.HostImport` the dbpool service offers: the
+    import, served by whichever published service listens on the port the
+    guest opens."""
+
+    interface = SQL_INTERFACE
+
+    def __call__(self, handles: Callable[[], Iterable[Any]], name: str) -> HostInterface:
+        return sql_interface(lambda port: find_backend(handles(), port), name)
+
+    def __repr__(self) -> str:
+        return f"<SqlImport {self.interface}>"
