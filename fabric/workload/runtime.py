@@ -321,6 +321,13 @@ class WorkloadRuntime:
                 if export is None:
                     out.extend(data)
 
+            def command_result(code: int) -> dict[str, Any]:
+                return {
+                    "exit_code": code,
+                    "stdout": out.decode("utf-8", "replace"),
+                    "stderr": err.decode("utf-8", "replace"),
+                }
+
             argv = [component, *(str(a) for a in args)] if export is None else [component]
             config = WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs))
             if entry.pool is not None:
@@ -338,13 +345,7 @@ class WorkloadRuntime:
                     )
                 finally:
                     logged.flush()
-                if export is not None:
-                    return result
-                return {
-                    "exit_code": result,
-                    "stdout": out.decode("utf-8", "replace"),
-                    "stderr": err.decode("utf-8", "replace"),
-                }
+                return result if export is not None else command_result(result)
             guest_net = self.network.attach(guest, Role.COMPONENT)
             ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, sockets=guest_net)
             if output is not None and export is None:
@@ -361,11 +362,7 @@ class WorkloadRuntime:
                         max_memory=max_memory,
                         linker=entry.linker,
                     )
-                    return {
-                        "exit_code": code,
-                        "stdout": out.decode("utf-8", "replace"),
-                        "stderr": err.decode("utf-8", "replace"),
-                    }
+                    return command_result(code)
                 path = export if resolved else resolve_export(entry.component, export)
                 deadline = time.monotonic() + timeout
                 inst = await self.runtime.instantiate(
