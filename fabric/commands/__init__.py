@@ -9,6 +9,7 @@ parses its own arguments (``fabric bench`` is provided this way, by
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, cast
@@ -20,8 +21,10 @@ PluginMain = Callable[[Sequence[str]], int]
 ENTRY_POINT_GROUP = "fabric.commands"
 
 
+@functools.cache
 def plugin_commands() -> dict[str, EntryPoint]:
-    """Commands other packages provide, by name (fabric's own names win)."""
+    """Commands other packages provide, by name (fabric's own names win); looked up
+    once per process (`fabric.cli.main` dispatches on them, the parser lists them)."""
     own = {"exec", "run", "validate", "status", "invoke", "demo"}
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in own}
 
