@@ -252,28 +252,25 @@ class HostImport(Protocol):
         ...
 
 
-def offered_host_imports(specs: Sequence[str], python_path: Sequence[str] = ()) -> list[HostImport]:
-    """The ``host_imports`` the native service classes named by ``specs`` offer."""
-    offered: list[HostImport] = []
+def _offered(specs: Sequence[str], python_path: Sequence[str], attribute: str) -> list[Any]:
+    """The entries of class attribute ``attribute`` of the native service classes
+    named by ``specs``, in order, each once."""
+    offered: list[Any] = []
     for spec in specs:
-        for entry in getattr(load_service_class(spec, python_path), "host_imports", ()):
+        for entry in getattr(load_service_class(spec, python_path), attribute, ()):
             if entry not in offered:
                 offered.append(entry)
     return offered
 
 
-def offered_guest_paths(
-    specs: Sequence[str], python_path: Sequence[str] = ()
-) -> list[Path]:
+def offered_host_imports(specs: Sequence[str], python_path: Sequence[str] = ()) -> list[HostImport]:
+    """The ``host_imports`` the native service classes named by ``specs`` offer."""
+    return _offered(specs, python_path, "host_imports")
+
+
+def offered_guest_paths(specs: Sequence[str], python_path: Sequence[str] = ()) -> list[Path]:
     """The ``guest_paths`` the native service classes named by ``specs`` offer, in order."""
-    paths: list[Path] = []
-    for spec in specs:
-        offered = getattr(load_service_class(spec, python_path), "guest_paths", ())
-        for entry in offered:
-            path = Path(entry)
-            if path not in paths:
-                paths.append(path)
-    return paths
+    return [Path(entry) for entry in _offered(specs, python_path, "guest_paths")]
 
 
 class _TrackedNetwork:
