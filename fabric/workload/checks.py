@@ -22,6 +22,7 @@ from ._decode_errors import translate
 from ._toml_lines import Path
 from .errors import ManifestError, ManifestIssue, NativeServiceError
 from .native import NATIVE_HINT, load_service_class, parse_native_spec
+from .shares import WorkerSlot, config_for_worker
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -58,22 +59,31 @@ INTERFACE_HINT = 'an interface like "fabric:guests/job" or "wasi:http/incoming-h
 Issue = tuple[Path, str]
 
 
-def validate(manifest: Manifest, *, check_files: bool = False, import_native: bool = False) -> None:
+def validate(
+    manifest: Manifest, *, check_files: bool = False, import_native: bool = False, workers: int = 1
+) -> None:
     """Raise ``ManifestError`` with every problem found, or return None.
 
     ``check_files``: wasm files, preopened host directories and ``python_path``
     entries must exist.  ``import_native``: native service classes must import.
+    ``workers``: the manifest runs in that many worker processes (``fabric run
+    --workers``); with ``import_native`` each native service class's
+    ``for_worker`` hook must accept every worker's share of its config.
     """
-    issues = check_manifest(manifest, check_files=check_files, import_native=import_native)
+    issues = check_manifest(
+        manifest, check_files=check_files, import_native=import_native, workers=workers
+    )
     if issues:
         raise ManifestError(issues)
 
 
 def check_manifest(
-    manifest: Manifest, *, check_files: bool = False, import_native: bool = False
+    manifest: Manifest, *, check_files: bool = False, import_native: bool = False, workers: int = 1
 ) -> list[ManifestIssue]:
     """Every semantic problem in ``manifest``, in file order."""
     found = list(_check(manifest, check_files=check_files, import_native=import_native))
+    if import_native and workers > 1:
+        found.extend(_replicas(manifest, workers))
     issues = [manifest.issue(path, message) for path, message in found]
     issues.sort(key=lambda issue: issue.line or 0)
     return issues
@@ -108,6 +118,27 @@ def _check(manifest: Manifest, *, check_files: bool, import_native: bool) -> Ite
     for p, entry in enumerate(manifest.python_path):
         if check_files and not os.path.isdir(entry):
             yield ("python_path", p), f"directory {entry} does not exist"
+
+
+def _replicas(manifest: Manifest, workers: int) -> Iterator[Issue]:
+    """What a native service's ``for_worker`` hook refuses for ``workers`` workers."""
+    for w, workload in enumerate(manifest.workloads):
+        for s, service in enumerate(workload.services):
+            if service.native is None:
+                continue
+            try:
+                cls = load_service_class(service.native, manifest.python_path)
+            except NativeServiceError:
+                continue  # reported by the service's own checks
+            for index in range(workers):
+                try:
+                    config_for_worker(cls, service.config, WorkerSlot(index, workers))
+                except (ValueError, TypeError, msgspec.ValidationError) as exc:
+                    yield (
+                        ("workloads", w, "services", s, "config"),
+                        f"cannot run in {workers} workers (fabric run --workers): {exc}",
+                    )
+                    break
 
 
 def _wildcard(host: str) -> bool:

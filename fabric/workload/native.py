@@ -30,7 +30,14 @@ guests see); ``ctx.invoke(component, export, args)`` runs a component of the
 same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
 dict) part of ``fabric status``; ``ctx.publish_handle(obj)`` offers ``obj`` to
 the workload's runtime in-process while the instance runs (how the dbpool
-service serves the typed ``fabric:dbpool/sql`` import).
+service serves the typed ``fabric:dbpool/sql`` import); ``ctx.worker`` says
+which worker process of ``fabric run --workers N`` runs this instance (a
+``WorkerSlot``: ``index`` of ``count``; ``0/1`` for a plain ``fabric run``).
+
+With several workers every service runs once per worker. A class whose
+instances hold something outside the process that must not be multiplied
+declares a ``for_worker(config, slot)`` classmethod returning each worker's
+``config`` table (``fabric.workload.shares``; dbpool splits its pools' sizes).
 
 A service class may offer a guest SDK: ``guest_paths`` (a class attribute, a
 sequence of directories of pure-Python modules) are put on the module path of
@@ -61,6 +68,7 @@ import msgspec
 from fabric.engine import HostInterface
 
 from .errors import NativeServiceError, WorkloadError
+from .shares import WorkerSlot
 
 __all__ = [
     "ConnectionHandler",
@@ -144,10 +152,13 @@ class ServiceContext:
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
         handles: dict[str, Any] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.workload = workload
         self.service = service
         self.network = network
+        #: which worker process runs this instance (``fabric run --workers N``)
+        self.worker = worker if worker is not None else WorkerSlot()
         self.env: Mapping[str, str] = dict(env or {})
         self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
         self._invoker = invoker
@@ -353,6 +364,7 @@ class NativeRunner:
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
         handles: dict[str, Any] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self._cls = cls
         self._config = config
@@ -367,6 +379,7 @@ class NativeRunner:
             env=env,
             logger=self.logger,
             handles=handles,
+            worker=worker,
         )
 
     async def run(self) -> None:

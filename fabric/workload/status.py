@@ -18,6 +18,7 @@ __all__ = [
     "ServiceStatus",
     "StatusReport",
     "SupervisorStats",
+    "WorkerStatus",
     "WorkloadStatus",
 ]
 
@@ -89,10 +90,34 @@ class WorkloadStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to ``fabric status``."""
+    """The answer to ``fabric status``.
+
+    From ``fabric run --workers N`` (N > 1), ``workloads`` adds up the
+    workers' reports (``fabric.workload.aggregate``) and ``workers`` holds
+    each worker's own; a single process leaves ``workers`` empty.
+    """
 
     manifest: str = ""
     pid: int = 0
     started_at: float = 0.0
     draining: bool = False
     workloads: tuple[WorkloadStatus, ...] = ()
+    workers: tuple[WorkerStatus, ...] = ()
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker process of ``fabric run --workers N``, as its parent sees it."""
+
+    index: int
+    pid: int | None = None  # None while no process runs (backing off, failed, stopped)
+    state: str  # starting | ready | backing-off | failed | stopping | stopped
+    since: float  # wall-clock time of the last change of state
+    restarts: int = 0
+    exits: int = 0
+    last_exit: str | None = None  # "exited with status 3", "killed by SIGKILL"
+    next_attempt_at: float | None = None  # wall clock, while backing off
+    in_flight: int = 0  # invocations the parent routed to it that have not finished
+    routed: int = 0  # invocations the parent routed to it
+    lost: int = 0  # invocations that failed because the process died under them
+    report: StatusReport | None = None  # the worker's own report, when it answered
+    error: str | None = None  # why ``report`` is missing

@@ -91,6 +91,24 @@ class DbPoolService:
     host_imports: ClassVar[tuple[SqlImport, ...]] = (SqlImport(),)
     config_type: ClassVar[type[DbPoolConfig]] = DbPoolConfig  # checked by ``fabric validate``
 
+    @classmethod
+    def for_worker(cls, config: Mapping[str, Any], slot: Any) -> dict[str, Any]:
+        """The config of one worker of ``fabric run --workers N`` (``slot``: its
+        ``index`` of ``count``): every pool's ``max_size`` and ``min_size`` are
+        totals across the workers, split by `DatabaseConfig.shared`, so the
+        database sees at most ``max_size`` connections whatever the count.
+        ``ValueError`` when a pool's ``max_size`` is below the worker count."""
+        parsed = msgspec.convert(dict(config), DbPoolConfig)
+        databases = {}
+        for name, db in parsed.databases.items():
+            try:
+                databases[name] = db.shared(slot.index, slot.count)
+            except ValueError as exc:
+                raise ValueError(f"databases.{name}: {exc}") from None
+        shared = msgspec.structs.replace(parsed, databases=databases)
+        table: dict[str, Any] = msgspec.to_builtins(shared)
+        return table
+
     def __init__(
         self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None
     ) -> None:
