@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 #: a native service answering every connection with the worker that runs it
-WHOAMI = '''
+WHOAMI = """
 import asyncio
 import os
 
@@ -34,7 +34,7 @@ class WhoAmI:
 
         await ctx.network.start_server(answer, self.port)
         await asyncio.Event().wait()
-'''
+"""
 
 
 def free_port() -> int:
@@ -43,7 +43,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fabric(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def fabric(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fabric.cli", *args],
         capture_output=True,
