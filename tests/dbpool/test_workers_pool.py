@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -77,8 +78,16 @@ async def _count(conn: asyncpg.Connection, app: str) -> int:
     return int(value)
 
 
-@pytest.mark.asyncio
-async def test_connections_stay_within_max_size_across_workers(tmp_path: Path) -> None:
+class Running:
+    def __init__(self, proc: subprocess.Popen[bytes], control: Path, app: str, log: Path):
+        self.proc = proc
+        self.control = control
+        self.app = app
+        self.log = log
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
     app = f"fabric-workers-{uuid.uuid4().hex[:10]}"
     path = manifest(tmp_path, app, max_size=MAX_SIZE)
     control = tmp_path / "control.sock"
@@ -90,6 +99,20 @@ async def test_connections_stay_within_max_size_across_workers(tmp_path: Path) -
             stderr=subprocess.STDOUT,
             env=dict(os.environ, FABRIC_CONTROL=str(control)),
         )
+    run = Running(proc, control, app, log)
+    yield run
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()
+
+
+async def test_connections_stay_within_max_size_across_workers(running: Running) -> None:
+    control, app = running.control, running.app
     admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database="test")
     try:
         deadline = time.monotonic() + 120
@@ -98,7 +121,7 @@ async def test_connections_stay_within_max_size_across_workers(tmp_path: Path) -
                 await remote_status(control)
                 break
             except ControlError:
-                assert proc.poll() is None, log.read_text()
+                assert running.proc.poll() is None, running.log.read_text()
                 assert time.monotonic() < deadline, "fabric run --workers did not come up"
                 await asyncio.sleep(0.2)
 
@@ -114,7 +137,8 @@ async def test_connections_stay_within_max_size_across_workers(tmp_path: Path) -
 
         async def client(n: int) -> None:
             for _ in range(n):
-                results.append(await remote_invoke(control, "db", "select1", None, ["7000", "pg"]))
+                result = await remote_invoke(control, "db", "select1", None, ["7000", "pg"])
+                results.append(result)
 
         watcher = asyncio.create_task(watch())
         await asyncio.gather(*(client(12) for _ in range(32)))
@@ -133,11 +157,3 @@ async def test_connections_stay_within_max_size_across_workers(tmp_path: Path) -
         assert pools["worker 0"]["max_size"] + pools["worker 1"]["max_size"] == MAX_SIZE
     finally:
         await admin.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, log.read_text()
