@@ -280,3 +280,15 @@ def test_workers_option_is_checked(tmp_path: Path) -> None:
         p = fabric("run", str(tmp_path / "m.toml"), "--workers", bad, env=env)
         assert p.returncode == 2
         assert "expected 'auto' or a number of workers from 1 to 64" in p.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path, job_guest: Path) -> None:
+    broken = tmp_path / "broken.wasm"
+    broken.write_bytes(b"\0asm not a component")
+    manifest = write_manifest(tmp_path, broken, free_port())
+    env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "c.sock"))
+    p = fabric("run", str(manifest), "--workers", "2", env=env)
+    assert p.returncode == 2, p.stderr
+    assert "fabric run: worker 0 did not start: it exited with status 2" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "c.sock").exists()
