@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -203,6 +204,8 @@ async def _foreground(app: Any, path: str, names: str, label: str, *, parent_wat
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     """Set ``stop`` when stdin (a pipe from the parent) reaches end of file."""
     fd = sys.stdin.fileno()
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        return  # not started by a parent (libuv must not watch /dev/null)
 
     def readable() -> None:
         try:

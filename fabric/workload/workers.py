@@ -168,6 +168,8 @@ class WorkerProcess:
         raise WorkerExit(describe_exit(waiter.result()))
 
     def _exited(self, task: asyncio.Task[int]) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()  # the pipe the worker watched for its parent's end
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
