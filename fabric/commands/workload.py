@@ -202,9 +202,10 @@ async def _foreground(app: Any, path: str, names: str, label: str, *, parent_wat
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Set ``stop`` when stdin (a pipe from the parent) reaches end of file."""
+    """Set ``stop`` when stdin (a pipe or socket from the parent) reaches end of file."""
     fd = sys.stdin.fileno()
-    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return  # not started by a parent (libuv must not watch /dev/null)
 
     def readable() -> None:

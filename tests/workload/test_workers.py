@@ -292,3 +292,19 @@ def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path, job_guest: Pat
     assert "fabric run: worker 0 did not start: it exited with status 2" in p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "c.sock").exists()
+
+
+def test_workers_stop_when_their_parent_is_killed(running: Running) -> None:
+    pids = [w["pid"] for w in running.status()["workers"]]
+    running.proc.kill()
+    running.proc.wait()
+    deadline = time.monotonic() + 60
+    for pid in pids:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
+            time.sleep(0.05)
+    assert "fabric[worker 0]: stopping" in running.log.read_text()
