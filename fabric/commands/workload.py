@@ -37,6 +37,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("validate", help="check a manifest without running it")
     p.add_argument("manifest")
     p.add_argument("--no-files", action="store_true", help="do not check that files exist")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="check that it can run in N worker processes (fabric run --workers N)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("status", help="show the state of a running fabric")
@@ -107,7 +114,9 @@ def _control_path(manifest: str | None, control: str | None) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    manifest = _load(args.manifest, check_files=not args.no_files, import_native=True)
+    manifest = _load(
+        args.manifest, check_files=not args.no_files, import_native=True, workers=args.workers
+    )
     services = sum(len(w.services) for w in manifest.workloads)
     components = sum(len(w.components) for w in manifest.workloads)
     print(

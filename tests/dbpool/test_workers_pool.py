@@ -69,6 +69,16 @@ def test_max_size_below_the_worker_count_is_refused(tmp_path: Path) -> None:
     assert f"{path}:8: workloads[0].services[0].config: cannot run in 3 workers" in p.stderr
     assert "databases.pg: max_size 2 is the total across 3 workers" in p.stderr
     assert "Traceback" not in p.stderr
+    for workers, code in (("3", 1), ("2", 0)):
+        p = subprocess.run(
+            [sys.executable, "-m", "fabric.cli", "validate", str(path), "--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (p.returncode != 0) == (code == 1), p.stderr
+    assert "ok (1 workloads" in p.stdout
 
 
 async def _count(conn: asyncpg.Connection, app: str) -> int:
