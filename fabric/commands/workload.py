@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -162,6 +163,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"cannot start: {e}") from None
+    finally:
+        if args.worker is not None:
+            # the last worker out removes the parent's private socket directory, which a
+            # parent that was killed could not (only an empty directory is removed)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(path))
 
 
 async def _foreground(app: Any, path: str, names: str, label: str, *, parent_watch: bool) -> int:

@@ -308,3 +308,5 @@ def test_workers_stop_when_their_parent_is_killed(running: Running) -> None:
             assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
             time.sleep(0.05)
     assert "fabric[worker 0]: stopping" in running.log.read_text()
+    control = running.log.read_text().split("fabric[worker 0]: running who; control socket ")[1]
+    assert not Path(control.split()[0]).parent.exists()  # the last worker removed it
