@@ -89,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             await fabric.stop()
             raise
         names = ", ".join(fabric.workloads)
+        if fabric.metrics is not None:
+            print(f"fabric: metrics on {fabric.metrics.url}/metrics", file=sys.stderr, flush=True)
         print(f"fabric: starting {names}", file=sys.stderr, flush=True)
         # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
         starting = asyncio.create_task(fabric.start())
