@@ -152,8 +152,8 @@ def _fabric(report: StatusReport) -> Iterator[Metric]:
 def _components(components: list[tuple[str, ComponentStatus]]) -> Iterator[Metric]:
     invocations = CounterMetricFamily(
         "fabric_component_invocations",
-        "Invocations by outcome: ok and error were admitted and finished, rejected were "
-        "refused with the concurrency limit and the queue full",
+        "Invocations by outcome: ok returned (any exit code), error raised (trap, deadline, "
+        "cancellation, host error), rejected were refused (concurrency limit and queue full)",
         labels=[*_COMPONENT, "outcome"],
     )
     in_flight = _gauge("component_in_flight", "Invocations running now")
