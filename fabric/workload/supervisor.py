@@ -103,6 +103,7 @@ class Supervisor:
         self._launched: list[_Entry] = []  # start order
         self._changed = asyncio.Event()
         self._running = False
+        self._metrics_failed: set[str] = set()
 
     # -- configuration -------------------------------------------------------
 
@@ -353,7 +354,9 @@ class Supervisor:
         try:
             return tuple(offered())
         except Exception:
-            _log.warning("service %s: metrics() failed", entry.name, exc_info=True)
+            if entry.name not in self._metrics_failed:  # once: scrapes come every few seconds
+                self._metrics_failed.add(entry.name)
+                _log.warning("service %s: metrics() failed", entry.name, exc_info=True)
             return ()
 
     def statistics(self) -> SupervisorStats:

@@ -90,7 +90,7 @@ async def exchange(server: MetricsServer, data: bytes) -> bytes:
 
 async def test_probes_follow_the_report(served: tuple[MetricsServer, Source]) -> None:
     server, source = served
-    assert await get(server, "/healthz") == (200, ANY_HEADERS, b"ok\n")
+    assert (await get(server, "/healthz"))[::2] == (200, b"ok\n")
     status, _, body = await get(server, "/readyz")
     assert (status, body) == (503, b"starting: the workloads are still loading or starting\n")
     source.report = report(service("db"), service("api"))
@@ -107,14 +107,6 @@ async def test_probes_follow_the_report(served: tuple[MetricsServer, Source]) ->
     ]
     source.report = report(service("db"), draining=True)
     assert (await get(server, "/readyz"))[::2] == (503, b"draining: the fabric is shutting down\n")
-
-
-class _Any(dict[str, str]):
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, dict)
-
-
-ANY_HEADERS = _Any()
 
 
 async def test_routes_methods_and_head(served: tuple[MetricsServer, Source]) -> None:
