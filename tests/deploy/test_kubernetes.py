@@ -179,6 +179,12 @@ def test_the_secret_paths_and_image_paths_agree() -> None:
     assert "FABRIC_CACHE_DIR=/var/cache/fabric" in containerfile
     assert "FABRIC_CONTROL=/run/fabric/control.sock" in containerfile
     assert {"/var/cache/fabric", "/run/fabric", "/tmp"} <= set(mounts.values())
+    assert "HOME=/tmp" in containerfile and "XDG_CACHE_HOME=/var/cache/fabric/" in containerfile
+    # the pod runs as the image's user
+    user = re.search(r"^USER (\d+):(\d+)$", containerfile, re.M)
+    assert user is not None
+    pod = by_kind("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (int(user.group(1)), int(user.group(2)))
 
 
 def test_the_hpa_scales_on_a_metric_the_adapter_serves_from_fabric() -> None:
