@@ -8,10 +8,12 @@ for plain requests).
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +29,7 @@ from fabric.workload.status import (
     StatusReport,
     WorkloadStatus,
 )
+from tests.guestlib import ROOT
 
 
 def service(name: str, state: str = "ready", **fields: object) -> ServiceStatus:
@@ -247,3 +250,24 @@ def test_not_ready_lists_every_reason_once() -> None:
     long = "x" * 500
     (reason,) = not_ready(report(service("a", "failed", last_error=long)))
     assert len(reason) < 300 and reason.endswith("...)")
+
+
+def test_every_exposed_family_is_documented() -> None:
+    from benches.metrics_scrape import busy_report
+
+    source = Source()
+    busy = busy_report(2)
+    stat = service("plain", stats={"n": 1})
+    workload = busy.workloads[0]
+    source.report = msgspec.structs.replace(
+        busy,
+        workloads=(msgspec.structs.replace(workload, services=(*workload.services, stat)),),
+    )
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"`((?:fabric|process)_[a-z_]+)`", doc))
+    exposed = {name for name in scrape(source) if name.startswith("fabric_")}
+    suffixes = re.compile(r"_(bucket|count|sum)$")
+    missing = sorted(
+        n for n in exposed if n not in documented and suffixes.sub("", n) not in documented
+    )
+    assert missing == []
