@@ -186,6 +186,9 @@ async def _foreground(app: Any, path: str, names: str, label: str, *, parent_wat
     except BaseException:
         await app.stop()
         raise
+    metrics = getattr(app, "metrics", None)
+    if metrics is not None:
+        print(f"{label}: metrics on {metrics.url}/metrics", file=sys.stderr, flush=True)
     print(f"{label}: starting {names}", file=sys.stderr, flush=True)
     # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
     starting = asyncio.create_task(app.start())

@@ -28,11 +28,13 @@ is *ready* once it listens on all its declared ``ports``.
 ``ctx.network`` is the workload's virtual loopback network (the same one wasm
 guests see); ``ctx.invoke(component, export, args)`` runs a component of the
 same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
-dict) part of ``fabric status``; ``ctx.publish_handle(obj)`` offers ``obj`` to
-the workload's runtime in-process while the instance runs (how the dbpool
-service serves the typed ``fabric:dbpool/sql`` import); ``ctx.worker`` says
-which worker process of ``fabric run --workers N`` runs this instance (a
-``WorkerSlot``: ``index`` of ``count``; ``0/1`` for a plain ``fabric run``).
+dict) part of ``fabric status`` (and of the metrics endpoint, as untyped
+``fabric_service_stat`` values, unless the class offers ``metrics()``);
+``ctx.publish_handle(obj)`` offers ``obj`` to the workload's runtime
+in-process while the instance runs (how the dbpool service serves the typed
+``fabric:dbpool/sql`` import); ``ctx.worker`` says which worker process of
+``fabric run --workers N`` runs this instance (a ``WorkerSlot``: ``index`` of
+``count``; ``0/1`` for a plain ``fabric run``).
 
 With several workers every service runs once per worker. A class whose
 instances hold something outside the process that must not be multiplied
@@ -47,6 +49,12 @@ so those components can ``import`` the service's client.  Likewise
 serves in-process: every component of the workload that imports one gets it
 defined in its linker, built from the handles the workload's services publish
 (``ctx.publish_handle``).
+
+A service instance may offer typed metrics for the metrics endpoint
+(``[metrics]``, docs/metrics.md): a ``metrics()`` method returning metric
+families as plain data, each ``{"name", "kind": "counter" | "gauge", "help",
+"samples": [{"value", "labels": {...}}]}`` (or `MetricFamily` Structs); they
+are read at scrape time, so nothing is counted twice on the service's hot path.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from fabric.engine import HostInterface
 
 from .errors import NativeServiceError, WorkloadError
 from .shares import WorkerSlot
+from .status import MetricFamily
 
 __all__ = [
     "ConnectionHandler",
@@ -369,6 +378,7 @@ class NativeRunner:
         self._cls = cls
         self._config = config
         self._ports = tuple(ports)
+        self._instance: NativeService | None = None
         self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
         self._network = _TrackedNetwork(network, self.logger)
         self.context = ServiceContext(
@@ -384,9 +394,10 @@ class NativeRunner:
 
     async def run(self) -> None:
         try:
-            instance = self._cls(copy.deepcopy(dict(self._config)))
+            instance = self._instance = self._cls(copy.deepcopy(dict(self._config)))
             await instance.serve(self.context)
         finally:
+            self._instance = None
             self.context.withdraw_handle()
             await self._network.aclose()
 
@@ -395,6 +406,13 @@ class NativeRunner:
 
     def stats(self) -> Any:
         return self.context.stats()
+
+    def metrics(self) -> tuple[MetricFamily, ...]:
+        """What the service instance's optional ``metrics()`` method offers (none without one)."""
+        offered = getattr(self._instance, "metrics", None)
+        if offered is None:
+            return ()
+        return msgspec.convert(list(offered()), tuple[MetricFamily, ...])
 
     def __repr__(self) -> str:
         name = self._cls.__name__

@@ -31,10 +31,12 @@ from fabric.runtime import Runtime, run_export
 from fabric.wasi import WasiConfig, WasiCtx
 
 from .admission import Admission
+from .checks import split_listen
 from .control import ControlServer
 from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
+from .metrics_server import MetricsServer
 from .native import (
     NativeRunner,
     load_service_class,
@@ -517,16 +519,34 @@ class Fabric:
         }
         self.control_path = control_path
         self.control: ControlServer | None = None
+        #: the metrics endpoint and health probes (``[metrics]``), from ``prepare`` on
+        self.metrics: MetricsServer | None = None
         self.started_at = 0.0
         self.draining = False
 
     async def prepare(self) -> None:
-        """Check the control socket path (``ControlError`` if it cannot be served),
-        before anything starts; ``start`` does it when it has not been done."""
+        """Check the control socket path (``ControlError`` if it cannot be served)
+        and open the metrics endpoint, before anything starts (so the probes answer
+        during a long cold start); ``start`` does it when it has not been done."""
         if self.control_path and self.control is None:
             control = ControlServer(self, self.control_path)
             await control.prepare()
             self.control = control
+        spec = self.manifest.metrics
+        if spec is not None and self.metrics is None:
+            listen = split_listen(spec.listen)
+            if listen is None:  # validation refuses it first
+                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
+            server = MetricsServer(
+                self.status,
+                host=listen[0],
+                port=listen[1],
+                max_clients=spec.max_clients,
+                timeout=float(spec.timeout),
+                max_request_size=int(spec.max_request_size),
+            )
+            await server.start()
+            self.metrics = server
 
     async def start(self) -> None:
         await self.prepare()
@@ -548,6 +568,8 @@ class Fabric:
             await wl.stop()
         if self.control is not None:
             await self.control.close(grace=1.0)
+        if self.metrics is not None:
+            await self.metrics.close()
         if self._own_runtime:
             self.runtime.close()
 

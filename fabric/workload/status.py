@@ -7,13 +7,17 @@ latencies are durations in seconds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 __all__ = [
+    "LATENCY_BOUNDS",
     "ComponentStatus",
+    "Histogram",
     "LatencySummary",
+    "MetricFamily",
+    "MetricSample",
     "PoolStatus",
     "ServiceStatus",
     "StatusReport",
@@ -21,6 +25,26 @@ __all__ = [
     "WorkerStatus",
     "WorkloadStatus",
 ]
+
+
+class MetricSample(msgspec.Struct, frozen=True, kw_only=True):
+    """One value of a metric family, with the labels that set it apart."""
+
+    value: float
+    labels: dict[str, str] = {}
+
+
+class MetricFamily(msgspec.Struct, frozen=True, kw_only=True):
+    """Metrics a native service offers (its optional ``metrics()`` method, docs/metrics.md).
+
+    ``name`` is exposed as ``fabric_<name>`` with the labels ``workload`` and
+    ``service`` added; a counter's name carries no ``_total`` (the exposition adds it).
+    """
+
+    name: str
+    kind: Literal["counter", "gauge"]
+    help: str = ""
+    samples: tuple[MetricSample, ...] = ()
 
 
 class ServiceStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,6 +61,7 @@ class ServiceStatus(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = ""  # "native" | "wasm" | "" (unknown)
     ports: tuple[int, ...] = ()
     stats: Any = None  # whatever the service published (builtins), or None
+    metrics: tuple[MetricFamily, ...] = ()  # what its ``metrics()`` offers (native services)
 
 
 class SupervisorStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +76,28 @@ class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
     p50: float | None = None
     p99: float | None = None
     max: float | None = None
+
+
+#: Upper bounds (seconds) of the invocation latency histogram's buckets.
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
+)  # fmt: skip
+
+
+class Histogram(msgspec.Struct, frozen=True, kw_only=True):
+    """Every observation since start, counted per bucket (not cumulative).
+
+    ``counts[i]`` counts values ``<= bounds[i]`` and above the previous bound;
+    the last entry (``len(bounds)``) counts the values above every bound.
+    """
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    sum: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 class PoolStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +127,8 @@ class ComponentStatus(msgspec.Struct, frozen=True, kw_only=True):
     rejected: int = 0  # Overloaded
     latency: LatencySummary = LatencySummary()  # arrival to finish, including the wait
     wait: LatencySummary = LatencySummary()  # arrival to admission
+    #: arrival to finish of every admitted invocation since start (LATENCY_BOUNDS)
+    histogram: Histogram | None = None
     pool: PoolStatus | None = None  # with ``reuse``: the instance pool
 
 

@@ -21,6 +21,7 @@ from .auth import AuthConfig, Authenticator
 from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
+from .metrics import server_metrics
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 from .sqlimport import SqlImport
@@ -80,10 +81,11 @@ class DbPoolService:
     ``native = "services.dbpool.service:DbPoolService"`` with the
     ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
     the workload's virtual network and publishes the server statistics to
-    ``fabric status``. Components of the workload built from Python source
-    get its guest SDK on their module path (``guest_paths``); components that
-    import ``fabric:dbpool/sql`` reach it in-process through the handle it
-    publishes (``open_session``, docs/sql-import.md).
+    ``fabric status`` (and, through ``metrics()``, to the metrics endpoint).
+    Components of the workload built from Python source get its guest SDK on
+    their module path (``guest_paths``); components that import
+    ``fabric:dbpool/sql`` reach it in-process through the handle it publishes
+    (``open_session``, docs/sql-import.md).
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
@@ -182,6 +184,11 @@ class DbPoolService:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
         return self.server.statistics()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The statistics as metric families for fabric's metrics endpoint
+        (``services/dbpool/metrics.py``); none while not started."""
+        return [] if self.server is None else server_metrics(self.server.statistics())
 
     async def serve(self, ctx: Any) -> None:
         """Run as a fabric native service until cancelled."""
