@@ -138,6 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     label = "fabric"
     if args.worker is not None:  # one worker of `fabric run --workers N`, started by its parent
         slot = args.worker
+        # the parent serves the metrics endpoint for every worker
+        manifest = msgspec.structs.replace(manifest, metrics=None)
         label = f"fabric[worker {slot.index}]"
         prefix = f"[worker {slot.index}] "
         app = Fabric(

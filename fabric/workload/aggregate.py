@@ -7,10 +7,12 @@ report keep working:
 * components: counters (``in_flight``, ``waiting``, ``invocations``,
   ``errors``, ``rejected``), ``concurrency`` and ``queue`` are summed (the
   whole fabric's capacity); latency counts are summed and each percentile is
-  the worst worker's (percentiles cannot be added); instance pools are summed;
+  the worst worker's (percentiles cannot be added); latency histograms and
+  instance pools are summed;
 * services: ``restarts`` and ``exits`` are summed, ``state`` is the common
-  state, or the least healthy one when the workers differ, and ``stats``
-  holds each worker's stats under ``"worker I"``.
+  state, or the least healthy one when the workers differ, ``stats`` holds
+  each worker's stats under ``"worker I"``, and each metric family a service
+  offers holds every worker's samples, told apart by a ``worker`` label.
 
 Each worker's own report stays available in ``StatusReport.workers``.
 """
@@ -22,7 +24,10 @@ from typing import Any
 
 from .status import (
     ComponentStatus,
+    Histogram,
     LatencySummary,
+    MetricFamily,
+    MetricSample,
     PoolStatus,
     ServiceStatus,
     StatusReport,
@@ -85,6 +90,23 @@ def _service(group: list[tuple[int, ServiceStatus]]) -> ServiceStatus:
         kind=first.kind,
         ports=first.ports,
         stats=stats or None,
+        metrics=_families(group),
+    )
+
+
+def _families(group: list[tuple[int, ServiceStatus]]) -> tuple[MetricFamily, ...]:
+    families: dict[str, MetricFamily] = {}
+    samples: dict[str, list[MetricSample]] = {}
+    for index, status in group:
+        for family in status.metrics:
+            families.setdefault(family.name, family)
+            samples.setdefault(family.name, []).extend(
+                MetricSample(value=s.value, labels={**s.labels, "worker": str(index)})
+                for s in family.samples
+            )
+    return tuple(
+        MetricFamily(name=name, kind=f.kind, help=f.help, samples=tuple(samples[name]))
+        for name, f in families.items()
     )
 
 
@@ -106,7 +128,21 @@ def _component(group: list[ComponentStatus]) -> ComponentStatus:
         rejected=sum(c.rejected for c in group),
         latency=_latency([c.latency for c in group]),
         wait=_latency([c.wait for c in group]),
+        histogram=_histogram([c.histogram for c in group if c.histogram is not None]),
         pool=_pool(pools) if pools else None,
+    )
+
+
+def _histogram(parts: list[Histogram]) -> Histogram | None:
+    """The sum of histograms with the same bounds (None if there are none)."""
+    if not parts:
+        return None
+    bounds = parts[0].bounds
+    same = [h for h in parts if h.bounds == bounds]
+    return Histogram(
+        bounds=bounds,
+        counts=tuple(sum(counts) for counts in zip(*(h.counts for h in same), strict=True)),
+        sum=sum(h.sum for h in same),
     )
 
 

@@ -23,6 +23,10 @@ def not_ready(report: StatusReport) -> list[str]:
     if not report.started_at:
         return ["starting: the workloads are still loading or starting"]
     reasons = []
+    if report.workers and not any(w.state == "ready" for w in report.workers):
+        # fabric run --workers: a worker being restarted leaves the others serving
+        states = ", ".join(f"worker {w.index} is {w.state}" for w in report.workers)
+        reasons.append(f"no worker is ready ({states})")
     for workload in report.workloads:
         for service in workload.services:
             if service.state == "ready":

@@ -19,6 +19,9 @@ uses. The parent is the only place that knows there are workers:
   was running fail at once with ``WorkerLost`` naming the worker and how it
   died; a worker that keeps dying is marked failed, and when every worker has
   failed the parent stops;
+* the metrics endpoint (``[metrics]``, docs/metrics.md) is the parent's: it
+  serves the added-up report, refreshed every ``METRICS_REFRESH`` seconds
+  (the workers run without one);
 * SIGINT/SIGTERM reach the parent only (the workers run in a session of their
   own): it refuses new invocations and sends SIGTERM to every worker, each
   of which drains as a single fabric does. A worker whose parent is gone sees
@@ -38,12 +41,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .aggregate import merge_workloads
+from .checks import split_listen
 from .control import ControlServer, Invoke, runtime_dir
 from .control_access import private_directory
 from .errors import NoWorkerReady, WorkloadError
 from .lifecycle import State
 from .manifest import Manifest
+from .metrics_server import MetricsServer
 from .restart import GiveUp, Restart, RestartPolicy
 from .shares import WorkerSlot
 from .status import StatusReport
@@ -53,6 +60,7 @@ from .worker_process import RESTART_POLICY, WorkerExit, WorkerProcess, worker_co
 __all__ = ["STOP_MARGIN", "WorkerPool"]
 
 STOP_MARGIN = 10.0  # seconds past the manifest's grace before a draining worker is killed
+METRICS_REFRESH = 1.0  # seconds between the status reports the metrics endpoint serves
 
 
 class WorkerPool:
@@ -77,6 +85,10 @@ class WorkerPool:
         self._policy = policy
         self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self.control: ControlServer | None = None
+        #: the metrics endpoint and health probes (``[metrics]``), from ``prepare`` on
+        self.metrics: MetricsServer | None = None
+        self._report = StatusReport(manifest=manifest.path, pid=os.getpid())
+        self._refresher: asyncio.Task[None] | None = None
         self.workers: list[WorkerProcess] = []
         self.directory: Path | None = None
         self.started_at = 0.0
@@ -98,6 +110,21 @@ class WorkerPool:
         for wl in self.manifest.workloads:
             for rule in wl.ingress:
                 _check_port_free(wl.name, rule.host, rule.host_port)
+        spec = self.manifest.metrics
+        if spec is not None and self.metrics is None:
+            listen = split_listen(spec.listen)
+            if listen is None:  # validation refuses it first
+                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
+            server = MetricsServer(
+                lambda: self._report,
+                host=listen[0],
+                port=listen[1],
+                max_clients=spec.max_clients,
+                timeout=float(spec.timeout),
+                max_request_size=int(spec.max_request_size),
+            )
+            await server.start()
+            self.metrics = server
 
     async def start(self) -> None:
         await self.prepare()
@@ -120,6 +147,16 @@ class WorkerPool:
         ]
         assert self.control is not None
         await self.control.start()
+        if self.metrics is not None:
+            self._report = await self.status()
+            self._refresher = asyncio.create_task(self._refresh(), name="workers:metrics")
+
+    async def _refresh(self) -> None:
+        """Keep the report the metrics endpoint serves (its collectors read it
+        synchronously) at most ``METRICS_REFRESH`` seconds old."""
+        while True:
+            await asyncio.sleep(METRICS_REFRESH)
+            self._report = await self.status()
 
     async def _first_start(self, worker: WorkerProcess) -> None:
         worker.machine.start(time.monotonic())
@@ -166,9 +203,11 @@ class WorkerPool:
         self.draining = self.stopping = True
         if self.control is not None:
             self.control.stop_invocations()
-        for task in self._watchers:
+        self._report = msgspec.structs.replace(self._report, draining=True)  # /readyz: 503
+        tasks = [*self._watchers, *([self._refresher] if self._refresher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         timeout = float(self.manifest.grace) + STOP_MARGIN
         await asyncio.gather(*(w.stop(timeout) for w in self.workers))
         now = time.monotonic()
@@ -177,6 +216,8 @@ class WorkerPool:
                 w.machine.stopped(now)
         if self.control is not None:
             await self.control.close(grace=1.0)
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -7,13 +7,18 @@ from typing import Any, ClassVar
 import pytest
 
 from fabric.workload.aggregate import merge_workloads
+from fabric.workload.health import not_ready
 from fabric.workload.shares import WorkerSlot, config_for_worker, share
 from fabric.workload.status import (
     ComponentStatus,
+    Histogram,
     LatencySummary,
+    MetricFamily,
+    MetricSample,
     PoolStatus,
     ServiceStatus,
     StatusReport,
+    WorkerStatus,
     WorkloadStatus,
 )
 from services.dbpool.service import DbPoolService
@@ -79,7 +84,20 @@ def _report(state: str, invocations: int, p99: float, stats: Any) -> StatusRepor
             WorkloadStatus(
                 name="w",
                 services=(
-                    ServiceStatus(name="db", state=state, since=1.0, restarts=1, stats=stats),
+                    ServiceStatus(
+                        name="db",
+                        state=state,
+                        since=1.0,
+                        restarts=1,
+                        stats=stats,
+                        metrics=(
+                            MetricFamily(
+                                name="db_in_use",
+                                kind="gauge",
+                                samples=(MetricSample(value=invocations, labels={"db": "pg"}),),
+                            ),
+                        ),
+                    ),
                 ),
                 components=(
                     ComponentStatus(
@@ -89,6 +107,7 @@ def _report(state: str, invocations: int, p99: float, stats: Any) -> StatusRepor
                         invocations=invocations,
                         errors=1,
                         latency=LatencySummary(count=invocations, p50=p99 / 2, p99=p99),
+                        histogram=Histogram(bounds=(0.1, 1.0), counts=(invocations, 1, 0), sum=2.0),
                         pool=PoolStatus(
                             max_invocations=10, pool_size=2, idle=1.0, reused=3, reasons={"trap": 1}
                         ),
@@ -113,3 +132,23 @@ def test_status_of_workers_adds_up() -> None:
     assert component.pool is not None
     assert (component.pool.pool_size, component.pool.reused) == (4, 6)
     assert component.pool.reasons == {"trap": 2}
+    assert component.histogram == Histogram(bounds=(0.1, 1.0), counts=(12, 2, 0), sum=4.0)
+    (family,) = service.metrics
+    assert family.name == "db_in_use"
+    assert [(s.value, s.labels) for s in family.samples] == [
+        (5, {"db": "pg", "worker": "0"}),
+        (7, {"db": "pg", "worker": "1"}),
+    ]
+
+
+def test_not_ready_while_no_worker_is() -> None:
+    def report(*states: str) -> StatusReport:
+        workers = tuple(
+            WorkerStatus(index=i, state=state, since=0.0) for i, state in enumerate(states)
+        )
+        return StatusReport(started_at=1.0, workers=workers)
+
+    assert not_ready(report("ready", "backing-off")) == []
+    assert not_ready(report("backing-off", "failed")) == [
+        "no worker is ready (worker 0 is backing-off, worker 1 is failed)"
+    ]

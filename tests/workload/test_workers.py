@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,11 +59,19 @@ def fabric(
 
 
 class Running:
-    def __init__(self, proc: subprocess.Popen[bytes], env: dict[str, str], port: int, log: Path):
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        env: dict[str, str],
+        port: int,
+        log: Path,
+        metrics_port: int = 0,
+    ) -> None:
         self.proc = proc
         self.env = env
         self.port = port
         self.log = log
+        self.metrics_port = metrics_port
 
     def status(self) -> dict[str, Any]:
         p = fabric("status", "--json", env=self.env)
@@ -80,13 +90,15 @@ class Running:
             time.sleep(0.05)
 
 
-def write_manifest(tmp_path: Path, job_guest: Path, port: int) -> Path:
+def write_manifest(tmp_path: Path, job_guest: Path, port: int, metrics_port: int = 0) -> Path:
     (tmp_path / "whoami.py").write_text(WHOAMI)
     manifest = tmp_path / "who.toml"
     manifest.write_text(
         f"""
 grace = "20s"
 python_path = ["."]
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
 [[workloads]]
 name = "who"
 [[workloads.services]]
@@ -105,8 +117,8 @@ port = 8080
 
 
 def start(tmp_path: Path, job_guest: Path, workers: str = "2") -> Running:
-    port = free_port()
-    manifest = write_manifest(tmp_path, job_guest, port)
+    port, metrics_port = free_port(), free_port()
+    manifest = write_manifest(tmp_path, job_guest, port, metrics_port)
     env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
     log = tmp_path / "fabric.log"
     with log.open("w") as sink:
@@ -121,7 +133,7 @@ def start(tmp_path: Path, job_guest: Path, workers: str = "2") -> Running:
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "fabric run --workers did not come up"
         time.sleep(0.2)
-    return Running(proc, env, port, log)
+    return Running(proc, env, port, log, metrics_port)
 
 
 @pytest.fixture
@@ -310,3 +322,31 @@ def test_workers_stop_when_their_parent_is_killed(running: Running) -> None:
     assert "fabric[worker 0]: stopping" in running.log.read_text()
     control = running.log.read_text().split("fabric[worker 0]: running who; control socket ")[1]
     assert not Path(control.split()[0]).parent.exists()  # the last worker removed it
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_metrics_endpoint_adds_the_workers_up(running: Running) -> None:
+    for i in range(4):
+        p = fabric("invoke", "who", "job", "run", json.dumps([f"ok:{i}"]), env=running.env)
+        assert p.returncode == 0, p.stderr
+    wanted = 'fabric_component_invocations_total{component="job",outcome="ok",workload="who"} 4.0'
+    deadline = time.monotonic() + 30
+    while True:
+        status, text = http_get(running.metrics_port, "/metrics")
+        assert status == 200
+        if wanted in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert 'fabric_component_latency_seconds_count{component="job",workload="who"} 4.0' in text
+    assert http_get(running.metrics_port, "/readyz") == (200, "ready\n")
+    log = running.log.read_text()
+    assert f"fabric: metrics on http://127.0.0.1:{running.metrics_port}/metrics" in log
+    assert "fabric[worker 0]: metrics on" not in log  # only the parent serves them
