@@ -90,7 +90,10 @@ class Running:
             time.sleep(0.05)
 
 
-def write_manifest(tmp_path: Path, job_guest: Path, port: int, metrics_port: int = 0) -> Path:
+def write_manifest(
+    tmp_path: Path, job_guest: Path, port: int, metrics_port: int = 0, cli_guest: Path | None = None
+) -> Path:
+    command = f'[[workloads.components]]\nname = "cli"\nwasm = "{cli_guest}"\n' if cli_guest else ""
     (tmp_path / "whoami.py").write_text(WHOAMI)
     manifest = tmp_path / "who.toml"
     manifest.write_text(
@@ -111,14 +114,14 @@ wasm = "{job_guest}"
 [[workloads.ingress]]
 host_port = {port}
 port = 8080
-"""
+{command}"""
     )
     return manifest
 
 
-def start(tmp_path: Path, job_guest: Path, workers: str = "2") -> Running:
+def start(tmp_path: Path, job_guest: Path, cli_guest: Path, workers: str = "2") -> Running:
     port, metrics_port = free_port(), free_port()
-    manifest = write_manifest(tmp_path, job_guest, port, metrics_port)
+    manifest = write_manifest(tmp_path, job_guest, port, metrics_port, cli_guest)
     env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
     log = tmp_path / "fabric.log"
     with log.open("w") as sink:
@@ -137,8 +140,8 @@ def start(tmp_path: Path, job_guest: Path, workers: str = "2") -> Running:
 
 
 @pytest.fixture
-def running(tmp_path: Path, job_guest: Path) -> Iterator[Running]:
-    run = start(tmp_path, job_guest)
+def running(tmp_path: Path, job_guest: Path, cli_guest: Path) -> Iterator[Running]:
+    run = start(tmp_path, job_guest, cli_guest)
     yield run
     if run.proc.poll() is None:
         run.proc.send_signal(signal.SIGTERM)
@@ -191,8 +194,9 @@ def test_invoke_and_status_across_workers(running: Running) -> None:
     assert all(w["state"] == "ready" and w["restarts"] == 0 for w in workers)
     assert sum(w["routed"] for w in workers) == 9
     assert all(w["routed"] >= 1 for w in workers)  # routing spreads invocations
-    (job,) = report["workloads"][0]["components"]
+    (job,) = [c for c in report["workloads"][0]["components"] if c["name"] == "job"]
     per_worker = [w["report"]["workloads"][0]["components"][0] for w in workers]
+    assert all(c["name"] == "job" for c in per_worker)
     assert job["invocations"] == sum(c["invocations"] for c in per_worker) == 8
     assert job["concurrency"] == 2 * per_worker[0]["concurrency"]
     (service,) = report["workloads"][0]["services"]
@@ -350,3 +354,15 @@ def test_metrics_endpoint_adds_the_workers_up(running: Running) -> None:
     log = running.log.read_text()
     assert f"fabric: metrics on http://127.0.0.1:{running.metrics_port}/metrics" in log
     assert "fabric[worker 0]: metrics on" not in log  # only the parent serves them
+
+
+def test_a_command_streams_its_output_through_the_parent(running: Running) -> None:
+    for _ in range(2):  # both workers (routing takes turns when idle)
+        p = fabric("invoke", "who", "cli", "run", '["streams", "100000"]', env=running.env)
+        assert p.returncode == 0, p.stderr
+        assert p.stderr == "stderr=hello from stderr\n"
+        assert p.stdout.startswith("stdout=hello from stdout\nstdin_len=0\n")
+        assert ("0123456789abcdef" * 6250) in p.stdout
+    p = fabric("invoke", "who", "cli", "run", '["exit", "3"]', env=running.env)
+    assert (p.returncode, p.stdout) == (1, "exiting=3\n")
+    assert all(w["routed"] >= 1 for w in running.status()["workers"])
