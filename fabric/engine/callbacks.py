@@ -13,6 +13,11 @@ The coroutine itself runs on the main stack, in the task that drives the
 store (``store.py``), and :func:`_continuation` asks the store whether it has
 finished.
 
+An async host function may also be a plain function that returns either its
+result, when it can answer at once, or a coroutine to park: the common case
+of a ``poll`` or ``blocking-read`` that finds its stream ready then costs no
+coroutine, no park and no second trip through the driver.
+
 Host functions receive the store's ``data`` object first, then the lifted
 arguments.  To return the error case of a WIT ``result`` they raise
 :class:`~fabric.engine.values.Err`.  Any other exception traps the guest and
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import types
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -47,6 +53,7 @@ class HostCallStore(Protocol):
     data: Any
     cb_ctx: Any
     deadline: float | None
+    host_calls: int
     continuation: ctypes.Array[ctypes.c_char]
 
     def ctx(self) -> Any: ...
@@ -165,7 +172,18 @@ def _async_trampoline(
         store.cb_ctx = ctx
         params = sig.params
         pyargs = [codec.lift(args[i], store) for i, codec in enumerate(params)] if params else ()
-        store.park(hf.impl(store.data, *pyargs), sig, results, hf)
+        try:
+            value = hf.impl(store.data, *pyargs)
+        except Err as e:
+            value = e
+        if type(value) is _Coroutine:
+            store.park(value, sig, results, hf)
+        else:
+            # Finished without waiting: the result is lowered now and the
+            # continuation reports it done at its first call (nothing parked).
+            store.host_calls += 1
+            if sig.result is not None:
+                sig.result.lower(value, results[0], store)
     except BaseException as e:
         err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
     finally:
@@ -213,6 +231,7 @@ def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
     return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
 
 
+_Coroutine = types.CoroutineType
 _get_data = c.context_get_data
 _memmove = ctypes.memmove
 _CONT_SIZE = ctypes.sizeof(c.CONTINUATION)

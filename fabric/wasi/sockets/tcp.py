@@ -93,7 +93,7 @@ class TcpIn(Parent, InputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._readable, self._wait_readable, self)
+        return ChildPollable(self._readable, self._wait_readable, self, self._s.watch)
 
     def close(self) -> None:
         self._s.close()
@@ -124,6 +124,10 @@ class TcpOut(Parent, OutputStream):
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
 
+    def _write_permitted(self, data: bytes) -> None:
+        # ``write`` checked ``data`` against this step's permit already.
+        self._s.write_permitted(data)
+
     def _flush(self) -> None:
         try:
             self._s.flush()
@@ -137,7 +141,7 @@ class TcpOut(Parent, OutputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._subscribe_ready, self._wait_writable, self)
+        return ChildPollable(self._subscribe_ready, self._wait_writable, self, self._s.watch)
 
     def close(self) -> None:
         if not self._s.closed:
