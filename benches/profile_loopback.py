@@ -68,13 +68,20 @@ def _arguments(path: str, args: argparse.Namespace) -> list[str]:
 
 async def _invoke(wl: WorkloadRuntime, argv: list[str]) -> int:
     """Run the client once; its own timing of the exchange, in microseconds."""
+    return (await _timed(wl, argv))[0]
+
+
+async def _timed(wl: WorkloadRuntime, argv: list[str]) -> tuple[int, float]:
+    """The client's own timing (us) and the process CPU time of the invocation (us)."""
+    cpu = time.process_time()
     result = await wl.invoke("client", None, argv)
+    cpu = (time.process_time() - cpu) * 1e6
     if result["exit_code"] != 0:
         raise RuntimeError(f"client failed: {result['stdout']}{result['stderr']}")
     for line in result["stdout"].splitlines():
         key, _, value = line.partition("=")
         if key == "elapsed_us":
-            return int(value)
+            return int(value), cpu
     raise RuntimeError(f"client printed no elapsed_us: {result['stdout']}")
 
 
@@ -87,8 +94,9 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
     units = args.rounds if path == "rtt" else max(1, args.bulk // 65536)
     unit = "round trip" if path == "rtt" else "64 KiB"
     await _invoke(wl, argv)  # warm-up
-    plain = sorted([await _invoke(wl, argv) for _ in range(args.repeat)])
-    median = plain[len(plain) // 2]
+    runs = [await _timed(wl, argv) for _ in range(args.repeat)]
+    median = sorted(r[0] for r in runs)[len(runs) // 2]
+    cpu = sorted(r[1] for r in runs)[len(runs) // 2]
     print(f"\n=== {path}: {' '.join(argv)}")
     if path == "rtt":
         print(f"client timing, median of {args.repeat}: {median / units:.1f} us per round trip")
@@ -97,6 +105,10 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
             f"client timing, median of {args.repeat}: {median / 1000:.1f} ms, "
             f"{args.bulk / 1048576 / (median / 1e6):.2f} MiB/s"
         )
+    print(
+        f"process CPU per {unit} (both guests and the host; start-up included): "
+        f"{cpu / units:.1f} us"
+    )
     counter = HostCallCounter()
     counter.install()
     try:

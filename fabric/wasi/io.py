@@ -52,7 +52,8 @@ class IoError(HostResource):
         return self.message
 
 
-def _stream_error(exc: BaseException) -> Err:
+def stream_error(exc: BaseException) -> Err:
+    """The WIT ``stream-error`` for a ``StreamClosed`` or ``StreamFailed``."""
     if isinstance(exc, StreamClosed):
         return Err(("closed", None))
     code = getattr(exc, "code", None)
@@ -193,7 +194,7 @@ class InputStream(HostResource):
         try:
             return self._read(n)
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
 
     def blocking_read_now(self, n: int) -> bytes | Awaitable[bytes]:
         """``blocking-read``: the bytes at once when some are buffered, else a
@@ -201,7 +202,7 @@ class InputStream(HostResource):
         try:
             data = self._read(n)
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
         if data or n == 0:
             return data
         return self.blocking_read(n)
@@ -211,7 +212,7 @@ class InputStream(HostResource):
             try:
                 data = self._read(n)
             except (StreamClosed, StreamFailed) as e:
-                raise _stream_error(e) from None
+                raise stream_error(e) from None
             if data or n == 0:
                 return data
             await self._wait_readable()
@@ -252,7 +253,7 @@ class OutputStream(HostResource):
         try:
             return self._check_write()
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
 
     def write(self, data: bytes) -> None:
         try:
@@ -264,7 +265,7 @@ class OutputStream(HostResource):
             if data:
                 self._write_permitted(data)
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
 
     def _write_permitted(self, data: bytes) -> None:
         """Write ``data``, already checked against this write's permit."""
@@ -275,7 +276,7 @@ class OutputStream(HostResource):
             self._check_write()
             self._flush()
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
 
     def blocking_flush_now(self) -> Awaitable[None] | None:
         self.flush()
@@ -315,7 +316,7 @@ class OutputStream(HostResource):
                     return None
                 return self.blocking_flush()
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
         return self._blocking_write_rest(data)
 
     async def _blocking_write_rest(self, data: bytes) -> None:
