@@ -11,7 +11,10 @@
 * the same bytes as ``list<u8>`` and as a ``string`` lowered with
   ``string-encoding=latin1+utf16`` (one latin-1 code unit per byte), both
   ways, from a WAT component (``bytes_as_string.wat``, ``--string-only``):
-  the measurement behind docs/bytes-as-strings.md.
+  the measurement behind docs/bytes-as-strings.md;
+* a guest echoing 8 MiB between two streams with its ``wasi:io/streams``
+  straight from the host and through the latin-1 streams adapter
+  (``fabric/wasi/adapters/latin1_streams.wat``).
 
 It prints a markdown table and writes ``engine-facts.json``.
 """
@@ -207,12 +210,49 @@ async def string_vs_bytes(total: int = 4 << 20) -> list[dict[str, Any]]:
     return rows
 
 
+LATIN1_ECHO = GUESTS / "wat" / "latin1_echo.wat"
+
+
+async def adapter_echo(total: int = 8 << 20, rounds: int = 3) -> dict[str, float]:
+    """A guest echoing ``total`` bytes from an input stream to an output stream
+    (64 KiB reads), with its ``wasi:io/streams`` straight from the host
+    (``list<u8>``) and through the latin-1 streams adapter: MB/s, best of
+    ``rounds``, taken alternately."""
+    from fabric.wasi.adapters import LATIN1_STREAMS
+    from fabric.wasi.io import BytesInput, SinkOutput
+
+    rt = Runtime()
+    text = LATIN1_ECHO.read_text().replace("  ADAPTER\n", LATIN1_STREAMS.read_text())
+    payload = PATTERN * (total // len(PATTERN))
+    best = {"list<u8>": 0.0, "adapter (latin-1 string)": 0.0}
+    try:
+        paths = {}
+        for name, streams in zip(best, ("$streams-in", "$adapted"), strict=True):
+            built = await asyncio.to_thread(build_wat_guest, text.replace("STREAMS", streams))
+            paths[name] = rt.load(built)
+        for _ in range(rounds):
+            for name, comp in paths.items():
+                inst = await rt.instantiate(comp, WasiCtx())
+                got = bytearray()
+                t0 = time.perf_counter()
+                n = await inst.call("echo", BytesInput(payload), SinkOutput(got.extend), total)
+                dt = time.perf_counter() - t0
+                inst.store.close()
+                if n != total or got != payload:
+                    raise RuntimeError(f"{name}: the echo lost or changed bytes")
+                best[name] = max(best[name], total / dt / 1e6)
+    finally:
+        rt.close()
+    return best
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     as_string = await string_vs_bytes()
+    echo = await adapter_echo()
     if args.string_only:
-        return {"string_vs_bytes": as_string}
+        return {"string_vs_bytes": as_string, "adapter_echo": echo}
     with tempfile.TemporaryDirectory() as tmp:
         first = await cache_hit_first_instance(tmp)
     memory = await suspended_guest_memory(args.guests)
@@ -222,6 +262,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "suspended": memory,
         "bytes": throughput,
         "string_vs_bytes": as_string,
+        "adapter_echo": echo,
     }
 
 
@@ -244,9 +285,19 @@ def render_string_vs_bytes(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def render_adapter_echo(echo: dict[str, float]) -> str:
+    lines = ["| guest echo, 64 KiB reads, streams | MB/s |", "|---|---:|"]
+    lines.extend(f"| {name} | {mbs:.1f} |" for name, mbs in echo.items())
+    return "\n".join(lines)
+
+
 def render(facts: dict[str, Any]) -> str:
     if "suspended" not in facts:
-        return render_string_vs_bytes(facts["string_vs_bytes"])
+        return (
+            render_string_vs_bytes(facts["string_vs_bytes"])
+            + "\n\n"
+            + render_adapter_echo(facts["adapter_echo"])
+        )
     m = facts["suspended"]
     lines = [
         "| measurement | value |",
@@ -262,7 +313,13 @@ def render(facts: dict[str, Any]) -> str:
         f"{row['mb_per_s']:.1f} MB/s |"
         for row in facts["bytes"]
     )
-    return "\n".join(lines) + "\n\n" + render_string_vs_bytes(facts["string_vs_bytes"])
+    return "\n\n".join(
+        [
+            "\n".join(lines),
+            render_string_vs_bytes(facts["string_vs_bytes"]),
+            render_adapter_echo(facts["adapter_echo"]),
+        ]
+    )
 
 
 def main() -> None:
