@@ -155,7 +155,9 @@ def _sync_trampoline(
         assert hf is not None
         if store is None:
             store = STORES[c.context_get_data(ctx)]
-        lifts = hf.lifts or hf.bind(fty)
+        lifts = hf.lifts
+        if lifts is None:
+            lifts = hf.bind(fty)
         store.cb_ctx = ctx
         pyargs = _lift_args(lifts, args, store)
         try:
@@ -201,7 +203,9 @@ def _async_trampoline(
     hf = _HOST_FUNCS[env]
     try:
         assert hf is not None
-        lifts = hf.lifts or hf.bind(fty)
+        lifts = hf.lifts
+        if lifts is None:
+            lifts = hf.bind(fty)
         store.cb_ctx = ctx
         pyargs = _lift_args(lifts, args, store)
         try:
