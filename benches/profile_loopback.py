@@ -15,6 +15,7 @@ function calls, and the top functions by own and cumulative time::
     python -m benches.profile_loopback                   # rtt and bulk
     python -m benches.profile_loopback --path rtt --rounds 5000 --top 30
     python -m benches.profile_loopback --no-profile      # timings and counts only
+    python -m benches.profile_loopback --no-profile --clients 8   # 8 concurrent clients
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _manifest(guest: Path) -> dict[str, Any]:
                         "ports": [PORT],
                     }
                 ],
-                "components": [{"name": "client", "wasm": str(guest)}],
+                "components": [{"name": "client", "wasm": str(guest), "concurrency": 64}],
             }
         ]
     }
@@ -68,20 +69,26 @@ def _arguments(path: str, args: argparse.Namespace) -> list[str]:
 
 async def _invoke(wl: WorkloadRuntime, argv: list[str]) -> int:
     """Run the client once; its own timing of the exchange, in microseconds."""
-    return (await _timed(wl, argv))[0]
+    return await _one(wl, argv)
 
 
-async def _timed(wl: WorkloadRuntime, argv: list[str]) -> tuple[int, float]:
-    """The client's own timing (us) and the process CPU time of the invocation (us)."""
+async def _timed(wl: WorkloadRuntime, argv: list[str], clients: int = 1) -> tuple[int, float]:
+    """The client's own timing (us, the slowest of ``clients`` concurrent
+    runs) and the process CPU time of the invocations per client (us)."""
     cpu = time.process_time()
+    elapsed = await asyncio.gather(*(_one(wl, argv) for _ in range(clients)))
+    cpu = (time.process_time() - cpu) * 1e6 / clients
+    return max(elapsed), cpu
+
+
+async def _one(wl: WorkloadRuntime, argv: list[str]) -> int:
     result = await wl.invoke("client", None, argv)
-    cpu = (time.process_time() - cpu) * 1e6
     if result["exit_code"] != 0:
         raise RuntimeError(f"client failed: {result['stdout']}{result['stderr']}")
     for line in result["stdout"].splitlines():
         key, _, value = line.partition("=")
         if key == "elapsed_us":
-            return int(value), cpu
+            return int(value)
     raise RuntimeError(f"client printed no elapsed_us: {result['stdout']}")
 
 
@@ -94,10 +101,13 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
     units = args.rounds if path == "rtt" else max(1, args.bulk // 65536)
     unit = "round trip" if path == "rtt" else "64 KiB"
     await _invoke(wl, argv)  # warm-up
-    runs = [await _timed(wl, argv) for _ in range(args.repeat)]
+    runs = [await _timed(wl, argv, args.clients) for _ in range(args.repeat)]
     median = sorted(r[0] for r in runs)[len(runs) // 2]
     cpu = sorted(r[1] for r in runs)[len(runs) // 2]
-    print(f"\n=== {path}: {' '.join(argv)}")
+    print(
+        f"\n=== {path}: {' '.join(argv)}"
+        + (f" x {args.clients} clients" if args.clients > 1 else "")
+    )
     if path == "rtt":
         print(f"client timing, median of {args.repeat}: {median / units:.1f} us per round trip")
     else:
@@ -160,6 +170,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2000, help="round trips per rtt invocation")
     p.add_argument("--bulk", type=int, default=1 << 20, help="bytes per bulk invocation")
     p.add_argument("--repeat", type=int, default=5, help="unprofiled runs for the timing")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="concurrent clients in the timed runs (CPU per client)",
+    )
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--no-profile", action="store_true", help="timings and host calls only")
     return p.parse_args(argv)
