@@ -159,9 +159,14 @@ def _sync_trampoline(
         if lifts is None:
             lifts = hf.bind(fty)
         store.cb_ctx = ctx
-        pyargs = _lift_args(lifts, args, store)
+        n = len(lifts)
         try:
-            value = hf.impl(store.data, *pyargs)
+            if n == 1:
+                value = hf.impl(store.data, lifts[0](args[0], store))
+            elif n == 0:
+                value = hf.impl(store.data)
+            else:
+                value = hf.impl(store.data, *_lift_args(lifts, args, store))
         except Err as e:
             value = e
         lower = hf.lower

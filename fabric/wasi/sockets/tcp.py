@@ -114,7 +114,8 @@ class TcpIn(Parent, InputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._readable, self._wait_readable, self, self._s.watch)
+        end = self._end  # the pipe end's own methods: no wrapper frames per check
+        return ChildPollable(end.readable, end.wait_readable, self, end.watch_readable)
 
     def close(self) -> None:
         self._s.close()
