@@ -10,7 +10,7 @@ import sys
 def test_loopback_profile_reports_host_calls_per_round_trip() -> None:
     p = subprocess.run(
         [sys.executable, "-m", "benches.profile_loopback", "--path", "rtt", "--rounds", "50",
-         "--repeat", "1", "--top", "3"],
+         "--repeat", "1", "--top", "10"],
         capture_output=True,
         text=True,
         timeout=600,
