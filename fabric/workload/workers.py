@@ -104,7 +104,7 @@ class WorkerPool:
     async def prepare(self) -> None:
         """Check the control socket and the ingress host ports before any worker starts."""
         if self.control is None:
-            control = ControlServer(self, self.control_path)
+            control = ControlServer(self, self.control_path, handoff=self.hand_off)
             await control.prepare()
             self.control = control
         for wl in self.manifest.workloads:
@@ -253,12 +253,24 @@ class WorkerPool:
             args=args,
             stream=output is not None,
         )
-        worker.in_flight += 1
+        worker.relaying += 1
         worker.routed += 1
         try:
             return await worker.invoke(message, output)
         finally:
-            worker.in_flight -= 1
+            worker.relaying -= 1
+
+    def hand_off(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Pass a connection whose first request is an ``invoke`` to the least-loaded
+        worker (``handoff.py``); False: relay it here (no worker ready, the request
+        too long to pass along, the worker's channel full)."""
+        try:
+            worker = self.pick()
+        except NoWorkerReady:
+            return False
+        return worker.hand_off(line, reader, writer)
 
     async def status(self) -> StatusReport:
         answers = await asyncio.gather(*(w.report() for w in self.workers))
