@@ -202,7 +202,7 @@ class ControlServer:
         ``handoff``: called with the first ``invoke`` line of a connection (after
         the access checks), its reader and writer; when it returns True it has
         passed the connection on (``fabric run --workers``: to a worker, which
-        ``adopt``\ s it) and this server only closes its own descriptor."""
+        ``adopt`` it) and this server only closes its own descriptor."""
         self.target = target
         self.handoff = handoff
         self.handed_off = 0
@@ -212,6 +212,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._adopting: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._in_flight = 0
@@ -294,7 +295,9 @@ class ControlServer:
         ``data`` being what it had already read from it. ``done()`` is called once
         the connection is over; it is shut down then (the process that passed it
         may still hold a descriptor of it)."""
-        asyncio.get_running_loop().create_task(self._adopt(sock, data, done))
+        task = asyncio.get_running_loop().create_task(self._adopt(sock, data, done))
+        self._adopting.add(task)  # a strong reference until it ends
+        task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, sock: socket.socket, data: bytes, done: Callable[[], object]) -> None:
         spare = sock.dup()  # the transport owns ``sock``; this one shuts the connection down

@@ -12,7 +12,7 @@ Messages on the pair:
 
 * parent -> worker: ``id`` (8 bytes, big-endian) + the bytes already read
   (at most ``MAX_PREFIX``), with one descriptor attached;
-* worker -> parent: one or more ``id``\\ s of connections that are over.
+* worker -> parent: the ``id`` of a connection that is over.
 
 The parent keeps a duplicate of every descriptor it passed until the worker
 says the connection is over, so that a worker that dies can still tell the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -131,7 +132,7 @@ class ConnectionReceiver:
             for fd in fds:
                 self.received += 1
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
-                self._adopt(sock, data[HEADER.size :], lambda n=conn_id: self._over(n))
+                self._adopt(sock, data[HEADER.size :], functools.partial(self._over, conn_id))
 
     def _over(self, conn_id: int) -> None:
         self.done += 1

@@ -147,7 +147,7 @@ class WorkerProcess:
         parent_end, child_end = channel()
         try:
             self.proc = proc = await asyncio.create_subprocess_exec(
-                *self.command, stdin=child_end, start_new_session=True
+                *self.command, stdin=child_end.fileno(), start_new_session=True
             )
         except BaseException:
             parent_end.close()
@@ -235,14 +235,15 @@ class WorkerProcess:
         sock = writer.get_extra_info("socket")
         if len(data) > MAX_PREFIX or sock is None or reader.at_eof():
             return False
-        writer.transport.pause_reading()
+        transport: Any = writer.transport  # a socket transport: it can pause reading
+        transport.pause_reading()
         keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(sock.fileno()))
         conn_id = self._next_id
         try:
             send_connection(chan, conn_id, keep.fileno(), data)
         except OSError:
             keep.close()
-            writer.transport.resume_reading()
+            transport.resume_reading()
             return False
         self._next_id += 1
         self.handed[conn_id] = keep

@@ -75,7 +75,11 @@ class WorkerPool:
         command: Callable[[WorkerSlot, str], Sequence[str]] | None = None,
         policy: RestartPolicy = RESTART_POLICY,
         say: Callable[[str], None] | None = None,
+        handoff: bool | None = None,
     ) -> None:
+        """``handoff``: pass control connections to the workers (``handoff.py``);
+        False relays every invocation through the parent. By default True unless
+        ``$FABRIC_WORKERS_HANDOFF`` is ``0``."""
         if count < 2:
             raise ValueError("a worker pool needs at least two workers")
         self.manifest = manifest
@@ -98,13 +102,18 @@ class WorkerPool:
         self.gave_up = asyncio.Event()
         self._watchers: list[asyncio.Task[None]] = []
         self._turn = 0
+        if handoff is None:
+            handoff = os.environ.get("FABRIC_WORKERS_HANDOFF", "1") != "0"
+        self.handoff = handoff
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Check the control socket and the ingress host ports before any worker starts."""
         if self.control is None:
-            control = ControlServer(self, self.control_path, handoff=self.hand_off)
+            control = ControlServer(
+                self, self.control_path, handoff=self.hand_off if self.handoff else None
+            )
             await control.prepare()
             self.control = control
         for wl in self.manifest.workloads:
