@@ -5,8 +5,12 @@ hand-written WAT component (the CPU-bound path: fabric's own per-invocation
 cost dominates) borrowing a pooled PostgreSQL connection from the dbpool
 service, sent over the control socket of a real ``fabric run`` process (one
 open control connection per concurrent client, as a busy caller would keep).
-The contenders differ only in ``--workers``: with 2 the parent routes each
-invocation to the least-loaded worker. Both use the same dbpool ``max_size``
+The contenders differ only in ``--workers``: with 2 the parent hands each
+control connection to the least-loaded worker on its first invoke (and
+``fabric-workers-2-relay``, ``FABRIC_WORKERS_HANDOFF=0``, relays every
+invocation through the parent, the design before). Each description ends
+with the CPU time each process of the contender spent per invocation
+(``/proc/PID/stat``, from setup to teardown). Both use the same dbpool ``max_size``
 (the total across workers); a watcher counts the cluster's connections with
 the contender's ``application_name`` all along and the highest count is in
 the contender's description.
@@ -263,9 +267,11 @@ def register(registry: Registry) -> None:
         description=(
             "One `fabric invoke` of the WAT dbpool component (SELECT 1 through a pooled "
             "connection) over the control socket of a running `fabric run`, with one worker "
-            "process and with two (the parent routes each invocation to the least-loaded "
-            "worker). The pool's max_size is the total across workers; each description "
-            "gives the most database connections the contender was seen holding."
+            "process and with two (the parent hands each client connection to the "
+            "least-loaded worker on its first invoke; `-relay`: FABRIC_WORKERS_HANDOFF=0, "
+            "the parent relays every invocation). The pool's max_size is the total across "
+            "workers; each description gives the most database connections the contender "
+            "was seen holding and the CPU each of its processes spent per invocation."
         ),
         baseline="fabric-workers-1",
     )
