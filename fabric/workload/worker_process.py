@@ -214,9 +214,11 @@ class WorkerProcess:
         )
         line = _encoder.encode(reply) + b"\n"
         for keep in self.handed.values():
-            self.lost += 1
-            with contextlib.suppress(OSError):
+            try:
                 keep.send(line, socket.MSG_DONTWAIT)
+                self.lost += 1
+            except OSError:
+                pass  # the worker had shut it down already (its report was still on the way)
             with contextlib.suppress(OSError):
                 keep.shutdown(socket.SHUT_RDWR)
             keep.close()
