@@ -303,6 +303,7 @@ class ControlServer:
         spare = sock.dup()  # the transport owns ``sock``; this one shuts the connection down
         try:
             if self._server is None:
+                sock.close()
                 return  # closed, or not started yet
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)

@@ -121,7 +121,7 @@ class ConnectionReceiver:
             except OSError:
                 data, fds, flags = b"", [], 0
             if not data and not fds:
-                self._loop.remove_reader(self._chan.fileno())
+                self.close()
                 self._on_eof()
                 return
             if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or len(data) < HEADER.size:
@@ -133,6 +133,12 @@ class ConnectionReceiver:
                 self.received += 1
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
                 self._adopt(sock, data[HEADER.size :], functools.partial(self._over, conn_id))
+
+    def close(self) -> None:
+        """Stop receiving (the connections adopted so far are served to their end)."""
+        if self._chan.fileno() != -1:
+            self._loop.remove_reader(self._chan.fileno())
+            self._chan.close()
 
     def _over(self, conn_id: int) -> None:
         self.done += 1
