@@ -182,9 +182,15 @@ def verify(plugin: str, password: str, nonce: bytes, response: bytes) -> bool:
     if response in (b"", b"\0"):
         return not secret
     if plugin == NATIVE:
-        expected = scramble_native(secret, nonce)
+        expected = [scramble_native(secret, nonce)]
     elif plugin == CACHING_SHA2:
-        expected = scramble_caching_sha2(secret, nonce)
+        # aiomysql 0.3 hashes the nonce of an auth switch with its trailing NUL
+        expected = [scramble_caching_sha2(secret, nonce), _caching_sha2_nul(secret, nonce)]
     else:
         return False
-    return bool(expected) and hmac.compare_digest(expected, response)
+    return any(hmac.compare_digest(e, response) for e in expected)
+
+
+def _caching_sha2_nul(password: bytes, nonce: bytes) -> bytes:
+    p1 = _sha256(password)
+    return _xor(p1, _sha256(_sha256(p1) + nonce[:SCRAMBLE_LENGTH] + b"\0"))

@@ -22,6 +22,7 @@ a lease interrupted in the middle of a response is discarded instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -186,8 +187,9 @@ class MySQLSession:
             try:
                 packet = self._packets.next_packet()
             except PacketTooLarge as exc:
+                await self._discard(self._packets.remaining())
                 await self._refuse(
-                    0,
+                    exc.seq + 1,
                     Refusal(
                         1153,
                         "08S01",
@@ -207,6 +209,17 @@ class MySQLSession:
             if not data:
                 return None
             self._packets.feed(data)
+
+    async def _discard(self, n: int) -> None:
+        """Read and drop ``n`` bytes (the rest of a refused packet), so that a client
+        still sending it reads the refusal instead of a reset connection."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.handshake_timeout):
+                while n > 0:
+                    data = await self.reader.read(min(n, READ_SIZE))
+                    if not data:
+                        return
+                    n -= len(data)
 
     async def _send(self, data: bytes | memoryview) -> None:
         try:

@@ -85,7 +85,12 @@ class MalformedPacket(ValueError):
 
 
 class PacketTooLarge(ValueError):
-    """A packet (or a packet continued over several) longer than allowed."""
+    """A packet (or a packet continued over several) longer than allowed;
+    ``seq`` is its sequence number (an answer takes the next one)."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 # ---------------------------------------------------------------------------- framing
@@ -129,6 +134,13 @@ class PacketReader:
     def buffered(self) -> int:
         return len(self._buf) + self._parts_len
 
+    def remaining(self) -> int:
+        """Bytes still to come of the packet whose header was read (after
+        `PacketTooLarge`: what to discard before the client reads an answer)."""
+        if len(self._buf) < 4:
+            return 0
+        return max(0, 4 + int.from_bytes(self._buf[:3], "little") - len(self._buf))
+
     def feed(self, data: bytes) -> None:
         self._buf += data
 
@@ -141,7 +153,8 @@ class PacketReader:
             if self._parts_len + length > self.max_payload:
                 raise PacketTooLarge(
                     f"packet of {self._parts_len + length} bytes or more;"
-                    f" max_allowed_packet is {self.max_payload}"
+                    f" max_allowed_packet is {self.max_payload}",
+                    seq,
                 )
             if len(buf) < 4 + length:
                 return None
