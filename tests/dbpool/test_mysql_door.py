@@ -116,7 +116,9 @@ async def test_pymysql_and_aiomysql_queries() -> None:
             got = []
             try:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT 1, 'two', NULL, 2.5, %s, %s", (b"\x00\xff", "\u00e9t\u00e9"))
+                    cur.execute(
+                        "SELECT 1, 'two', NULL, 2.5, %s, %s", (b"\x00\xff", "\u00e9t\u00e9")
+                    )
                     got.append(cur.fetchall())
                     cur.execute(f"INSERT INTO {door.table} VALUES (%s, %s)", (row, user))
                     conn.commit()
