@@ -563,19 +563,24 @@ class _Wire:
         self.reader: Any = None
         self.writer: Any = None
         self.leftover = b""
+        self.unsent: list[bytes] = []
         self.status: int | None = None
         self.forwarded = False
         self.failed = False
 
     def send(self, *commands: bytes) -> None:
-        self.writer.write(b"".join(frame(0, c) for c in commands))
+        """Write commands (after the session's settings, in the same write)."""
+        unsent, self.unsent = self.unsent, []
+        self.writer.write(b"".join(frame(0, c) for c in (*unsent, *commands)))
 
     async def start(self) -> None:
-        """Send the session's settings; their answers are read before the first response."""
-        if self.prefix:
-            self.send(*self.prefix)
+        """Queue the session's settings; they go out with the first command and
+        their answers are read before its response."""
+        self.unsent = list(self.prefix)
 
     async def _skip_prefix(self) -> None:
+        if self.unsent:
+            self.send()
         prefix, self.prefix = self.prefix, []
         for _ in prefix:
             scanner, _ = await self._scan(ResponseKind.SIMPLE, forward=False)
