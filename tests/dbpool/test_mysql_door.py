@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -440,3 +441,44 @@ async def test_too_many_clients_are_refused_with_err_1040() -> None:
         finally:
             first.close()
             second.close()
+
+
+async def test_random_commands_and_handshakes_never_break_the_front_door(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rnd = random.Random(7)
+    commands = [0x02, 0x03, 0x0E, 0x16, 0x17, 0x19, 0x1A, 0x1F, 0x04, 0x11, 0xFF]
+    async with front_door(max_allowed_packet=64 * 1024) as door:
+
+        def garbage_command(command: int, body: bytes) -> None:
+            conn = door.pymysql(autocommit=True)
+            conn._sock.settimeout(0.5)
+            try:
+                if command == COM_STMT_EXECUTE:  # a real statement, random parameters
+                    sid, _, _ = _prepare(conn, "SELECT ?, ?")
+                    body = struct.pack("<I", sid) + body
+                conn._execute_command(command, body)
+                with contextlib.suppress(pymysql.err.Error, TimeoutError):
+                    conn._read_packet()
+                conn.ping()  # the connection still answers
+            except pymysql.err.Error:
+                pass  # the front door closed it (a command it cannot follow)
+            finally:
+                conn.close()
+
+        for _ in range(30):
+            command = rnd.choice(commands)
+            await run(garbage_command, command, rnd.randbytes(rnd.randrange(0, 40)))
+        for _ in range(10):
+            reader, writer = await _greeted(door)
+            writer.write(rnd.randbytes(rnd.randrange(1, 100)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await reader.read(1000)
+            writer.close()
+        conn = await door.aiomysql()  # a well-behaved client is served as ever
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        conn.close()
+    assert not [r for r in caplog.records if "session failed" in r.getMessage()]
