@@ -482,3 +482,25 @@ async def test_random_commands_and_handshakes_never_break_the_front_door(
             assert await cur.fetchone() == (1,)
         conn.close()
     assert not [r for r in caplog.records if "session failed" in r.getMessage()]
+
+
+async def test_a_client_that_stops_reading_is_closed_and_its_connection_discarded() -> None:
+    async with front_door(max_size=1, write_timeout=1.0) as door:
+
+        def stalled() -> Any:
+            conn = door.pymysql(autocommit=True)
+            # ask for about 64 MB and read none of it
+            conn._execute_command(0x03, "SELECT REPEAT('x', 1000000) FROM seq_1_to_64")
+            return conn
+
+        reader = await run(stalled)
+        pool = door.service.statistics
+        await eventually(lambda: pool().databases["test"].in_use == 1)
+        await eventually(lambda: pool().databases["test"].in_use == 0)  # after write_timeout
+        reader._sock.close()
+        assert pool().databases["test"].connections_closed == 1  # discarded, not reused
+        conn = await door.aiomysql()
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        conn.close()

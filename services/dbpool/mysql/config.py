@@ -37,6 +37,9 @@ class MySQLConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_prepared_statements: Annotated[int, msgspec.Meta(ge=1)] = 256
     #: seconds a client may stay silent (in a transaction or not) before it is closed
     idle_timeout: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    #: seconds a client may take to accept a reply (a result it does not read
+    #: closes the connection, and its server connection is discarded)
+    write_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: seconds from accept to a complete login
     handshake_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     #: the version string announced in the greeting

@@ -224,7 +224,8 @@ class MySQLSession:
     async def _send(self, data: bytes | memoryview) -> None:
         try:
             self.writer.write(data)
-            await self.writer.drain()
+            async with asyncio.timeout(self.config.write_timeout):
+                await self.writer.drain()
         except Exception as exc:
             raise _ClientGone(repr(exc)) from exc
 
