@@ -504,3 +504,20 @@ async def test_a_client_that_stops_reading_is_closed_and_its_connection_discarde
             await cur.execute("SELECT 1")
             assert await cur.fetchone() == (1,)
         conn.close()
+
+
+async def test_closing_the_service_ends_idle_and_open_transactions() -> None:
+    async with front_door(max_size=1) as door:
+        idle, busy = await door.aiomysql(), await door.aiomysql()
+        async with busy.cursor() as cur:
+            await cur.execute("BEGIN")
+            await cur.execute(f"INSERT INTO {door.table} VALUES (1, 'open')")
+        await door.service.close()  # clients still connected, one in a transaction
+        assert door.stats()["transactions_abandoned"] == 1
+        assert door.service.statistics().databases["test"].in_use == 0
+        with pytest.raises(pymysql.err.OperationalError):
+            async with idle.cursor() as cur:
+                await cur.execute("SELECT 1")
+        idle.close()
+        busy.close()
+        assert await outside(f"SELECT COUNT(*) FROM {door.table}") == ((0,),)

@@ -82,6 +82,10 @@ class MySQLFrontDoor:
         self._sessions[session] = asyncio.current_task()
         try:
             await session.run()
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # close() ended a session waiting for its client: not an error
         except Exception:
             log.exception("mysql front door: session failed")
         finally:
