@@ -351,9 +351,14 @@ async def test_session_state_does_not_leak_to_the_next_client() -> None:
                 "SELECT @@character_set_client, @@autocommit",
                 "USE other",
                 "SELECT DATABASE()",
+                "BEGIN",
+                "SET NAMES utf8mb4",  # inside a transaction: it still holds after it
+                "COMMIT",
+                "SELECT @@character_set_client",
             ],
         )
-        assert first[2:] == [(("latin1", 1),), (), (("mysql",),)]
+        assert first[2:5] == [(("latin1", 1),), (), (("mysql",),)]
+        assert first[-1] == (("utf8mb4",),)
         second = await run(
             client, ["SELECT @leak, @@character_set_client, DATABASE(), CONNECTION_ID()"]
         )

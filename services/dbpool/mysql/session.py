@@ -405,6 +405,8 @@ class MySQLSession:
                 return await self._ok()
         if isinstance(what, Use):
             return await self._use(what.database)
+        if isinstance(what, SetNames):  # inside a transaction: run it, and keep it after
+            self.names = None if what.is_default else what
         dirty = not isinstance(what, Forward) or what.dirty
 
         async def script(wire: _Wire) -> None:
