@@ -4,7 +4,8 @@ pooled MariaDB/MySQL connections (transaction pooling). See
 
 Sans-IO: `wire` (framing, packets, response scanning), `handshake` (greeting,
 login, scrambles), `statements` (the statements answered without a server
-connection). With I/O: `session.MySQLSession` (one client), `door.MySQLFrontDoor`.
+connection). With I/O: `relay.Relay` (one exchange on a leased connection),
+`session.MySQLSession` (one client), `door.MySQLFrontDoor`.
 """
 
 from __future__ import annotations

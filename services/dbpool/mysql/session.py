@@ -46,6 +46,7 @@ from .handshake import (
     parse_response,
     verify,
 )
+from .relay import READ_SIZE, Relay, Statement, execute_tail
 from .statements import EndTransaction, Forward, SetAutocommit, SetNames, Use, classify
 from .wire import (
     SERVER_STATUS_AUTOCOMMIT,
@@ -54,17 +55,13 @@ from .wire import (
     PacketReader,
     PacketTooLarge,
     ResponseKind,
-    ResponseScanner,
     err_packet,
-    frame,
     ok_packet,
 )
 
 __all__ = ["DoorHost", "MySQLSession", "Refusal"]
 
 log = logging.getLogger("services.dbpool.mysql")
-
-READ_SIZE = 65536
 
 COM_QUIT, COM_INIT_DB, COM_QUERY, COM_PING = 0x01, 0x02, 0x03, 0x0E
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE, COM_STMT_RESET = 0x16, 0x17, 0x19, 0x1A
@@ -116,17 +113,6 @@ class DoorHost(Protocol):
     def note_abandoned(self) -> None: ...
 
 
-class _Statement:
-    """A client's prepared statement: its text and the parameter types it sent last."""
-
-    __slots__ = ("params", "sql", "types")
-
-    def __init__(self, sql: bytes, params: int) -> None:
-        self.sql = sql
-        self.params = params
-        self.types: bytes | None = None
-
-
 class MySQLSession:
     def __init__(self, door: DoorHost, reader: Any, writer: Any) -> None:
         self.door = door
@@ -141,7 +127,7 @@ class MySQLSession:
         self.names: SetNames | None = None
         self.lease: MySQLLease | None = None
         self.pool: Pool | None = None
-        self.statements: dict[int, _Statement] = {}
+        self.statements: dict[int, Statement] = {}
         self._next_statement = 1
         self._allowed: list[str] = []
         self._packets = PacketReader(self.config.max_allowed_packet)
@@ -409,7 +395,7 @@ class MySQLSession:
             self.names = None if what.is_default else what
         dirty = not isinstance(what, Forward) or what.dirty
 
-        async def script(wire: _Wire) -> None:
+        async def script(wire: Relay) -> None:
             wire.send(body)
             await wire.response(ResponseKind.RESULT, forward=True)
 
@@ -427,7 +413,7 @@ class MySQLSession:
             )
             return
 
-        async def script(wire: _Wire) -> None:
+        async def script(wire: Relay) -> None:
             wire.send(body)
             scanner, data = await wire.response(ResponseKind.PREPARE, forward=False)
             if scanner.prepared is None:
@@ -437,7 +423,7 @@ class MySQLSession:
             wire.send(b"\x19" + struct.pack("<I", server_id))  # COM_STMT_CLOSE: no answer
             client_id = self._next_statement
             self._next_statement = self._next_statement % 0xFFFFFFFE + 1
-            self.statements[client_id] = _Statement(body[1:], params)
+            self.statements[client_id] = Statement(body[1:], params)
             await self._send(data[:5] + struct.pack("<I", client_id) + data[9:])
 
         await self._on_lease(script, dirty=False)
@@ -447,13 +433,13 @@ class MySQLSession:
         if stmt is None:
             return await self._unknown_statement(body, "mysqld_stmt_execute")
         try:
-            tail = _execute_tail(body, stmt)
+            tail = execute_tail(body, stmt)
         except MalformedPacket as exc:
             return await self._refuse(
                 1, Refusal(1210, "HY000", f"Incorrect arguments to mysqld_stmt_execute: {exc}")
             )
 
-        async def script(wire: _Wire) -> None:
+        async def script(wire: Relay) -> None:
             wire.send(b"\x16" + stmt.sql)
             scanner, data = await wire.response(ResponseKind.PREPARE, forward=False)
             if scanner.prepared is None:
@@ -475,7 +461,7 @@ class MySQLSession:
             return await self._unknown_statement(body, "mysqld_stmt_reset")
         await self._ok()
 
-    def _statement(self, body: bytes) -> _Statement | None:
+    def _statement(self, body: bytes) -> Statement | None:
         return self.statements.get(int.from_bytes(body[1:5], "little")) if len(body) >= 5 else None
 
     async def _unknown_statement(self, body: bytes, where: str) -> None:
@@ -498,7 +484,7 @@ class MySQLSession:
 
     # --------------------------------------------------------------------- leases
 
-    async def _on_lease(self, script: Callable[[_Wire], Awaitable[None]], *, dirty: bool) -> None:
+    async def _on_lease(self, script: Callable[[Relay], Awaitable[None]], *, dirty: bool) -> None:
         """Run ``script`` on the pinned lease or a fresh one (with the session's
         settings replayed first); keep the lease pinned while the server says a
         transaction is open, give it back otherwise."""
@@ -516,7 +502,7 @@ class MySQLSession:
                 prefix.append(b"\x03SET autocommit=0")
             if self.names is not None:
                 prefix.append(b"\x03" + self.names.statement())
-        wire = _Wire(self, prefix, known_status=self._status())
+        wire = Relay(self._send, prefix, known_status=self._status())
 
         async def exchange(reader: Any, writer: Any) -> int:
             wire.reader, wire.writer = reader, writer
@@ -554,112 +540,6 @@ class MySQLSession:
             if abandoned:
                 self.door.note_abandoned()
             self.door.release(self.pool, lease, discard=False)
-
-
-class _Wire:
-    """The server side of one lease exchange: sends commands, follows responses."""
-
-    def __init__(self, session: MySQLSession, prefix: list[bytes], *, known_status: int) -> None:
-        self.session = session
-        self.prefix = prefix
-        self.known_status = known_status
-        self.reader: Any = None
-        self.writer: Any = None
-        self.leftover = b""
-        self.unsent: list[bytes] = []
-        self.status: int | None = None
-        self.forwarded = False
-        self.failed = False
-
-    def send(self, *commands: bytes) -> None:
-        """Write commands (after the session's settings, in the same write)."""
-        unsent, self.unsent = self.unsent, []
-        self.writer.write(b"".join(frame(0, c) for c in (*unsent, *commands)))
-
-    async def start(self) -> None:
-        """Queue the session's settings; they go out with the first command and
-        their answers are read before its response."""
-        self.unsent = list(self.prefix)
-
-    async def _skip_prefix(self) -> None:
-        if self.unsent:
-            self.send()
-        prefix, self.prefix = self.prefix, []
-        for _ in prefix:
-            scanner, _ = await self._scan(ResponseKind.SIMPLE, forward=False)
-            if scanner.error is not None:
-                raise DatabaseError(f"could not replay the session's settings: {scanner.error[1]}")
-
-    async def response(self, kind: ResponseKind, *, forward: bool) -> tuple[ResponseScanner, bytes]:
-        """Follow one response; forward it to the client as it arrives, or return it."""
-        await self._skip_prefix()
-        scanner, data = await self._scan(kind, forward=forward)
-        if scanner.status is not None:
-            self.status = scanner.status
-        if scanner.error is not None:
-            self.failed = True
-        return scanner, data
-
-    async def _scan(self, kind: ResponseKind, *, forward: bool) -> tuple[ResponseScanner, bytes]:
-        scanner = ResponseScanner(kind)
-        kept: list[bytes] = []
-        while not scanner.done:
-            data = self.leftover
-            self.leftover = b""
-            if not data:
-                data = await self.reader.read(READ_SIZE)
-                if not data:
-                    raise ConnectionLost("MySQL connection lost: the server closed the connection")
-            n = scanner.feed(data)
-            self.leftover = data[n:]
-            if forward:
-                self.forwarded = True
-                await self.session._send(data[:n] if n < len(data) else data)
-            else:
-                kept.append(data[:n])
-        return scanner, b"".join(kept)
-
-    async def finish(self) -> int:
-        """The status flags the exchange ended with: after an error (an ERR packet
-        carries none, and a failed statement may have ended or begun a
-        transaction) the server is asked with COM_PING; after responses without
-        flags (a prepare) they are what they were."""
-        await self._skip_prefix()
-        if self.failed:
-            self.send(bytes((COM_PING,)))
-            scanner, _ = await self._scan(ResponseKind.SIMPLE, forward=False)
-            self.status = scanner.status if scanner.status is not None else 0
-        elif self.status is None:
-            self.status = self.known_status
-        if self.leftover:
-            raise MalformedPacket("the server sent more than the responses asked for")
-        return self.status
-
-
-def _execute_tail(body: bytes, stmt: _Statement) -> bytes:
-    """A COM_STMT_EXECUTE after its statement id, rewritten for a freshly prepared
-    statement: no cursor, and the parameter types always included."""
-    if len(body) < 10:
-        raise MalformedPacket("COM_STMT_EXECUTE shorter than 10 bytes")
-    iterations = body[6:10]
-    n = stmt.params
-    if n == 0:
-        return b"\x00" + iterations
-    pos = 10 + (n + 7) // 8
-    if len(body) < pos + 1:
-        raise MalformedPacket("COM_STMT_EXECUTE ends inside its NULL bitmap")
-    nulls = body[10:pos]
-    if body[pos]:
-        types = body[pos + 1 : pos + 1 + 2 * n]
-        if len(types) < 2 * n:
-            raise MalformedPacket("COM_STMT_EXECUTE ends inside its parameter types")
-        stmt.types = types
-        values = body[pos + 1 + 2 * n :]
-    else:
-        if stmt.types is None:
-            raise MalformedPacket("no parameter types were ever sent for this statement")
-        values = body[pos + 1 :]
-    return b"\x00" + iterations + nulls + b"\x01" + stmt.types + values
 
 
 def _names_for(collation: int) -> SetNames | None:
