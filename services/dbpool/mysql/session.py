@@ -513,6 +513,8 @@ class MySQLSession:
         try:
             status = await lease.raw(exchange, dirty=dirty or bool(prefix))
         except _ClientGone:
+            if self.lease is not None:  # its transaction ends with the connection
+                self.door.note_abandoned()
             self.lease = None
             self.door.release(pool, lease, discard=True)
             raise
