@@ -170,6 +170,8 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     #: in-process sessions (the typed sql import) open now / opened since start
     local_sessions: int = 0
     local_sessions_total: int = 0
+    #: the MySQL front door's counters, when it is configured (docs/mysql-front-door.md)
+    mysql: dict[str, Any] | None = None
 
 
 class SessionStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
 from .metrics import server_metrics
+from .mysql import MySQLConfig, MySQLFrontDoor, check_config
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 from .sqlimport import SqlImport
@@ -50,6 +51,8 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     #: clients from outside the workload must prove they know this secret
     auth: AuthConfig | None = None
+    #: the MySQL front door: MySQL clients borrow the mysql pools (docs/mysql-front-door.md)
+    mysql: MySQLConfig | None = None
 
 
 class Listener(Protocol):
@@ -116,8 +119,13 @@ class DbPoolService:
     ) -> None:
         if not isinstance(config, DbPoolConfig):
             config = msgspec.convert(dict(config), DbPoolConfig)
+        if config.mysql is not None:
+            check_config(config.mysql, {n: db.kind for n, db in config.databases.items()})
         self.config = config
         self._start_server = start_server or _asyncio_start_server
+        #: the MySQL front door while running (``mysql`` in the config)
+        self.mysql: MySQLFrontDoor | None = None
+        self._mysql_listener: Listener | None = None
         self.pools: dict[str, Pool] = {}
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
@@ -158,8 +166,28 @@ class DbPoolService:
         except BaseException:
             await self._close_pools()
             raise
+        if self.config.mysql is not None:
+            await self._start_mysql(self.config.mysql)
+
+    async def _start_mysql(self, config: MySQLConfig) -> None:
+        self.mysql = MySQLFrontDoor(config, self.pools)
+        try:
+            self._mysql_listener = await self._start_server(
+                self.mysql.handle_connection, host=self.config.host, port=config.port
+            )
+        except BaseException:
+            await self.close()
+            raise
+        sockets: Any = getattr(self._mysql_listener, "sockets", None)
+        if sockets:
+            self.mysql.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        mysql_listener, self._mysql_listener = self._mysql_listener, None
+        if mysql_listener is not None:
+            mysql_listener.close()
+        if self.mysql is not None:
+            await self.mysql.close()
         listener, self._listener = self._listener, None
         self._bound_port = None
         if listener is not None:
@@ -168,6 +196,8 @@ class DbPoolService:
             await self.server.close()
         if listener is not None:
             await listener.wait_closed()
+        if mysql_listener is not None:
+            await mysql_listener.wait_closed()
         await self._close_pools()
 
     async def _close_pools(self) -> None:
@@ -183,7 +213,11 @@ class DbPoolService:
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
-        return self.server.statistics()
+        stats = self.server.statistics()
+        if self.mysql is not None:
+            door = msgspec.to_builtins(self.mysql.statistics())
+            stats = msgspec.structs.replace(stats, mysql=door)
+        return stats
 
     def metrics(self) -> list[dict[str, Any]]:
         """The statistics as metric families for fabric's metrics endpoint
