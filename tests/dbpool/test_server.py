@@ -272,6 +272,7 @@ async def test_lost_connection_in_a_transaction(pg_env: Env) -> None:
             await c.execute("main", "SELECT 1")
         assert info.value.code == "transaction_aborted"
         await c.rollback()
+        await pg_env.service.settled()
         assert pg_env.in_use() == 0
         assert (await c.execute("main", "SELECT 1")).scalar() == 1
 
