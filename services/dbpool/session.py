@@ -400,7 +400,9 @@ class Session:
             return want
 
         try:
-            res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
+            res = await lease.stream(
+                req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS, max_rows=lim.max_result_rows
+            )
         except BaseException:
             self.replies.release(reply)
             raise
@@ -544,7 +546,9 @@ class Session:
 
     # ------------------------------------------------------------------- output
 
-    async def _respond(self, req: Request, msg: Response | Reply, *, free_slot: bool = True) -> None:
+    async def _respond(
+        self, req: Request, msg: Response | Reply, *, free_slot: bool = True
+    ) -> None:
         """Write the one response of ``req`` and give its slot back (unless
         ``free_slot`` is False: the caller then calls `_free_slot`)."""
         encoded = msg if isinstance(msg, Reply) else None
