@@ -70,7 +70,7 @@ class LocalSession:
         self.in_flight = 0
         self.requests = 0
         self.closed = False
-        self._release: asyncio.Task[None] | None = None  # the last autocommit lease's
+        self._release: asyncio.Future[None] | None = None  # the last autocommit lease's
         server.local_sessions.add(self)
         server.local_sessions_total += 1
 
