@@ -7,6 +7,8 @@ one round trip, with asyncpg's retry on a stale cached statement),
 the statement cache, without a round trip), and the cursor's ``_bind_exec`` / ``_exec``
 / ``_close_portal`` (bind a portal and fetch its first chunk in one round trip, fetch
 the next chunks, close a portal stopped early), as asyncpg's cursor iterator uses them.
+The one-round-trip bounded read outside a transaction and its byte guard live in
+``_pg_read.py``.
 """
 
 from __future__ import annotations
