@@ -163,3 +163,18 @@ async def test_a_statement_read_again_after_a_cancel_ran_once(target: Target) ->
             assert count.rows == [(1024,)]
         finally:
             await lease.query(f"DROP TABLE {table}")
+
+
+async def test_a_cancel_sent_for_size_never_reaches_the_next_statement(target: Target) -> None:
+    # Results just past the one-round-trip budget: some finish before the
+    # cancel lands, some are cancelled and read again. The statements after
+    # them run undisturbed.
+    pool = target.track(create_pool(target.config()))
+    async with pool.lease() as lease:
+        for _ in range(5):
+            res = await lease.query_limited(wide(target, 3000, 100), max_rows=10_000)
+            assert len(res.rows) == 3000
+            slow = await lease.query(target.sleep_sql(0.05))
+            assert len(slow.rows) == 1
+        assert lease.usable and not lease.in_transaction
+    assert pool.statistics().connections_closed == 0
