@@ -109,8 +109,15 @@ class MySQLLease(Lease):
         )
 
     async def _stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int | None,
     ) -> StreamResult:
+        # An unbuffered read is one round trip already; max_rows is the sink's.
+        del max_rows
         cursor = _SSCursor(self._conn)
         await cursor.execute(_bind(cursor, sql, params))
         description = cursor.description

@@ -152,24 +152,32 @@ class Pool(abc.ABC):
         """Give a lease back. Rolls back an open transaction and resets the session;
         ``discard=True`` closes the connection instead. Idempotent; the reset finishes
         even if the caller is cancelled."""
+        task = self.start_release(lease, discard=discard)
+        if not task.done():
+            await asyncio.shield(task)
+
+    def start_release(self, lease: Lease, *, discard: bool = False) -> asyncio.Future[None]:
+        """`release` without waiting: start giving the lease back and return a
+        future done once the connection is back in the pool (or closed). The
+        reset runs in a task of its own; nothing cancels it. Idempotent."""
         if lease._owner is not self:
             raise PoolError("this lease belongs to another pool")
         task = lease._release_task
-        if task is None:
-            loop = self._bind_loop()
-            slot, reusable, needs_reset = lease._detach(
-                discard, reset_always=self._config.reset == "always"
-            )
-            if not needs_reset:
-                done: asyncio.Future[None] = loop.create_future()
-                done.set_result(None)
-                lease._release_task = done
-                self._state.release(slot, loop.time(), reuse=reusable)
-                self._step()
-                return
-            task = lease._release_task = loop.create_task(self._reset_and_return(slot))
-        if not task.done():
-            await asyncio.shield(task)
+        if task is not None:
+            return task
+        loop = self._bind_loop()
+        slot, reusable, needs_reset = lease._detach(
+            discard, reset_always=self._config.reset == "always"
+        )
+        if not needs_reset:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            lease._release_task = done
+            self._state.release(slot, loop.time(), reuse=reusable)
+            self._step()
+            return done
+        task = lease._release_task = loop.create_task(self._reset_and_return(slot))
+        return task
 
     def lease(self, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[Lease]:
         """``async with pool.lease() as lease:`` acquires and always releases."""

@@ -125,6 +125,9 @@ class PoolState(Generic[C]):
         self._generation = 0
         self._suspect_before = -math.inf
         self._retry_at = -math.inf
+        # No idle slot reaches its lifetime or idle timeout before this (a lower
+        # bound: step skips its retirement pass until then).
+        self._due_at = math.inf
         self._backoff = 0.0
         self._waits_ms: deque[float] = deque(maxlen=_WAIT_WINDOW)
         self.leases_served = 0
@@ -251,6 +254,7 @@ class PoolState(Generic[C]):
     def expire_all(self) -> None:
         """Retire every current connection: idle ones now, lent ones when released."""
         self._generation += 1
+        self._due_at = -math.inf
 
     def close(self) -> None:
         """Stop handing out slots; the next step fails the waiters and closes idle slots."""
@@ -273,24 +277,8 @@ class PoolState(Generic[C]):
             return plan
 
         # 1. Retire idle slots: lifetime / generation first, then the idle timeout.
-        keep: list[Slot[C]] = []
-        for slot in self._idle:
-            if now >= slot.expires_at or slot.generation != self._generation:
-                self._drop(slot)
-            else:
-                keep.append(slot)
-        self._idle = keep
-        excess = self.total - self.min_size
-        if excess > 0:
-            stale = sorted(
-                (s for s in self._idle if now - s.last_used >= self.idle_timeout),
-                key=lambda s: s.last_used,
-            )[:excess]
-            if stale:
-                gone = set(stale)
-                self._idle = [s for s in self._idle if s not in gone]
-                for slot in stale:
-                    self._drop(slot)
+        if now >= self._due_at:
+            self._retire(now)
 
         # 2. Hand idle slots to waiters, first come first served.
         while self._queue and self._idle:
@@ -315,6 +303,30 @@ class PoolState(Generic[C]):
         plan.close.extend(self._pending.close)
         self._pending.close.clear()
         return plan
+
+    def _retire(self, now: float) -> None:
+        keep: list[Slot[C]] = []
+        for slot in self._idle:
+            if now >= slot.expires_at or slot.generation != self._generation:
+                self._drop(slot)
+            else:
+                keep.append(slot)
+        self._idle = keep
+        excess = self.total - self.min_size
+        if excess > 0:
+            stale = sorted(
+                (s for s in self._idle if now - s.last_used >= self.idle_timeout),
+                key=lambda s: s.last_used,
+            )[:excess]
+            if stale:
+                gone = set(stale)
+                self._idle = [s for s in self._idle if s not in gone]
+                for slot in stale:
+                    self._drop(slot)
+        timeout = self.idle_timeout
+        self._due_at = min(
+            (min(s.expires_at, s.last_used + timeout) for s in self._idle), default=math.inf
+        )
 
     def next_deadline(self, now: float) -> float | None:
         """When ``step`` next has time-driven work (expiry, idle timeout, min_size retry)."""
@@ -357,6 +369,9 @@ class PoolState(Generic[C]):
             self._drop(slot)
         else:
             self._idle.append(slot)
+            due = min(slot.expires_at, slot.last_used + self.idle_timeout)
+            if due < self._due_at:
+                self._due_at = due
 
     def _drop(self, slot: Slot[C]) -> None:
         self.connections_closed += 1

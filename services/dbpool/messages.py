@@ -246,7 +246,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     #: outside a transaction, write the response while the lease is being
     #: reset and returned, so the reply does not wait for the reset's round
     #: trip (False: the lease is back in its pool before the response is sent)
-    reply_before_release: bool = False
+    reply_before_release: bool = True
     #: of those, clients from outside the workload (ingress, real sockets); the
     #: rest stays free for the workload's own components and services
     max_external_clients: Annotated[int, msgspec.Meta(ge=1)] = 256

@@ -210,6 +210,15 @@ class DbPoolService:
             raise DbPoolError("disconnected", None, "the dbpool service is not running")
         return LocalSession(self.server)
 
+    async def settled(self) -> None:
+        """Wait until every lease being given back is in its pool again.
+
+        With ``reply_before_release`` (the default) a reply can reach its client
+        while the lease behind it is still being reset: code that looks at
+        ``in_use`` right after a reply waits here first."""
+        if self.server is not None:
+            await self.server.settle_releases()
+
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
