@@ -21,6 +21,7 @@ from .auth import AuthConfig, Authenticator
 from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
+from .pgdoor import PgFrontDoor, PostgresFrontDoorConfig
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 from .sqlimport import SqlImport
@@ -49,6 +50,8 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     #: clients from outside the workload must prove they know this secret
     auth: AuthConfig | None = None
+    #: a PostgreSQL wire-protocol front door (docs/postgres-front-door.md)
+    postgres: PostgresFrontDoorConfig | None = None
 
 
 class Listener(Protocol):
@@ -102,6 +105,8 @@ class DbPoolService:
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
         self._bound_port: int | None = None
+        self.postgres: PgFrontDoor | None = None
+        self._postgres_listener: Listener | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._listener is not None else "stopped"
@@ -138,6 +143,22 @@ class DbPoolService:
         except BaseException:
             await self._close_pools()
             raise
+        if self.config.postgres is not None:
+            try:
+                await self._start_postgres(self.config.postgres)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _start_postgres(self, config: PostgresFrontDoorConfig) -> None:
+        door = self.postgres = PgFrontDoor(config, self.config.databases, self.config.limits)
+        await door.start()
+        self._postgres_listener = await self._start_server(
+            door.handle_connection, host=self.config.host, port=config.port
+        )
+        sockets: Any = getattr(self._postgres_listener, "sockets", None)
+        if sockets:
+            door.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
@@ -148,7 +169,18 @@ class DbPoolService:
             await self.server.close()
         if listener is not None:
             await listener.wait_closed()
+        await self._close_postgres()
         await self._close_pools()
+
+    async def _close_postgres(self) -> None:
+        listener, self._postgres_listener = self._postgres_listener, None
+        door, self.postgres = self.postgres, None
+        if listener is not None:
+            listener.close()
+        if door is not None:
+            await door.close()
+        if listener is not None:
+            await listener.wait_closed()
 
     async def _close_pools(self) -> None:
         pools, self.pools = self.pools, {}
@@ -163,7 +195,10 @@ class DbPoolService:
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
-        return self.server.statistics()
+        stats = self.server.statistics()
+        if self.postgres is not None:
+            stats = msgspec.structs.replace(stats, postgres=self.postgres.statistics())
+        return stats
 
     async def serve(self, ctx: Any) -> None:
         """Run as a fabric native service until cancelled."""
