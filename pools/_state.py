@@ -197,6 +197,38 @@ class PoolState(Generic[C]):
             except ValueError:
                 pass
 
+    def take_idle(self, now: float) -> Slot[C] | None:
+        """The fast path of an acquire: the most recently used idle slot, when nobody
+        waits and it needs no health check and has not expired (else None: enqueue)."""
+        if self._closed or self._queue or not self._idle:
+            return None
+        slot = self._idle[-1]
+        if (
+            now >= slot.expires_at
+            or slot.generation != self._generation
+            or now - slot.last_used >= self.health_check_after
+            or slot.last_used <= self._suspect_before
+        ):
+            return None
+        self._idle.pop()
+        self._in_use.add(slot)
+        return slot
+
+    def abandon_slot(self, slot: Slot[C]) -> None:
+        """A slot from `take_idle` that turned out closed: drop it (counted as an error)."""
+        self.release(slot, -math.inf, reuse=False, failed=True)
+
+    def quiet_return(self, slot: Slot[C], timer_at: float, now: float) -> bool:
+        """After a release: True when a step would decide nothing new (nobody waits,
+        the slot went idle, and the maintenance timer already fires before it needs
+        attention), so the I/O layer may skip it."""
+        if self._queue or self._closed or not self._idle or self._idle[-1] is not slot:
+            return False
+        due = slot.expires_at
+        if self.total > self.min_size:
+            due = min(due, slot.last_used + self.idle_timeout)
+        return timer_at <= due
+
     def lease_started(self, waited: float) -> None:
         """A lease was handed out after ``waited`` seconds in ``acquire()``."""
         self.leases_served += 1

@@ -422,6 +422,9 @@ class PgFrontDoor:
 
     @staticmethod
     async def _drain(writer: Any, write_timeout: float) -> None:
+        transport = getattr(writer, "transport", None)
+        if transport is not None and not transport.get_write_buffer_size():
+            return  # all written already (an asyncio stream): nothing to wait for
         async with asyncio.timeout(write_timeout):
             await writer.drain()
 
