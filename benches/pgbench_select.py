@@ -154,7 +154,7 @@ def markdown(report: dict[str, Any]) -> str:
         for route in ROUTES:
             r = by_route.get(route)
             if r is None:
-                cells.append("–")
+                cells.append("-")
             elif route == "pgbouncer-tx" or r["vs_pgbouncer"] is None:
                 cells.append(f"{r['tps']:,.0f}")
             else:

@@ -67,6 +67,15 @@ _IGNORED_PARAMS = frozenset(
 )
 #: startup parameters accepted when they match the pool's sessions
 _MATCHED_PARAMS = ("client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings")
+#: what the admin console reports (it has no server session of its own)
+_ADMIN_PARAMS = {
+    "server_version": "15.0 (fabric)",
+    "server_encoding": "UTF8",
+    "client_encoding": "UTF8",
+    "DateStyle": "ISO",
+    "integer_datetimes": "on",
+    "standard_conforming_strings": "on",
+}
 _UTF8 = frozenset({"UTF8", "UNICODE", "AUTO"})
 
 
@@ -250,7 +259,9 @@ class PgFrontDoor:
         if pool is not None:
             self._check_params(params, pool)
         await self._authenticate(inp, writer, user_name, user.auth)
-        server_params = dict(await self._server_params(pool)) if pool is not None else {}
+        server_params = dict(
+            await self._server_params(pool) if pool is not None else _ADMIN_PARAMS
+        )
         pid = self._new_pid()
         key = secrets.token_bytes(4)
         relay = Relay(

@@ -90,6 +90,8 @@ class SessionState(Protocol):
 
     prepared: set[bytes]
     dirty: bool
+    #: transaction status of the session's last ReadyForQuery (I, T or E)
+    status: bytes
 
 
 class _Entry:
@@ -491,6 +493,8 @@ class Relay:
 
     def _ready(self, status: bytes) -> None:
         self.status = status
+        if self.session is not None:
+            self.session.status = status
         self._skip = False
         entries = self._entries
         while entries:
