@@ -39,8 +39,10 @@ class ScramVerifier:
         self.server_key = server_key
 
     @classmethod
-    def from_password(cls, password: str, iterations: int = ITERATIONS) -> ScramVerifier:
-        salt = secrets.token_bytes(16)
+    def from_password(
+        cls, password: str, iterations: int = ITERATIONS, salt: bytes | None = None
+    ) -> ScramVerifier:
+        salt = salt or secrets.token_bytes(16)
         salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
         stored = hashlib.sha256(_hmac(salted, b"Client Key")).digest()
         return cls(salt, iterations, stored, _hmac(salted, b"Server Key"))
