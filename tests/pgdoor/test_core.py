@@ -212,7 +212,7 @@ def test_a_failed_parse_leaves_no_statement_behind() -> None:
     r.route(s)
     out = r.feed_server(server_error("42601") + ready())
     assert kinds(out) == b"EZ"
-    assert "bad".encode() not in r.statements and not s.prepared
+    assert b"bad" not in r.statements and not s.prepared
     r.feed_client(bind("bad") + EXECUTE + SYNC)
     assert kinds(r.route(s)) == b"S"  # the batch is skipped until Sync
     assert kinds(bytes(r.to_client)) == b"E" and b"C26000" in r.to_client
