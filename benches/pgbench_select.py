@@ -100,7 +100,9 @@ async def fabric_front_door(pg: PgTarget, *, ingress: bool) -> AsyncIterator[PgT
         await net.aclose()
 
 
-async def run(levels: list[int], seconds: int, rounds: int) -> dict[str, Any]:
+async def run(
+    levels: list[int], seconds: int, rounds: int, modes: tuple[bool, ...] = (False, True)
+) -> dict[str, Any]:
     results: dict[str, dict[str, list[float]]] = {}
     async with BenchEnv() as env:
         pg = await env.postgres()
@@ -116,7 +118,7 @@ async def run(levels: list[int], seconds: int, rounds: int) -> dict[str, Any]:
                 "fabric-ingress": via_ingress,
                 "fabric-tcp": via_tcp,
             }
-            for connect in (False, True):
+            for connect in modes:
                 for c in levels:
                     key = f"{'-C ' if connect else ''}c={c}"
                     for r in range(rounds):
@@ -170,13 +172,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--modes", default="persistent,connect", help="persistent, connect (-C) or both"
+    )
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     seconds = args.seconds or (3 if args.quick else 10)
     rounds = args.rounds or (1 if args.quick else 2)
     import uvloop
 
-    report = uvloop.run(run(levels, seconds, rounds))
+    modes = tuple(m.strip() == "connect" for m in args.modes.split(","))
+    report = uvloop.run(run(levels, seconds, rounds, modes))
     text = markdown(report)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

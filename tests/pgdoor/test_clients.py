@@ -219,3 +219,23 @@ async def test_admin_console_answers_show_commands_for_admins_only(door: Door) -
         await c.close()
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await asyncpg.connect(host="127.0.0.1", port=door.port, user="tool", database="pgbouncer")
+
+
+async def test_copy_in_and_out(door: Door) -> None:
+    conn = await door.connect()
+    try:
+        await conn.execute(f"CREATE TABLE {door.table} (id int, note text)")
+        rows = [(i, f"row {i}") for i in range(3000)]
+        await conn.copy_records_to_table(door.table, records=rows)
+        assert await conn.fetchval(f"SELECT count(*) FROM {door.table}") == 3000
+        chunks: list[bytes] = []
+
+        async def sink(data: bytes) -> None:
+            chunks.append(data)
+
+        await conn.copy_from_query(f"SELECT * FROM {door.table} ORDER BY id", output=sink)
+        lines = b"".join(chunks).decode().splitlines()
+        assert len(lines) == 3000 and lines[7] == "7\trow 7"
+    finally:
+        await conn.close()
+    await door.settled()

@@ -284,3 +284,34 @@ def test_refused_statements_and_limits() -> None:
     limited.route(s)
     out = limited.feed_server(PARSE_COMPLETE + ready())
     assert kinds(out) == b"1EZ" and b"C54000" in out
+
+
+def test_copy_data_sent_ahead_of_the_copy_in_response() -> None:
+    s, r = Session(), relay()
+    copy = q("COPY t FROM STDIN") + message(b"d", b"1\n") + message(b"c")
+    r.feed_client(copy)
+    assert r.route(s) == copy
+    r.feed_server(message(b"G", b"\0" + I16.pack(0)))
+    assert r.awaiting_server  # the client already ended its data: wait for the server
+    r.feed_server(complete("COPY 1") + ready())
+    assert r.releasable
+    # a client that waits for the CopyInResponse before sending
+    r.feed_client(q("COPY t FROM STDIN"))
+    r.route(s)
+    r.feed_server(message(b"G", b"\0" + I16.pack(0)))
+    assert r.copy_in and not r.awaiting_server
+    r.feed_client(message(b"d", b"2\n") + message(b"c"))
+    r.route(s)
+    assert r.awaiting_server
+
+
+def test_a_simple_query_ends_an_extended_batch() -> None:
+    s, r = Session(), relay()
+    r.feed_client(parse("", "SELECT 1") + message(b"H"))
+    r.route(s)
+    r.feed_server(PARSE_COMPLETE)
+    assert not r.releasable
+    r.feed_client(q("SELECT 2"))
+    r.route(s)
+    r.feed_server(complete("SELECT 1") + ready())
+    assert r.releasable

@@ -61,6 +61,8 @@ log = logging.getLogger("services.dbpool.pgdoor")
 
 _READ = 65536
 _AUTH_MESSAGE_LIMIT = 8192
+#: reply bytes written to a client between two waits for it to read them
+_DRAIN_AFTER = 64 * 1024
 #: startup parameters a client may send that change nothing here
 _IGNORED_PARAMS = frozenset(
     {"user", "database", "application_name", "fallback_application_name", "extra_float_digits"}
@@ -114,7 +116,7 @@ class _In:
 
 
 class _Client:
-    __slots__ = ("database", "key", "lease", "pid", "relay", "user")
+    __slots__ = ("database", "key", "lease", "pid", "relay", "unflushed", "user")
 
     def __init__(self, pid: int, key: bytes, user: str, database: str, relay: Relay) -> None:
         self.pid = pid
@@ -123,6 +125,7 @@ class _Client:
         self.database = database
         self.relay = relay
         self.lease: PgWireLease | None = None
+        self.unflushed = 0  # bytes written to the client since the last drain
 
 
 class PgFrontDoor:
@@ -259,9 +262,7 @@ class PgFrontDoor:
         if pool is not None:
             self._check_params(params, pool)
         await self._authenticate(inp, writer, user_name, user.auth)
-        server_params = dict(
-            await self._server_params(pool) if pool is not None else _ADMIN_PARAMS
-        )
+        server_params = dict(await self._server_params(pool) if pool is not None else _ADMIN_PARAMS)
         pid = self._new_pid()
         key = secrets.token_bytes(4)
         relay = Relay(
@@ -371,8 +372,8 @@ class PgFrontDoor:
         data = inp.take()
         while True:
             if not data:
-                if client.lease is not None and relay.status != b"I":
-                    try:  # idle in a transaction: bounded, it holds a server session
+                if client.lease is not None:
+                    try:  # idle holding a server session (in a transaction): bounded
                         async with asyncio.timeout(idle_limit):
                             data = await reader.read(_READ)
                     except TimeoutError:
@@ -403,12 +404,13 @@ class PgFrontDoor:
             out = relay.route(conn)
             if relay.to_client:
                 writer.write(bytes(relay.to_client))
+                client.unflushed += len(relay.to_client)
                 relay.to_client.clear()
             if out:
                 conn.writer.write(out)
             if relay.awaiting_server:
-                await self._pump(relay, conn, writer, write_timeout)
-            await self._drain(writer, write_timeout)
+                await self._pump(client, conn, writer, write_timeout)
+            await self._drain(client, writer, write_timeout)
             if relay.terminated:
                 return
             if relay.releasable:
@@ -416,9 +418,10 @@ class PgFrontDoor:
                 await pool.release(lease)
 
     async def _pump(
-        self, relay: Relay, conn: PgConnection, writer: Any, write_timeout: float
+        self, client: _Client, conn: PgConnection, writer: Any, write_timeout: float
     ) -> None:
         """Relay server replies until every pending one arrived (or COPY IN starts)."""
+        relay = client.relay
         reader = conn.reader
         while relay.awaiting_server:
             chunk = await reader.read(_READ)
@@ -428,14 +431,22 @@ class PgFrontDoor:
             out = relay.feed_server(chunk)
             if out:
                 writer.write(out)
+                client.unflushed += len(out)
                 if relay.awaiting_server:
-                    await self._drain(writer, write_timeout)
+                    await self._drain(client, writer, write_timeout)
 
     @staticmethod
-    async def _drain(writer: Any, write_timeout: float) -> None:
+    async def _drain(client: _Client, writer: Any, write_timeout: float) -> None:
+        """Wait (at most ``write_timeout``) for the client to take its replies, once
+        ``_DRAIN_AFTER`` bytes were written since the last wait: what a client does
+        not read stays bounded without a wait per reply."""
         transport = getattr(writer, "transport", None)
         if transport is not None and not transport.get_write_buffer_size():
-            return  # all written already (an asyncio stream): nothing to wait for
+            client.unflushed = 0  # all written already (an asyncio stream)
+            return
+        if client.unflushed < _DRAIN_AFTER:
+            return
+        client.unflushed = 0
         async with asyncio.timeout(write_timeout):
             await writer.drain()
 

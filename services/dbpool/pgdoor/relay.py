@@ -141,6 +141,7 @@ class Relay:
         self._syncs = 0  # _SYNC entries pending
         self._batch_open = False  # extended-protocol messages sent since the last Sync
         self._skip = False  # the server ignores messages until the next Sync
+        self._copy_ended_ahead = 0  # CopyDone/CopyFail sent before their CopyInResponse
         self._stail = b""  # incomplete server message
         self._spass = 0  # bytes of a large DataRow/CopyData still to pass through
         self.to_client = bytearray()  # replies made here that are due now
@@ -164,6 +165,7 @@ class Relay:
         return (
             not self._entries
             and not self._batch_open
+            and not self._skip
             and self.status == b"I"
             and not self.copy_in
             and not self._spass
@@ -228,7 +230,8 @@ class Relay:
 
     def _one(self, kind: int, buf: bytes, start: int, end: int, out: list[bytes]) -> None:
         raw = buf[start - 5 : end]
-        if kind == 0x51:  # Query
+        if kind == 0x51:  # Query (it also ends an extended-protocol batch)
+            self._batch_open = False
             if _refused(buf, start):
                 word = buf[start:end].lstrip().split(None, 1)[0].upper().decode(errors="replace")
                 self._synth_error(
@@ -294,7 +297,10 @@ class Relay:
             out.append(raw)
         elif kind in (0x64, 0x63, 0x66):  # CopyData, CopyDone, CopyFail
             if kind != 0x64:
-                self.copy_in = False
+                if self.copy_in:
+                    self.copy_in = False
+                else:  # sent before the server's CopyInResponse arrived
+                    self._copy_ended_ahead += 1
             out.append(raw)
         elif kind == 0x46:  # FunctionCall
             self._push(_PLAIN[_SYNC])
@@ -444,7 +450,7 @@ class Relay:
                 elif kind == 0x43 or kind == 0x53:
                     self._note(kind, data, pos + 5, end)
                 elif kind == 0x47 or kind == 0x57:  # CopyIn / CopyBoth
-                    self.copy_in = True
+                    self._copy_started()
                 elif kind == 0x45 and not self._syncs and self._entries:
                     self._skip = True
                 pos = end
@@ -471,7 +477,7 @@ class Relay:
                     if kind == 0x43:
                         self._note(kind, data, pos + 5, end)
                 elif kind == 0x47 or kind == 0x57:
-                    self.copy_in = True
+                    self._copy_started()
                 elif kind == 0x43:
                     self._note(kind, data, pos + 5, end)
             if drop:
@@ -490,6 +496,13 @@ class Relay:
             return data if pos == n else data[:pos]
         out.append(data[run:pos])
         return b"".join(out)
+
+    def _copy_started(self) -> None:
+        """CopyInResponse: the client sends data now, unless it already ended it."""
+        if self._copy_ended_ahead:
+            self._copy_ended_ahead -= 1
+        else:
+            self.copy_in = True
 
     def _ready(self, status: bytes) -> None:
         self.status = status
