@@ -389,6 +389,8 @@ class PgFrontDoor:
             if not has_messages:
                 continue
             lease = client.lease
+            if lease is None and relay.only_terminate:
+                return  # a goodbye needs no server session
             if lease is None:
                 try:
                     lease = await pool.acquire_session()

@@ -177,6 +177,11 @@ class Relay:
         """Nothing pending from the client and no replies due."""
         return not self._entries and not self._msgs and not self._batch_open
 
+    @property
+    def only_terminate(self) -> bool:
+        """The framed client messages are just a Terminate."""
+        return len(self._msgs) == 1 and self._msgs[0][0] == 0x58
+
     # ------------------------------------------------------------ client side
 
     def feed_client(self, data: bytes) -> bool:
