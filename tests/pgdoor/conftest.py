@@ -68,9 +68,8 @@ async def front_door(
     os.environ[PASSWORD_ENV] = PASSWORD
     pool.setdefault("min_size", 1)
     pool.setdefault("max_size", 4)
-    db = DatabaseConfig(
-        kind="postgres", user="postgres", database=database, acquire_timeout=10.0, **pool
-    )
+    pool.setdefault("acquire_timeout", 10.0)
+    db = DatabaseConfig(kind="postgres", user="postgres", database=database, **pool)
     users = {
         "app": PostgresUser(password_env=PASSWORD_ENV),
         "ops": PostgresUser(auth="trust", admin=True),

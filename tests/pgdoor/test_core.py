@@ -8,6 +8,8 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.dbpool.pgdoor.relay import ProtocolViolation, Relay
 from services.dbpool.pgdoor.scram import ScramError, ScramServer, ScramVerifier
@@ -315,3 +317,44 @@ def test_a_simple_query_ends_an_extended_batch() -> None:
     r.route(s)
     r.feed_server(complete("SELECT 1") + ready())
     assert r.releasable
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_replies_split_anywhere_come_out_the_same(cuts: list[int]) -> None:
+    # a statement the session has (its ParseComplete made here), one prepared
+    # now, rows and a notice, cut into pieces anywhere
+    s = Session()
+    warm = relay()
+    warm.feed_client(parse("w", "SELECT 1") + SYNC)
+    warm.route(s)
+    warm.feed_server(PARSE_COMPLETE + ready())
+    r = relay()
+    r.feed_client(parse("a", "SELECT 1") + parse("b", "SELECT 2") + bind("b") + EXECUTE + SYNC)
+    r.route(s)
+    rows = b"".join(message(b"D", I16.pack(1) + I32.pack(3) + b"abc") for _ in range(5))
+    notice = message(b"N", b"SNOTICE\0Mhi\0\0")
+    reply = PARSE_COMPLETE + BIND_COMPLETE + notice + rows + complete("SELECT 5") + ready()
+    expected = PARSE_COMPLETE + reply
+    points = sorted({min(c, len(reply)) for c in cuts})
+    pieces = [reply[a:b] for a, b in zip([0, *points], [*points, len(reply)], strict=True)]
+    got = bytes(r.to_client) + b"".join(r.feed_server(p) for p in pieces)
+    assert got == expected
+    assert r.releasable and set(r.statements) == {b"a", b"b"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=10))
+def test_client_bytes_split_anywhere_route_the_same(cuts: list[int]) -> None:
+    data = parse("x", "SELECT $1") + bind("x") + EXECUTE + SYNC + q("SELECT 2")
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    whole = relay().feed_client(data)
+    assert whole
+    r, s, out = relay(), Session(), b""
+    for piece in pieces:
+        if r.feed_client(piece):
+            out += r.route(s)
+    expected_relay = relay()
+    expected_relay.feed_client(data)
+    assert out == expected_relay.route(Session())

@@ -11,7 +11,7 @@ import pytest
 
 from services.dbpool.messages import Limits
 
-from .conftest import PASSWORD, Door, front_door
+from .conftest import PASSWORD, Door, eventually, front_door
 
 I32 = struct.Struct("!i")
 
@@ -137,3 +137,37 @@ async def test_unknown_message_type_is_a_protocol_violation(door: Door) -> None:
     finally:
         writer.close()
     await door.settled()
+
+
+async def test_no_server_session_in_time_is_a_fatal_53300() -> None:
+    async with front_door(max_size=1, acquire_timeout=0.3) as door:
+        holder = await door.connect()
+        late = await door.connect()
+        try:
+            await holder.execute("BEGIN")
+            with pytest.raises(asyncpg.ConnectionDoesNotExistError, match="no server connection"):
+                await late.fetchval("SELECT 1")
+            await holder.execute("COMMIT")
+            assert door.stats().errors["53300"] == 1
+            assert door.pool().timeouts == 1
+        finally:
+            await holder.close()
+            late.terminate()
+
+
+async def test_idle_in_transaction_is_ended_and_rolled_back() -> None:
+    async with front_door(limits=Limits(idle_timeout=0.2)) as door:
+        idle_client = await door.connect()
+        await idle_client.execute("BEGIN")
+        await eventually(lambda: door.stats().clients_connected == 0)
+        stats = door.stats()
+        assert stats.transactions_abandoned == 1 and stats.errors["25P03"] == 1
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await idle_client.fetchval("SELECT 1")
+        idle_client.terminate()
+        await door.settled()
+        # a client idle outside a transaction holds no session and stays
+        calm = await door.connect()
+        await asyncio.sleep(0.4)
+        assert await calm.fetchval("SELECT 3") == 3
+        await calm.close()
