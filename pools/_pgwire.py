@@ -77,6 +77,10 @@ class PgConnection:
     """One server session. The owner of a lease may read and write ``reader`` /
     ``writer`` directly; it must then keep ``status``, ``dirty`` and ``prepared`` true."""
 
+    #: prepared statements a session keeps; past this the reset deallocates them all
+    #: (whoever prepares on the session marks it ``dirty`` when it crosses the limit)
+    PREPARED_LIMIT = 5000
+
     __slots__ = (
         "_buf",
         "dirty",
@@ -454,6 +458,9 @@ class PgWirePool(Pool):
 
     async def _reset(self, conn: PgConnection) -> None:
         sql = RESET_SQL if conn.dirty else ""
+        if len(conn.prepared) > conn.PREPARED_LIMIT:
+            sql += "; DEALLOCATE ALL"
+            conn.prepared.clear()
         if conn.status != b"I":
             sql = "ROLLBACK; " + sql if sql else "ROLLBACK"
         if not sql:

@@ -4,6 +4,7 @@ with a SQLSTATE, never a crash or a silent close (real sockets, real PostgreSQL)
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 
 import asyncpg
@@ -171,3 +172,12 @@ async def test_idle_in_transaction_is_ended_and_rolled_back() -> None:
         await asyncio.sleep(0.4)
         assert await calm.fetchval("SELECT 3") == 3
         await calm.close()
+
+
+async def test_an_unreachable_database_is_a_fatal_08006() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    async with front_door(min_size=0, port=dead_port, acquire_timeout=5.0) as door:
+        with pytest.raises(asyncpg.ConnectionFailureError, match="cannot reach the database"):
+            await door.connect()

@@ -262,7 +262,11 @@ class PgFrontDoor:
         if pool is not None:
             self._check_params(params, pool)
         await self._authenticate(inp, writer, user_name, user.auth)
-        server_params = dict(await self._server_params(pool) if pool is not None else _ADMIN_PARAMS)
+        try:
+            found = await self._server_params(pool) if pool is not None else _ADMIN_PARAMS
+        except PoolError as exc:
+            raise ProtocolViolation("08006", f"cannot reach the database: {exc}") from None
+        server_params = dict(found)
         pid = self._new_pid()
         key = secrets.token_bytes(4)
         relay = Relay(

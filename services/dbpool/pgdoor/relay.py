@@ -29,6 +29,8 @@ import hashlib
 from collections import deque
 from typing import Protocol
 
+from pools import PgConnection
+
 from .wire import CLOSE_COMPLETE, I32, PARSE_COMPLETE, error_response, message
 
 __all__ = ["ProtocolViolation", "Relay", "SessionState"]
@@ -72,7 +74,7 @@ _FORGET_ALL_TAGS = (b"DISCARD ALL", b"DEALLOCATE ALL")
 #: statements refused in transaction mode (first keyword of a simple query)
 REFUSED_KEYWORDS = (b"LISTEN", b"PREPARE")
 #: server-side statements one session keeps before the pool deallocates them all
-SERVER_PREPARED_LIMIT = 5000
+SERVER_PREPARED_LIMIT = PgConnection.PREPARED_LIMIT
 
 
 class ProtocolViolation(Exception):
