@@ -358,3 +358,38 @@ def test_client_bytes_split_anywhere_route_the_same(cuts: list[int]) -> None:
     expected_relay = relay()
     expected_relay.feed_client(data)
     assert out == expected_relay.route(Session())
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=64), code=st.sampled_from([196608, 80877102, 80877103, 1, -5]))
+def test_any_startup_packet_parses_or_is_refused_cleanly(body: bytes, code: int) -> None:
+    raw = I32.pack(8 + len(body)) + I32.pack(code) + body
+    try:
+        parse_startup(raw)
+    except BadStartup as exc:
+        assert len(exc.sqlstate) == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=24),
+            st.sampled_from([SYNC, EXECUTE, q("SELECT 1"), parse("x", "SELECT 1"), bind("x")]),
+            st.builds(
+                lambda kind, body: kind + I32.pack(len(body) + 4) + body,
+                st.sampled_from([b"P", b"B", b"D", b"C", b"E", b"Q", b"d", b"F", b"H"]),
+                st.binary(max_size=16),
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_any_client_bytes_route_or_are_refused_cleanly(chunks: list[bytes]) -> None:
+    r, s = Relay(max_message_size=4096), Session()
+    try:
+        for chunk in chunks:
+            if r.feed_client(chunk):
+                r.route(s)
+    except ProtocolViolation as exc:
+        assert exc.sqlstate in ("08P01", "54000")
