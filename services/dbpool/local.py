@@ -46,7 +46,6 @@ class LocalHost(SessionHost, Protocol):
 
     async def settle_releases(self) -> None: ...
 
-
 __all__ = ["LocalSession"]
 
 log = logging.getLogger("services.dbpool")

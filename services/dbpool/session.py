@@ -132,6 +132,7 @@ class _Txn:
         self.task: asyncio.Task[None] | None = None
 
 
+
 class SessionHost(Protocol):
     """What a client session needs of its server (`server.DbPoolServer` is one):
     the pools and limits, admission, the shared counters, and lease release."""
@@ -151,7 +152,6 @@ class SessionHost(Protocol):
     async def give_back(self, pool: Pool, lease: Lease, *, discard: bool) -> None: ...
     def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Task[None]: ...
     def statistics(self) -> ServerStats: ...
-
 
 class Session:
     def __init__(self, server: SessionHost, reader: StreamReader, writer: StreamWriter) -> None:
