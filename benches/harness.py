@@ -58,6 +58,12 @@ class Contender(Protocol):
 
     ``setup()`` may raise :class:`~benches.errors.ContenderSkipped` to be
     reported as skipped with its message as the reason.
+
+    ``op()`` returns ``None``, or an ``int``: the operation's own duration in
+    nanoseconds, timed inside it (a guest timing its loop, so that process
+    or instance start-up is left out). That duration is then the latency
+    sample, and throughput is operations per second of those durations
+    spread over the workers (``ops / (sum of durations / c)``).
     """
 
     name: str
@@ -65,7 +71,7 @@ class Contender(Protocol):
 
     async def setup(self) -> None: ...
 
-    async def op(self) -> None: ...
+    async def op(self) -> int | None: ...
 
     async def teardown(self) -> None: ...
 
@@ -148,7 +154,14 @@ def _replace_contender(contender: ContenderResult, levels: list[LevelResult]) ->
 class Sampler:
     """Accumulates one contender's measurements at one level, across slices."""
 
-    __slots__ = ("cpu_seconds", "errors", "first_error", "latencies_ns", "wall_seconds")
+    __slots__ = (
+        "cpu_seconds",
+        "errors",
+        "first_error",
+        "latencies_ns",
+        "self_timed_ns",
+        "wall_seconds",
+    )
 
     def __init__(self) -> None:
         self.latencies_ns: array[int] = array("q")
@@ -156,6 +169,7 @@ class Sampler:
         self.first_error: str | None = None
         self.wall_seconds = 0.0
         self.cpu_seconds = 0.0
+        self.self_timed_ns = 0  # sum of the durations ops reported themselves
 
     @property
     def ops(self) -> int:
@@ -169,6 +183,8 @@ class Sampler:
 
     def result(self, concurrency: int, bytes_per_op: int) -> LevelResult:
         throughput = self.ops / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        if self.self_timed_ns:
+            throughput = self.ops * concurrency / (self.self_timed_ns / 1e9)
         return LevelResult(
             concurrency=concurrency,
             ops=self.ops,
@@ -207,11 +223,15 @@ async def run_slice(
             start = clock()
             try:
                 async with asyncio.timeout(op_timeout):
-                    await contender.op()
+                    timed = await contender.op()
             except Exception as exc:
                 sampler.error(exc)
             else:
-                append(clock() - start)
+                if timed is None:
+                    append(clock() - start)
+                else:
+                    append(timed)
+                    sampler.self_timed_ns += timed
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:

@@ -59,6 +59,31 @@ class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, not {value!r}")
 
+    def shared(self, index: int, count: int) -> DatabaseConfig:
+        """This pool's part when ``count`` processes share its sizes (part ``index``).
+
+        ``max_size`` and ``min_size`` are totals: each part gets ``size //
+        count``, and the first ``size % count`` parts one more, so the parts
+        add up to the totals and no part's ``min_size`` exceeds its
+        ``max_size``. A ``max_size`` below ``count`` is refused (``ValueError``):
+        every part needs a connection.
+        """
+        if not 0 <= index < count:
+            raise ValueError(f"part {index} of {count} does not exist")
+        if self.max_size < count:
+            raise ValueError(
+                f"max_size {self.max_size} is the total across {count} workers, so it must "
+                f"be at least {count} (one connection per worker)"
+            )
+
+        def part(total: int) -> int:
+            base, extra = divmod(total, count)
+            return base + (1 if index < extra else 0)
+
+        return msgspec.structs.replace(
+            self, max_size=part(self.max_size), min_size=part(self.min_size)
+        )
+
     @property
     def resolved_port(self) -> int:
         """The port to connect to: ``port``, or the default port of ``kind``."""

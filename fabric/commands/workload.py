@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -20,11 +23,28 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the workloads of a manifest in the foreground")
     p.add_argument("manifest")
     p.add_argument("--control", default=None, help="control socket path (default: derived)")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes, each running every workload on its own core "
+        "('auto': one per CPU; default 1: one process, docs/workers.md)",
+    )
+    # how the parent of `--workers N` starts worker I of N (docs/workers.md)
+    p.add_argument("--worker", type=_worker_slot, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("validate", help="check a manifest without running it")
     p.add_argument("manifest")
     p.add_argument("--no-files", action="store_true", help="do not check that files exist")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="check that it can run in N worker processes (fabric run --workers N)",
+    )
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("status", help="show the state of a running fabric")
@@ -43,12 +63,46 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_invoke)
 
 
-def _load(path: str, *, check_files: bool = True, import_native: bool = False) -> Any:
+def _load(
+    path: str, *, check_files: bool = True, import_native: bool = False, workers: int = 1
+) -> Any:
     from fabric.workload import load_manifest, validate
 
     manifest = load_manifest(path)
-    validate(manifest, check_files=check_files, import_native=import_native)
+    validate(manifest, check_files=check_files, import_native=import_native, workers=workers)
     return manifest
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _workers(text: str) -> int:
+    from fabric.workload.shares import MAX_WORKERS
+
+    if text == "auto":
+        return max(1, min(_cpus(), MAX_WORKERS))
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a number of workers from 1 to {MAX_WORKERS}, got {text!r}"
+        )
+    return count
+
+
+def _worker_slot(text: str) -> Any:
+    from fabric.workload.shares import WorkerSlot
+
+    try:
+        return WorkerSlot.parse(text)
+    except (ValueError, msgspec.ValidationError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _control_path(manifest: str | None, control: str | None) -> str:
@@ -61,7 +115,9 @@ def _control_path(manifest: str | None, control: str | None) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    manifest = _load(args.manifest, check_files=not args.no_files, import_native=True)
+    manifest = _load(
+        args.manifest, check_files=not args.no_files, import_native=True, workers=args.workers
+    )
     services = sum(len(w.services) for w in manifest.workloads)
     components = sum(len(w.components) for w in manifest.workloads)
     print(
@@ -74,54 +130,118 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from fabric.workload.runtime import Fabric, default_emit
 
-    manifest = _load(args.manifest, import_native=True)
+    workers = 1 if args.worker is not None else args.workers
+    manifest = _load(args.manifest, import_native=True, workers=workers)
     path = _control_path(args.manifest, args.control)
+    names = ", ".join(w.name for w in manifest.workloads)
+    app: Any
+    label = "fabric"
+    if args.worker is not None:  # one worker of `fabric run --workers N`, started by its parent
+        slot = args.worker
+        # the parent serves the metrics endpoint for every worker
+        manifest = msgspec.structs.replace(manifest, metrics=None)
+        label = f"fabric[worker {slot.index}]"
+        prefix = f"[worker {slot.index}] "
+        app = Fabric(
+            manifest,
+            control_path=path,
+            emit=lambda line: default_emit(prefix + line),
+            worker=slot,
+        )
+    elif workers > 1:
+        from fabric.workload.workers import WorkerPool
 
-    async def main() -> int:
-        fabric = Fabric(manifest, control_path=path, emit=default_emit)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await fabric.prepare()  # a control path that cannot be served: nothing starts
-        except BaseException:
-            await fabric.stop()
-            raise
-        names = ", ".join(fabric.workloads)
-        print(f"fabric: starting {names}", file=sys.stderr, flush=True)
-        # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
-        starting = asyncio.create_task(fabric.start())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
-            print("fabric: interrupted while starting; stopped", file=sys.stderr, flush=True)
-            await fabric.stop()
-            return 130
-        stopping.cancel()
-        try:
-            starting.result()
-        except BaseException:
-            await fabric.stop()
-            raise
-        # the control socket exists (and is served) from here on
-        print(f"fabric: running {names}; control socket {path}", file=sys.stderr, flush=True)
-        await stop.wait()
-        print("fabric: stopping (draining invocations)", file=sys.stderr, flush=True)
-        await fabric.stop()
-        return 0
+        app = WorkerPool(manifest, workers, control_path=path)
+        names = f"{names} in {workers} workers"
+    else:
+        app = Fabric(manifest, control_path=path, emit=default_emit)
 
     from fabric.engine import EngineError
     from fabric.workload import WorkloadError
 
     try:
-        return run_async(main())
+        return run_async(_foreground(app, path, names, label, parent_watch=args.worker is not None))
     except (WorkloadError, EngineError) as e:
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"cannot start: {e}") from None
+    finally:
+        if args.worker is not None:
+            # the last worker out removes the parent's private socket directory, which a
+            # parent that was killed could not (only an empty directory is removed)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(path))
+
+
+async def _foreground(app: Any, path: str, names: str, label: str, *, parent_watch: bool) -> int:
+    """Run ``app`` (a ``Fabric`` or a ``WorkerPool``) until SIGINT or SIGTERM, then drain it.
+
+    ``parent_watch``: also stop when stdin closes (the parent of a worker is gone)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if parent_watch:
+        _watch_parent(loop, stop)
+    try:
+        await app.prepare()  # a control path that cannot be served: nothing starts
+    except BaseException:
+        await app.stop()
+        raise
+    metrics = getattr(app, "metrics", None)
+    if metrics is not None:
+        print(f"{label}: metrics on {metrics.url}/metrics", file=sys.stderr, flush=True)
+    print(f"{label}: starting {names}", file=sys.stderr, flush=True)
+    # Ctrl-C or SIGTERM during a cold start (compiling can take many seconds) stops at once
+    starting = asyncio.create_task(app.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        print(f"{label}: interrupted while starting; stopped", file=sys.stderr, flush=True)
+        await app.stop()
+        return 130
+    stopping.cancel()
+    try:
+        starting.result()
+    except BaseException:
+        await app.stop()
+        raise
+    # the control socket exists (and is served) from here on
+    print(f"{label}: running {names}; control socket {path}", file=sys.stderr, flush=True)
+    gave_up: asyncio.Event | None = getattr(app, "gave_up", None)  # every worker failed
+    waits = {asyncio.create_task(stop.wait())}
+    if gave_up is not None:
+        waits.add(asyncio.create_task(gave_up.wait()))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    print(f"{label}: stopping (draining invocations)", file=sys.stderr, flush=True)
+    await app.stop()
+    return 1 if gave_up is not None and gave_up.is_set() else 0
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin (a pipe or socket from the parent) reaches end of file."""
+    fd = sys.stdin.fileno()
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return  # not started by a parent (libuv must not watch /dev/null)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
 
 
 def _remote(coro: Any) -> Any:
@@ -151,6 +271,31 @@ def print_status(report: Any) -> None:
     from rich.table import Table
 
     console = Console()
+    if report.workers:
+        wt = Table(title=f"{len(report.workers)} workers", title_justify="left")
+        for col in (
+            "worker",
+            "pid",
+            "state",
+            "restarts",
+            "in flight",
+            "routed",
+            "lost",
+            "last exit",
+        ):
+            wt.add_column(col)
+        for w in report.workers:
+            wt.add_row(
+                str(w.index),
+                "" if w.pid is None else str(w.pid),
+                w.state,
+                str(w.restarts),
+                str(w.in_flight),
+                str(w.routed),
+                str(w.lost),
+                (w.last_exit or w.error or "")[:60],
+            )
+        console.print(wt)
     for wl in report.workloads:
         table = Table(title=f"workload {wl.name}", title_justify="left")
         for col in ("service", "kind", "state", "restarts", "ports", "last error"):

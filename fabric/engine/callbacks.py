@@ -13,6 +13,11 @@ The coroutine itself runs on the main stack, in the task that drives the
 store (``store.py``), and :func:`_continuation` asks the store whether it has
 finished.
 
+An async host function may also be a plain function that returns either its
+result, when it can answer at once, or a coroutine to park: the common case
+of a ``poll`` or ``blocking-read`` that finds its stream ready then costs no
+coroutine, no park and no second trip through the driver.
+
 Host functions receive the store's ``data`` object first, then the lifted
 arguments.  To return the error case of a WIT ``result`` they raise
 :class:`~fabric.engine.values.Err`.  Any other exception traps the guest and
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import types
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -30,6 +36,7 @@ from . import _capi as c
 from .values import Err, HostResource, Signature
 
 __all__ = [
+    "ACTIVE",
     "STORES",
     "HostCallStore",
     "HostFunc",
@@ -47,6 +54,7 @@ class HostCallStore(Protocol):
     data: Any
     cb_ctx: Any
     deadline: float | None
+    host_calls: int
     continuation: ctypes.Array[ctypes.c_char]
 
     def ctx(self) -> Any: ...
@@ -67,11 +75,17 @@ HostImpl = Callable[..., Any]
 _HOST_FUNCS: list[HostFunc | None] = [None]
 #: store id -> live store
 STORES: dict[int, HostCallStore] = {}
+#: the store whose call future is being polled (its driver sets it before
+#: every poll; only that store's wasm runs, so only its callbacks can fire)
+ACTIVE: list[HostCallStore | None] = [None]
 _tags = itertools.count(1)
 
 
 class HostFunc:
-    __slots__ = ("env", "impl", "interface", "is_async", "name", "sig")
+    """One host function: its implementation and, once wasmtime has shown
+    its type, the codecs bound for the trampolines (``lifts``, ``lower``)."""
+
+    __slots__ = ("env", "impl", "interface", "is_async", "lifts", "lower", "name", "sig")
 
     def __init__(self, interface: str, name: str, impl: HostImpl, is_async: bool) -> None:
         self.interface = interface
@@ -79,6 +93,8 @@ class HostFunc:
         self.impl = impl
         self.is_async = is_async
         self.sig: Signature | None = None
+        self.lifts: tuple[Callable[[Any, Any], Any], ...] | None = None
+        self.lower: Callable[[Any, Any, Any], None] | None = None
         self.env = len(_HOST_FUNCS)
         _HOST_FUNCS.append(self)
 
@@ -86,7 +102,15 @@ class HostFunc:
         sig = self.sig
         if sig is None:
             sig = self.sig = Signature.from_func_type(fty)
+            self.lower = None if sig.result is None else sig.result.lower
+            self.lifts = tuple(codec.lift for codec in sig.params)
         return sig
+
+    def bind(self, fty: Any) -> tuple[Callable[[Any, Any], Any], ...]:
+        """The parameter lifts, compiled from ``fty`` at the first call."""
+        self.signature(fty)
+        assert self.lifts is not None
+        return self.lifts
 
     @property
     def qualname(self) -> str:
@@ -109,23 +133,45 @@ def new_resource_tag() -> int:
 
 
 # --- the callbacks ------------------------------------------------------------
+def _lift_args(lifts: tuple[Callable[[Any, Any], Any], ...], args: Any, store: Any) -> Any:
+    n = len(lifts)
+    if n == 0:
+        return ()
+    if n == 1:
+        return (lifts[0](args[0], store),)
+    if n == 2:
+        return (lifts[0](args[0], store), lifts[1](args[1], store))
+    return [lift(args[i], store) for i, lift in enumerate(lifts)]
+
+
 def _sync_trampoline(
     env: int, ctx: Any, fty: Any, args: Any, nargs: int, results: Any, nresults: int
 ) -> int:
-    store: HostCallStore | None = None
     hf = _HOST_FUNCS[env]
+    # The store being polled (set by its driver before every poll): no
+    # context lookup per call.
+    store = ACTIVE[0]
     try:
         assert hf is not None
-        store = STORES[c.context_get_data(ctx)]
-        sig = hf.sig or hf.signature(fty)
+        if store is None:
+            store = STORES[c.context_get_data(ctx)]
+        lifts = hf.lifts
+        if lifts is None:
+            lifts = hf.bind(fty)
         store.cb_ctx = ctx
-        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(sig.params)]
+        n = len(lifts)
         try:
-            value = hf.impl(store.data, *pyargs)
+            if n == 1:
+                value = hf.impl(store.data, lifts[0](args[0], store))
+            elif n == 0:
+                value = hf.impl(store.data)
+            else:
+                value = hf.impl(store.data, *_lift_args(lifts, args, store))
         except Err as e:
             value = e
-        if sig.result is not None:
-            sig.result.lower(value, results[0], store)
+        lower = hf.lower
+        if lower is not None:
+            lower(value, results[0], store)
         return 0
     except BaseException as e:
         return _fail(store, hf, e)
@@ -149,8 +195,9 @@ def _async_trampoline(
     # (and its finalizer) even when the host call reports an error, and an
     # unset one is a jump through garbage. One copy of a prebuilt template
     # (callback, env = store id, finalizer).
-    sid = _get_data(ctx)
-    store = STORES.get(sid)
+    store = ACTIVE[0]
+    if store is None:
+        store = STORES.get(_get_data(ctx))
     if store is None:
         _memmove(cont_ret, _ORPHAN_CONTINUATION, _CONT_SIZE)
         err_ret[0] = ctypes.cast(
@@ -161,11 +208,25 @@ def _async_trampoline(
     hf = _HOST_FUNCS[env]
     try:
         assert hf is not None
-        sig = hf.sig or hf.signature(fty)
+        lifts = hf.lifts
+        if lifts is None:
+            lifts = hf.bind(fty)
         store.cb_ctx = ctx
-        params = sig.params
-        pyargs = [codec.lift(args[i], store) for i, codec in enumerate(params)] if params else ()
-        store.park(hf.impl(store.data, *pyargs), sig, results, hf)
+        pyargs = _lift_args(lifts, args, store)
+        try:
+            value = hf.impl(store.data, *pyargs)
+        except Err as e:
+            value = e
+        if type(value) is _Coroutine:
+            assert hf.sig is not None
+            store.park(value, hf.sig, results, hf)
+        else:
+            # Finished without waiting: the result is lowered now and the
+            # continuation reports it done at its first call (nothing parked).
+            store.host_calls += 1
+            lower = hf.lower
+            if lower is not None:
+                lower(value, results[0], store)
     except BaseException as e:
         err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
     finally:
@@ -184,9 +245,10 @@ def _noop_finalizer(env: int) -> None:
 
 
 def _destructor(env: int, ctx: Any, rep: int) -> int:
-    store: HostCallStore | None = None
+    store = ACTIVE[0]
     try:
-        store = STORES[c.context_get_data(ctx)]
+        if store is None:
+            store = STORES[c.context_get_data(ctx)]
         obj = store.table_pop(rep)
         if obj is not None:
             obj.drop()
@@ -213,6 +275,7 @@ def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
     return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
 
 
+_Coroutine = types.CoroutineType
 _get_data = c.context_get_data
 _memmove = ctypes.memmove
 _CONT_SIZE = ctypes.sizeof(c.CONTINUATION)

@@ -24,7 +24,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _capi as c
-from .callbacks import STORES, HostFunc, continuation_template
+from .callbacks import ACTIVE, STORES, HostFunc, continuation_template
 from .errors import (
     DeadlineExceeded,
     EngineError,
@@ -177,7 +177,15 @@ class Store:
 
     async def _poll(self, fut: Any) -> None:
         poll = c.call_future_poll
-        while not poll(fut):
+        active = ACTIVE
+        while True:
+            active[0] = self  # the callbacks' store, without a lookup per call
+            try:
+                done = poll(fut)
+            finally:
+                active[0] = None
+            if done:
+                return
             coro = self._parked
             if coro is None:
                 await asyncio.sleep(0)  # an epoch yield: let the loop run

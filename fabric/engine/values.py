@@ -53,6 +53,9 @@ def _zero(ptr: Any, n: int, size: int) -> None:
 
 
 _VAL = c.VAL
+_any_to_host = c.resource_any_to_host
+_host_rep = c.resource_host_rep
+_host_delete = c.resource_host_delete
 
 
 class Ok:
@@ -429,18 +432,19 @@ class ResourceCodec(Codec):
 
     def __init__(self, owned: bool) -> None:
         self.owned = owned
+        # The out-parameter of every lift (lifts never interleave): no
+        # pointer object and no byref() per call.
+        self._host = c.RESOURCE_HOST_P()
+        self._host_ref = _byref(self._host)
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        any_p = val.of.resource
-        host = c.RESOURCE_HOST_P()
-        err = c.resource_any_to_host(scope.ctx(), any_p, _byref(host))
+        host = self._host
+        err = _any_to_host(scope.ctx(), val.of.resource, self._host_ref)
         if err:
             msg, _ = c.take_error(err)
             raise TypeError(f"not a host resource: {msg}")
-        try:
-            rep = c.resource_host_rep(host)
-        finally:
-            c.resource_host_delete(host)
+        rep = _host_rep(host)
+        _host_delete(host)
         # An own handle moved to the host: the guest's table no longer holds it.
         return scope.take(rep) if self.owned else scope.lookup(rep)
 

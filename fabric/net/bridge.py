@@ -173,7 +173,12 @@ class IngressServer:
             max_sockets=2 * self.rule.max_connections,
             external=True,
         )
-        self._server = await asyncio.start_server(self._handle, self.rule.host, self.rule.host_port)
+        self._server = await asyncio.start_server(
+            self._handle,
+            self.rule.host,
+            self.rule.host_port,
+            reuse_port=True if self.rule.reuse_port else None,
+        )
 
     @property
     def port(self) -> int:

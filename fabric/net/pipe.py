@@ -47,11 +47,15 @@ Close and reset (kernel semantics, which is what a guest sees under wasmtime)
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from .errors import ErrorCode, NetTrap, SocketError, StreamClosed
 from .readiness import Notifier, wait_until
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["DEFAULT_HIGH_WATER", "PipeEnd", "PipeStatistics", "pipe_pair"]
 
@@ -209,6 +213,11 @@ class PipeEnd:
             raise NetTrap(f"write of {len(data)} bytes exceeds check-write permit of {room}")
         self._out.push(bytes(data))
 
+    def write_permitted(self, data: bytes) -> None:
+        """Queue `data` that the caller checked against `check_write()` just
+        before, in the same step (the permit is not computed again)."""
+        self._out.push(data)
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Queue `data` ignoring the high-water mark (asyncio `write` semantics)."""
         self._writable_room()
@@ -230,6 +239,10 @@ class PipeEnd:
 
     async def wait_writable(self) -> None:
         await wait_until(self.writable, self._out.writers)
+
+    def watch_writable(self, fut: asyncio.Future[None]) -> None:
+        """Resolve `fut` at the next change of the outbound side."""
+        self._out.writers.watch(fut)
 
     # -- reading -----------------------------------------------------------
 
@@ -262,6 +275,10 @@ class PipeEnd:
 
     async def wait_readable(self) -> None:
         await wait_until(self.readable, self._in.readers)
+
+    def watch_readable(self, fut: asyncio.Future[None]) -> None:
+        """Resolve `fut` at the next change of the inbound side."""
+        self._in.readers.watch(fut)
 
     @property
     def at_eof(self) -> bool:

@@ -104,13 +104,17 @@ class IngressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     At most `max_connections` real clients are forwarded at once; more are
     closed (reset) as soon as they connect. The rule's connections have a
     socket budget of their own, so they never use up the room of the
-    workload's services and components.
+    workload's services and components. With `reuse_port` the listener is
+    opened with `SO_REUSEPORT`, so several processes (the workers of
+    `fabric run --workers N`) share the host port and the kernel spreads
+    connections between them.
     """
 
     port: int
     host_port: int = 0
     host: str = "127.0.0.1"
     max_connections: int = DEFAULT_MAX_INGRESS_CONNECTIONS
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 0xFFFF or not 0 <= self.host_port <= 0xFFFF:

@@ -47,6 +47,12 @@ class Notifier:
         fut.add_done_callback(self._discard)
         return fut
 
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        """Resolve ``fut`` (if not done) at the next `notify()`; one future may
+        watch several notifiers, and leaves each of them once it is done."""
+        self._waiters.append(fut)
+        fut.add_done_callback(self._discard)
+
     def _discard(self, fut: asyncio.Future[None]) -> None:
         try:
             self._waiters.remove(fut)

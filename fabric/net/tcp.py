@@ -58,7 +58,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -76,6 +76,9 @@ from .pipe import PipeEnd
 from .policy import SocketAddrUse
 from .ports import PortBinding
 from .readiness import Notifier, wait_until
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -337,6 +340,9 @@ class TcpInputStream:
     async def wait_ready(self) -> None:
         await self._conn.end.wait_readable()
 
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        self._conn.end.watch_readable(fut)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -363,6 +369,10 @@ class TcpOutputStream:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._conn.end.write(data)
 
+    def write_permitted(self, data: bytes) -> None:
+        """`data` was checked against `check_write()` in this same step."""
+        self._conn.end.write_permitted(data)
+
     def flush(self) -> None:
         self._conn.end.flush()
 
@@ -371,6 +381,9 @@ class TcpOutputStream:
 
     async def wait_ready(self) -> None:
         await self._conn.end.wait_writable()
+
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        self._conn.end.watch_writable(fut)
 
     def close(self) -> None:
         if not self.closed:
@@ -658,6 +671,15 @@ class TcpSocket:
             await wait_until(self.ready, self._attempt.notifier)
         elif self._state is TcpState.LISTENING and self._listener is not None:
             await wait_until(self.ready, self._listener.notifier)
+
+    def watch(self, fut: asyncio.Future[None]) -> None:
+        """Resolve `fut` at the next change `ready()` may see."""
+        if self._state is TcpState.CONNECT_IN_PROGRESS and self._attempt is not None:
+            self._attempt.notifier.watch(fut)
+        elif self._state is TcpState.LISTENING and self._listener is not None:
+            self._listener.notifier.watch(fut)
+        elif not fut.done():
+            fut.set_result(None)
 
     @property
     def connection(self) -> PipeEnd | None:

@@ -23,10 +23,12 @@ InterfaceFactory = Callable[[str], list[HostInterface]]
 
 
 def _families() -> list[InterfaceFactory]:
-    from . import filesystem, sockets
+    from . import filesystem, latin1, sockets
 
     return [
         io.interfaces,
+        # not WASI: the import of the latin-1 streams adapter (docs/bytes-as-strings.md)
+        lambda version: latin1.interfaces(),
         clocks.interfaces,
         random.interfaces,
         cli.interfaces,

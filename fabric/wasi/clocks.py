@@ -11,17 +11,25 @@ from fabric.engine import HostInterface
 from .io import Pollable
 
 
-def _instant_pollable(deadline_ns: int) -> Pollable:
-    def ready() -> bool:
-        return time.monotonic_ns() >= deadline_ns
+class InstantPollable(Pollable):
+    """A monotonic-clock pollable: ready at ``deadline_ns``."""
 
-    async def wait() -> None:
+    def __init__(self, deadline_ns: int) -> None:
+        super().__init__(self._is_due, self._sleep, deadline_ns)
+        self._due = deadline_ns
+
+    def _is_due(self) -> bool:
+        return time.monotonic_ns() >= self._due
+
+    async def _sleep(self) -> None:
         # uvloop timers may fire up to ~1 ms early; Pollable.block re-checks.
-        remaining = deadline_ns - time.monotonic_ns()
+        remaining = self._due - time.monotonic_ns()
         if remaining > 0:
             await asyncio.sleep(remaining / 1e9)
 
-    return Pollable(ready, wait, deadline_ns)
+
+def _instant_pollable(deadline_ns: int) -> Pollable:
+    return InstantPollable(deadline_ns)
 
 
 def interfaces(version: str) -> list[HostInterface]:

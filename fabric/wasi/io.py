@@ -52,7 +52,8 @@ class IoError(HostResource):
         return self.message
 
 
-def _stream_error(exc: BaseException) -> Err:
+def stream_error(exc: BaseException) -> Err:
+    """The WIT ``stream-error`` for a ``StreamClosed`` or ``StreamFailed``."""
     if isinstance(exc, StreamClosed):
         return Err(("closed", None))
     code = getattr(exc, "code", None)
@@ -60,19 +61,30 @@ def _stream_error(exc: BaseException) -> Err:
 
 
 # --- pollables -------------------------------------------------------------------
+#: ``watch(fut)``: resolve ``fut`` (if not done) at the next change of the source
+Watch = Callable[["asyncio.Future[None]"], None]
+
+
 class Pollable(HostResource):
-    """``wasi:io/poll.pollable``."""
+    """``wasi:io/poll.pollable``.
+
+    ``watch``, when the source offers it, registers a future the source
+    resolves at its next change: ``poll`` over several sources then waits on
+    one future instead of a task per source.
+    """
 
     def __init__(
         self,
         ready: Callable[[], bool],
         wait: Callable[[], Awaitable[None]],
         deadline_ns: int | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self._ready = ready
         self._wait = wait
         #: for clock pollables: the monotonic time (ns) at which it becomes ready
         self.deadline_ns = deadline_ns
+        self.watch = watch
 
     def ready(self) -> bool:
         return self._ready()
@@ -82,42 +94,84 @@ class Pollable(HostResource):
             await self._wait()
 
 
-async def poll(pollables: list[Pollable]) -> list[int]:
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _check_pollables(pollables: list[Pollable]) -> None:
     if not pollables:
         raise TrapError("poll: the list of pollables is empty")
     if len(pollables) > 0xFFFFFFFF:
         raise TrapError("poll: too many pollables")
+
+
+def poll_now(pollables: list[Pollable]) -> list[int] | Awaitable[list[int]]:
+    """``poll``: the ready indexes at once, or a coroutine that waits for one."""
+    _check_pollables(pollables)
+    ready = [i for i, p in enumerate(pollables) if p._ready()]
+    return ready or _poll_wait(pollables)
+
+
+async def poll(pollables: list[Pollable]) -> list[int]:
+    _check_pollables(pollables)
+    return await _poll_wait(pollables)
+
+
+async def _poll_wait(pollables: list[Pollable]) -> list[int]:
     while True:
-        ready = [i for i, p in enumerate(pollables) if p.ready()]
+        ready = [i for i, p in enumerate(pollables) if p._ready()]
         if ready:
             return ready
         if len(pollables) == 1:
             await pollables[0].block()
             continue
-        # The common shape (a socket or stream plus a timeout) needs no task:
-        # wait on the one source with the earliest clock deadline as a timeout.
-        deadlines = [p.deadline_ns for p in pollables if p.deadline_ns is not None]
-        others = [p for p in pollables if p.deadline_ns is None]
-        if len(others) <= 1:
-            delay = None
-            if deadlines:
-                delay = max(min(deadlines) - time.monotonic_ns(), 0) / 1e9
-            if not others:
-                await asyncio.sleep(delay or 0)
-                continue
-            try:
-                async with asyncio.timeout(delay):
-                    await others[0]._wait()
-            except TimeoutError:
-                pass
+        # Clock pollables become a timer on one future that every other
+        # source resolves at its next change (through ``watch``, or a task
+        # for a source without it): no task per pollable, no timeout scope.
+        deadline: int | None = None
+        others: list[Pollable] = []
+        for p in pollables:
+            if p.deadline_ns is None:
+                others.append(p)
+            elif deadline is None or p.deadline_ns < deadline:
+                deadline = p.deadline_ns
+        if not others:
+            await asyncio.sleep(max(deadline - time.monotonic_ns(), 0) / 1e9 if deadline else 0)
             continue
-        tasks = [asyncio.ensure_future(p._wait()) for p in pollables]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await _wait_any(others, deadline)
+
+
+async def _wait_any(sources: list[Pollable], deadline_ns: int | None) -> None:
+    loop = asyncio.get_running_loop()
+    waker: asyncio.Future[None] = loop.create_future()
+    timer = None
+    if deadline_ns is not None:
+        delay = max(deadline_ns - time.monotonic_ns(), 0) / 1e9
+        timer = loop.call_later(delay, _wake, waker)
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        for p in sources:
+            if p.watch is not None:
+                p.watch(waker)
+            else:
+                task = asyncio.ensure_future(p._wait())
+                task.add_done_callback(lambda t: _settle(t, waker))
+                tasks.append(task)
+        await waker
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if not waker.done():
+            waker.cancel()  # unregisters it from the sources it watches
+        for pending in tasks:
+            pending.cancel()
+
+
+def _settle(task: asyncio.Future[None], waker: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed wait is only a wake-up
+    _wake(waker)
 
 
 # --- streams ---------------------------------------------------------------------
@@ -140,14 +194,25 @@ class InputStream(HostResource):
         try:
             return self._read(n)
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
+
+    def blocking_read_now(self, n: int) -> bytes | Awaitable[bytes]:
+        """``blocking-read``: the bytes at once when some are buffered, else a
+        coroutine that waits for them."""
+        try:
+            data = self._read(n)
+        except (StreamClosed, StreamFailed) as e:
+            raise stream_error(e) from None
+        if data or n == 0:
+            return data
+        return self.blocking_read(n)
 
     async def blocking_read(self, n: int) -> bytes:
         while True:
             try:
                 data = self._read(n)
             except (StreamClosed, StreamFailed) as e:
-                raise _stream_error(e) from None
+                raise stream_error(e) from None
             if data or n == 0:
                 return data
             await self._wait_readable()
@@ -188,7 +253,7 @@ class OutputStream(HostResource):
         try:
             return self._check_write()
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
 
     def write(self, data: bytes) -> None:
         try:
@@ -198,16 +263,29 @@ class OutputStream(HostResource):
                     f"output-stream.write of {len(data)} bytes exceeds check-write ({permitted})"
                 )
             if data:
-                self._write(data)
+                self._write_permitted(data)
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
+
+    def _write_permitted(self, data: bytes) -> None:
+        """Write ``data``, already checked against this write's permit."""
+        self._write(data)
 
     def flush(self) -> None:
         try:
             self._check_write()
             self._flush()
         except (StreamClosed, StreamFailed) as e:
-            raise _stream_error(e) from None
+            raise stream_error(e) from None
+
+    def blocking_flush_now(self) -> Awaitable[None] | None:
+        self.flush()
+        return None if self._flushed() else self._blocking_flush_rest()
+
+    async def _blocking_flush_rest(self) -> None:
+        while not self._flushed():
+            await self._wait_writable()
+            self.check_write()  # surfaces a closed stream while waiting
 
     async def blocking_flush(self) -> None:
         self.flush()
@@ -216,11 +294,32 @@ class OutputStream(HostResource):
             self.check_write()  # surfaces a closed stream while waiting
 
     async def blocking_write_and_flush(self, data: bytes) -> None:
+        result = self.blocking_write_and_flush_now(data)
+        if result is not None:
+            await result
+
+    def blocking_write_and_flush_now(self, data: bytes) -> Awaitable[None] | None:
+        """``blocking-write-and-flush``: done at once when the permit covers
+        ``data`` and the flush completes; else a coroutine for the rest."""
         if len(data) > BLOCKING_WRITE_LIMIT:
             raise TrapError(
                 f"blocking-write-and-flush of {len(data)} bytes "
                 f"(at most {BLOCKING_WRITE_LIMIT} allowed)"
             )
+        try:
+            permitted = self._check_write()
+            if len(data) <= permitted:
+                if data:
+                    self._write_permitted(data)
+                self._flush()
+                if self._flushed():
+                    return None
+                return self.blocking_flush()
+        except (StreamClosed, StreamFailed) as e:
+            raise stream_error(e) from None
+        return self._blocking_write_rest(data)
+
+    async def _blocking_write_rest(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             permitted = self.check_write()
@@ -375,14 +474,11 @@ def interfaces(version: str) -> list[HostInterface]:
     poll_iface.resource("pollable", Pollable)
     poll_iface.func("[method]pollable.ready", lambda cx, p: p.ready())
 
-    async def block(cx: Any, p: Pollable) -> None:
-        await p.block()
+    def block(cx: Any, p: Pollable) -> Awaitable[None] | None:
+        return None if p._ready() else p.block()
 
-    async def poll_(cx: Any, ps: list[Pollable]) -> list[int]:
-        return await poll(ps)
-
-    poll_iface.func("[method]pollable.block", block)
-    poll_iface.func("poll", poll_)
+    poll_iface.func("[method]pollable.block", block, is_async=True)
+    poll_iface.func("poll", lambda cx, ps: poll_now(ps), is_async=True)
 
     streams = HostInterface(f"wasi:io/streams@{version}")
     streams.resource("input-stream", InputStream)
@@ -399,17 +495,8 @@ def interfaces(version: str) -> list[HostInterface]:
     streams.func(out + "splice", lambda cx, s, src, n: s.splice(src, n))
     streams.func(out + "subscribe", lambda cx, s: s.subscribe())
 
-    async def blocking_read(cx: Any, s: InputStream, n: int) -> bytes:
-        return await s.blocking_read(n)
-
     async def blocking_skip(cx: Any, s: InputStream, n: int) -> int:
         return await s.blocking_skip(n)
-
-    async def blocking_write_and_flush(cx: Any, s: OutputStream, data: bytes) -> None:
-        await s.blocking_write_and_flush(data)
-
-    async def blocking_flush(cx: Any, s: OutputStream) -> None:
-        await s.blocking_flush()
 
     async def blocking_write_zeroes_and_flush(cx: Any, s: OutputStream, n: int) -> None:
         await s.blocking_write_zeroes_and_flush(n)
@@ -417,10 +504,15 @@ def interfaces(version: str) -> list[HostInterface]:
     async def blocking_splice(cx: Any, s: OutputStream, src: InputStream, n: int) -> int:
         return await s.blocking_splice(src, n)
 
-    streams.func(inp + "blocking-read", blocking_read)
+    # Answered at once when the stream is ready; a coroutine to park otherwise.
+    streams.func(inp + "blocking-read", lambda cx, s, n: s.blocking_read_now(n), is_async=True)
     streams.func(inp + "blocking-skip", blocking_skip)
-    streams.func(out + "blocking-write-and-flush", blocking_write_and_flush)
-    streams.func(out + "blocking-flush", blocking_flush)
+    streams.func(
+        out + "blocking-write-and-flush",
+        lambda cx, s, data: s.blocking_write_and_flush_now(data),
+        is_async=True,
+    )
+    streams.func(out + "blocking-flush", lambda cx, s: s.blocking_flush_now(), is_async=True)
     streams.func(out + "blocking-write-zeroes-and-flush", blocking_write_zeroes_and_flush)
     streams.func(out + "blocking-splice", blocking_splice)
     return [error_iface, poll_iface, streams]

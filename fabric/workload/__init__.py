@@ -11,6 +11,7 @@ Modules (each importable on its own):
 - ``admission``: per-component concurrency limit with a bounded wait queue
 - ``control``: the control endpoint (Unix socket, newline-delimited JSON) and its client
 - ``status``: status report structs; ``errors``: the exception hierarchy
+- ``exposition``, ``metrics_server``, ``health``: the metrics endpoint and probes (``[metrics]``)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .manifest import (
     IngressRule,
     LinkSpec,
     Manifest,
+    MetricsSpec,
     RestartSpec,
     ReuseSpec,
     ServiceSpec,
@@ -80,6 +82,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "ManifestIssue",
+    "MetricsSpec",
     "NativeRunner",
     "NativeServiceError",
     "Network",

@@ -7,7 +7,8 @@ free), WAIT (queued, with a ticket) or REJECT (limit and queue both full);
 asyncio: ``async with admission.slot(): ...`` runs the body in a slot, waits in
 FIFO order when all slots are busy, and raises ``Overloaded`` at once when the
 queue is full, so an overload is an error, never a hang.  It also counts
-invocations, errors and rejections and keeps latency samples for p50/p99.
+invocations, errors and rejections, keeps latency samples for p50/p99 and
+counts every latency into the buckets of a histogram (``LATENCY_BOUNDS``).
 For shutdown, ``close()`` refuses new invocations (``ShuttingDown``) and
 ``wait_idle()`` returns once the admitted and queued ones are done.
 
@@ -18,6 +19,7 @@ cancelled just after being granted a slot passes the slot on.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import time
 from collections import deque
@@ -25,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from .errors import Overloaded, ShuttingDown
-from .status import ComponentStatus, LatencySummary
+from .status import LATENCY_BOUNDS, ComponentStatus, Histogram, LatencySummary
 
 __all__ = ["Admission", "AdmissionCore", "Decision", "summarize"]
 
@@ -121,6 +123,8 @@ class Admission:
         self.rejected = 0
         self._latency: deque[float] = deque(maxlen=samples)
         self._wait: deque[float] = deque(maxlen=samples)
+        self._buckets = [0] * (len(LATENCY_BOUNDS) + 1)  # every latency since start
+        self._latency_sum = 0.0
         self.closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -160,7 +164,10 @@ class Admission:
             raise
         finally:
             self.invocations += 1
-            self._latency.append(self._clock() - arrived)
+            elapsed = self._clock() - arrived
+            self._latency.append(elapsed)
+            self._buckets[bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            self._latency_sum += elapsed
             self._release()
 
     def close(self) -> None:
@@ -196,6 +203,9 @@ class Admission:
             rejected=self.rejected,
             latency=summarize(self._latency),
             wait=summarize(self._wait),
+            histogram=Histogram(
+                bounds=LATENCY_BOUNDS, counts=tuple(self._buckets), sum=self._latency_sum
+            ),
         )
 
     def __repr__(self) -> str:

@@ -22,10 +22,18 @@ from ._decode_errors import translate
 from ._toml_lines import Path
 from .errors import ManifestError, ManifestIssue, NativeServiceError
 from .native import NATIVE_HINT, load_service_class, parse_native_spec
+from .shares import WorkerSlot, config_for_worker
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:
-    from .manifest import DirSpec, Manifest, RestartSpec, ServiceSpec, WorkloadSpec
+    from .manifest import (
+        DirSpec,
+        Manifest,
+        MetricsSpec,
+        RestartSpec,
+        ServiceSpec,
+        WorkloadSpec,
+    )
 
 __all__ = [
     "MAX_CONCURRENCY",
@@ -35,6 +43,7 @@ __all__ = [
     "check_manifest",
     "file_problem",
     "nul_problem",
+    "split_listen",
     "validate",
 ]
 
@@ -46,6 +55,7 @@ MAX_DURATION = 366 * 86400.0  # timeouts, backoffs, windows, grace
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 NAME_HINT = 'a name of letters, digits, "_", "-" and "." that starts with a letter or digit'
 MAX_REUSE_IDLE = 86400.0  # reuse.idle: at most a day
+MAX_REQUEST_SIZE = 1024 * 1024  # metrics.max_request_size: a request head of at most 1MiB
 HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?"
 )
@@ -58,22 +68,31 @@ INTERFACE_HINT = 'an interface like "fabric:guests/job" or "wasi:http/incoming-h
 Issue = tuple[Path, str]
 
 
-def validate(manifest: Manifest, *, check_files: bool = False, import_native: bool = False) -> None:
+def validate(
+    manifest: Manifest, *, check_files: bool = False, import_native: bool = False, workers: int = 1
+) -> None:
     """Raise ``ManifestError`` with every problem found, or return None.
 
     ``check_files``: wasm files, preopened host directories and ``python_path``
     entries must exist.  ``import_native``: native service classes must import.
+    ``workers``: the manifest runs in that many worker processes (``fabric run
+    --workers``); with ``import_native`` each native service class's
+    ``for_worker`` hook must accept every worker's share of its config.
     """
-    issues = check_manifest(manifest, check_files=check_files, import_native=import_native)
+    issues = check_manifest(
+        manifest, check_files=check_files, import_native=import_native, workers=workers
+    )
     if issues:
         raise ManifestError(issues)
 
 
 def check_manifest(
-    manifest: Manifest, *, check_files: bool = False, import_native: bool = False
+    manifest: Manifest, *, check_files: bool = False, import_native: bool = False, workers: int = 1
 ) -> list[ManifestIssue]:
     """Every semantic problem in ``manifest``, in file order."""
     found = list(_check(manifest, check_files=check_files, import_native=import_native))
+    if import_native and workers > 1:
+        found.extend(_replicas(manifest, workers))
     issues = [manifest.issue(path, message) for path, message in found]
     issues.sort(key=lambda issue: issue.line or 0)
     return issues
@@ -105,9 +124,78 @@ def _check(manifest: Manifest, *, check_files: bool, import_native: bool) -> Ite
                     break
             published.setdefault(rule.host_port, []).append((rule.host, workload.name, path))
     yield from _duration(manifest.grace, ("grace",))
+    if manifest.metrics is not None:
+        yield from _metrics(manifest.metrics, published)
     for p, entry in enumerate(manifest.python_path):
         if check_files and not os.path.isdir(entry):
             yield ("python_path", p), f"directory {entry} does not exist"
+
+
+def _replicas(manifest: Manifest, workers: int) -> Iterator[Issue]:
+    """What a native service's ``for_worker`` hook refuses for ``workers`` workers."""
+    for w, workload in enumerate(manifest.workloads):
+        for s, service in enumerate(workload.services):
+            if service.native is None:
+                continue
+            try:
+                cls = load_service_class(service.native, manifest.python_path)
+            except NativeServiceError:
+                continue  # reported by the service's own checks
+            for index in range(workers):
+                try:
+                    config_for_worker(cls, service.config, WorkerSlot(index, workers))
+                except (ValueError, TypeError, msgspec.ValidationError) as exc:
+                    yield (
+                        ("workloads", w, "services", s, "config"),
+                        f"cannot run in {workers} workers (fabric run --workers): {exc}",
+                    )
+                    break
+
+
+def split_listen(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:9464"`` or ``"[::1]:9464"`` -> (host, port); None if malformed.
+
+    The host is an IP address; port 0 asks for a free port."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+    if match is None:
+        return None
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535 or not _is_ip(host):
+        return None
+    return host, port
+
+
+def _metrics(
+    metrics: MetricsSpec, published: dict[int, list[tuple[str, str, Path]]]
+) -> Iterator[Issue]:
+    base: Path = ("metrics",)
+    listen = split_listen(metrics.listen)
+    if listen is None:
+        yield (
+            (*base, "listen"),
+            f'expected "host:port" with an IP address, like "127.0.0.1:9464" or '
+            f'"0.0.0.0:9464", got "{metrics.listen}"',
+        )
+    else:
+        host, port = listen
+        for other_host, workload, path in published.get(port, []) if port else []:
+            if other_host == host or _wildcard(other_host) or _wildcard(host):
+                yield (
+                    (*base, "listen"),
+                    f'host port {port} is already published by workload "{workload}" '
+                    f"({_fmt(path)})",
+                )
+                break
+    if metrics.timeout <= 0:
+        yield (*base, "timeout"), "expected a positive duration, got 0s"
+    yield from _duration(metrics.timeout, (*base, "timeout"))
+    if not 256 <= metrics.max_request_size <= MAX_REQUEST_SIZE:
+        yield (
+            (*base, "max_request_size"),
+            f"expected from 256B to {format_size(MAX_REQUEST_SIZE)}, "
+            f"got {format_size(metrics.max_request_size)}",
+        )
 
 
 def _wildcard(host: str) -> bool:

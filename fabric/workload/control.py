@@ -33,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -72,6 +73,7 @@ __all__ = [
     "Response",
     "Status",
     "StatusReply",
+    "connect",
     "default_control_path",
     "remote_invoke",
     "remote_status",
@@ -128,9 +130,10 @@ _response_decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Respons
 
 
 class ControlTarget(Protocol):
-    """What the control server serves (the running fabric)."""
+    """What the control server serves (the running fabric, or the parent of its
+    workers, whose status is gathered asynchronously)."""
 
-    def status(self) -> StatusReport: ...
+    def status(self) -> StatusReport | Awaitable[StatusReport]: ...
 
     async def invoke(
         self,
@@ -349,7 +352,10 @@ class ControlServer:
             return ErrorReply("bad-request", str(exc))
         try:
             if isinstance(message, Status):
-                return StatusReply(self.target.status())
+                report = self.target.status()
+                if inspect.isawaitable(report):
+                    report = await report
+                return StatusReply(report)
             if self.draining:
                 self.errors += 1
                 return ErrorReply("ShuttingDown", "fabric is shutting down")
@@ -366,6 +372,9 @@ class ControlServer:
                     message.workload, message.component, message.export, message.args
                 )
             return InvokeReply(result)
+        except RemoteError as exc:  # relayed from a worker: keep the worker's error kind
+            self.errors += 1
+            return ErrorReply(exc.kind, exc.message)
         except Exception as exc:
             self.errors += 1
             _log.debug("control request failed", exc_info=True)
@@ -444,6 +453,15 @@ async def request(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def connect(
+    path: str | os.PathLike[str],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the control socket at ``path``, with the checks ``request`` makes
+    (the server runs as our user; a full backlog is retried), for a client that
+    sends several requests over one connection (``fabric run --workers``)."""
+    return await _connect(os.fspath(path))
 
 
 async def _connect(where: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -11,6 +11,8 @@ Hierarchy (``WorkloadError`` derives from ``fabric.errors.FabricError``;
     ├── NotFound                   no such workload / component / service
     ├── Overloaded                 a component's concurrency limit and wait queue are full
     ├── ShuttingDown               the fabric is draining and takes no new invocations
+    ├── WorkerLost                 the worker process running an invocation died under it
+    ├── NoWorkerReady              fabric run --workers: no worker process can take an invocation
     ├── InvalidTransition          a lifecycle event that the state table does not allow
     ├── EgressResolveError         an egress target's host name does not resolve (at load)
     └── ControlError               the control endpoint (client side)
@@ -32,12 +34,14 @@ __all__ = [
     "ManifestError",
     "ManifestIssue",
     "NativeServiceError",
+    "NoWorkerReady",
     "NotFound",
     "Overloaded",
     "RemoteError",
     "ServiceFailed",
     "ShuttingDown",
     "UnfilledImports",
+    "WorkerLost",
     "WorkloadError",
 ]
 
@@ -133,6 +137,15 @@ class Overloaded(WorkloadError):
 
 class ShuttingDown(WorkloadError):
     """The fabric is shutting down and accepts no new invocations."""
+
+
+class WorkerLost(WorkloadError):
+    """The worker process running an invocation died before answering (``fabric run
+    --workers``): the invocation did not finish and may have run partly."""
+
+
+class NoWorkerReady(WorkloadError):
+    """Every worker process is starting, backing off after a crash, or failed."""
 
 
 class InvalidTransition(WorkloadError):

@@ -121,6 +121,7 @@ def manifest_from_dict(
         workloads=tuple(resolve_workload(w, base) for w in doc.workloads),
         python_path=tuple(resolve_path(p, base) for p in doc.python_path),
         grace=doc.grace,
+        metrics=doc.metrics,
         source_map=lines,
     )
     if check:

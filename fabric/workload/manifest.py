@@ -32,6 +32,7 @@ __all__ = [
     "LinkSpec",
     "Manifest",
     "ManifestFile",
+    "MetricsSpec",
     "RestartSpec",
     "ReuseSpec",
     "ServiceSpec",
@@ -180,12 +181,24 @@ class WorkloadSpec(_Spec, frozen=True):
         raise NotFound(f"workload {self.name!r} has no component {name!r}")
 
 
+class MetricsSpec(_Spec, frozen=True):
+    """``[metrics]``: the metrics endpoint and health probes over HTTP (docs/metrics.md)."""
+
+    listen: Name  # "host:port" on the host; port 0 picks a free one
+    max_clients: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    #: a request must arrive whole within this, and a kept-alive connection idles at most this
+    timeout: Duration = Duration(10.0)
+    #: largest request head (request line and headers) accepted
+    max_request_size: ByteSize = ByteSize(8192)
+
+
 class ManifestFile(_Spec, frozen=True):
     """The top level of a manifest file."""
 
     workloads: tuple[WorkloadSpec, ...] = ()
     python_path: tuple[str, ...] = ()
     grace: Duration = Duration(10.0)
+    metrics: MetricsSpec | None = None
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,6 +208,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     workloads: tuple[WorkloadSpec, ...]
     python_path: tuple[str, ...] = ()
     grace: Duration = Duration(10.0)
+    metrics: MetricsSpec | None = None
     source_map: SourceMap = msgspec.field(default_factory=SourceMap)
 
     @property
@@ -210,7 +224,12 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
 
     def to_dict(self) -> dict[str, Any]:
         """The content as TOML-shaped builtins (no None values; durations as "30s")."""
-        doc = ManifestFile(workloads=self.workloads, python_path=self.python_path, grace=self.grace)
+        doc = ManifestFile(
+            workloads=self.workloads,
+            python_path=self.python_path,
+            grace=self.grace,
+            metrics=self.metrics,
+        )
         out = _drop_none(msgspec.to_builtins(doc, enc_hook=units.enc_hook))
         assert isinstance(out, dict)
         return out

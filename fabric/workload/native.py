@@ -28,9 +28,18 @@ is *ready* once it listens on all its declared ``ports``.
 ``ctx.network`` is the workload's virtual loopback network (the same one wasm
 guests see); ``ctx.invoke(component, export, args)`` runs a component of the
 same workload; ``ctx.publish_stats(fn)`` makes ``fn()`` (a msgspec Struct or a
-dict) part of ``fabric status``; ``ctx.publish_handle(obj)`` offers ``obj`` to
-the workload's runtime in-process while the instance runs (how the dbpool
-service serves the typed ``fabric:dbpool/sql`` import).
+dict) part of ``fabric status`` (and of the metrics endpoint, as untyped
+``fabric_service_stat`` values, unless the class offers ``metrics()``);
+``ctx.publish_handle(obj)`` offers ``obj`` to the workload's runtime
+in-process while the instance runs (how the dbpool service serves the typed
+``fabric:dbpool/sql`` import); ``ctx.worker`` says which worker process of
+``fabric run --workers N`` runs this instance (a ``WorkerSlot``: ``index`` of
+``count``; ``0/1`` for a plain ``fabric run``).
+
+With several workers every service runs once per worker. A class whose
+instances hold something outside the process that must not be multiplied
+declares a ``for_worker(config, slot)`` classmethod returning each worker's
+``config`` table (``fabric.workload.shares``; dbpool splits its pools' sizes).
 
 A service class may offer a guest SDK: ``guest_paths`` (a class attribute, a
 sequence of directories of pure-Python modules) are put on the module path of
@@ -40,6 +49,12 @@ so those components can ``import`` the service's client.  Likewise
 serves in-process: every component of the workload that imports one gets it
 defined in its linker, built from the handles the workload's services publish
 (``ctx.publish_handle``).
+
+A service instance may offer typed metrics for the metrics endpoint
+(``[metrics]``, docs/metrics.md): a ``metrics()`` method returning metric
+families as plain data, each ``{"name", "kind": "counter" | "gauge", "help",
+"samples": [{"value", "labels": {...}}]}`` (or `MetricFamily` Structs); they
+are read at scrape time, so nothing is counted twice on the service's hot path.
 """
 
 from __future__ import annotations
@@ -61,6 +76,8 @@ import msgspec
 from fabric.engine import HostInterface
 
 from .errors import NativeServiceError, WorkloadError
+from .shares import WorkerSlot
+from .status import MetricFamily
 
 __all__ = [
     "ConnectionHandler",
@@ -144,10 +161,13 @@ class ServiceContext:
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
         handles: dict[str, Any] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.workload = workload
         self.service = service
         self.network = network
+        #: which worker process runs this instance (``fabric run --workers N``)
+        self.worker = worker if worker is not None else WorkerSlot()
         self.env: Mapping[str, str] = dict(env or {})
         self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
         self._invoker = invoker
@@ -353,10 +373,12 @@ class NativeRunner:
         env: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
         handles: dict[str, Any] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self._cls = cls
         self._config = config
         self._ports = tuple(ports)
+        self._instance: NativeService | None = None
         self.logger = logger or logging.getLogger(f"fabric.service.{workload}.{service}")
         self._network = _TrackedNetwork(network, self.logger)
         self.context = ServiceContext(
@@ -367,13 +389,15 @@ class NativeRunner:
             env=env,
             logger=self.logger,
             handles=handles,
+            worker=worker,
         )
 
     async def run(self) -> None:
         try:
-            instance = self._cls(copy.deepcopy(dict(self._config)))
+            instance = self._instance = self._cls(copy.deepcopy(dict(self._config)))
             await instance.serve(self.context)
         finally:
+            self._instance = None
             self.context.withdraw_handle()
             await self._network.aclose()
 
@@ -382,6 +406,13 @@ class NativeRunner:
 
     def stats(self) -> Any:
         return self.context.stats()
+
+    def metrics(self) -> tuple[MetricFamily, ...]:
+        """What the service instance's optional ``metrics()`` method offers (none without one)."""
+        offered = getattr(self._instance, "metrics", None)
+        if offered is None:
+            return ()
+        return msgspec.convert(list(offered()), tuple[MetricFamily, ...])
 
     def __repr__(self) -> str:
         name = self._cls.__name__

@@ -31,10 +31,12 @@ from fabric.runtime import Runtime, run_export
 from fabric.wasi import WasiConfig, WasiCtx
 
 from .admission import Admission
+from .checks import split_listen
 from .control import ControlServer
 from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
+from .metrics_server import MetricsServer
 from .native import (
     NativeRunner,
     load_service_class,
@@ -42,6 +44,7 @@ from .native import (
     offered_host_imports,
 )
 from .reuse import InstancePool, PooledInstance, retire_reason
+from .shares import WorkerSlot, config_for_worker
 from .status import ComponentStatus, StatusReport, WorkloadStatus
 from .streaming import OutputFactory
 from .supervisor import Supervisor
@@ -60,7 +63,7 @@ _log = logging.getLogger("fabric.workload")
 #: The pure-Python dbpool client, put on the path of guests built from source.
 
 
-def _policy(spec: WorkloadSpec) -> NetworkPolicy:
+def _policy(spec: WorkloadSpec, *, reuse_port: bool = False) -> NetworkPolicy:
     egress = []
     for rule in spec.egress:
         host, port = rule.dest, rule.port
@@ -74,7 +77,11 @@ def _policy(spec: WorkloadSpec) -> NetworkPolicy:
         )
     ingress = [
         NetIngress(
-            port=r.port, host_port=r.host_port, host=r.host, max_connections=r.max_connections
+            port=r.port,
+            host_port=r.host_port,
+            host=r.host,
+            max_connections=r.max_connections,
+            reuse_port=reuse_port,  # the workers of `fabric run --workers N` share host ports
         )
         for r in spec.ingress
     ]
@@ -124,13 +131,16 @@ class WorkloadRuntime:
         *,
         python_path: Sequence[str] = (),
         emit: Callable[[str], None] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.runtime = runtime
         self.python_path = tuple(python_path)
         self.emit = emit or (lambda line: print(line, flush=True))
-        self.network = VirtualNetwork(spec.name, _policy(spec))
+        #: which worker of ``fabric run --workers N`` this is (services see it)
+        self.worker = worker if worker is not None else WorkerSlot()
+        self.network = VirtualNetwork(spec.name, _policy(spec, reuse_port=self.worker.replicated))
         self.supervisor = Supervisor(name=spec.name)
         self.components: dict[str, _ComponentEntry] = {}
         self._service_components: dict[str, tuple[Component, Linker]] = {}
@@ -235,10 +245,12 @@ class WorkloadRuntime:
                 factory = functools.partial(WasmService, self, s, comp, linker)
             else:
                 assert s.native is not None
+                cls = load_service_class(s.native, self.python_path)
                 factory = functools.partial(
                     NativeRunner,
-                    load_service_class(s.native, self.python_path),
-                    config=s.config,
+                    cls,
+                    # with several workers, the class's share of what the service holds
+                    config=self._native_config(cls, s.name, s.config),
                     workload=self.name,
                     service=s.name,
                     network=self.network,
@@ -246,6 +258,7 @@ class WorkloadRuntime:
                     invoker=self.invoke,
                     env=s.env,
                     handles=self.handles,
+                    worker=self.worker,
                 )
             self.supervisor.add(
                 s.name,
@@ -258,6 +271,15 @@ class WorkloadRuntime:
             )
         await self.supervisor.start()
         await self.network.start_ingress()
+
+    def _native_config(self, cls: type, service: str, config: Mapping[str, Any]) -> Any:
+        try:
+            return config_for_worker(cls, config, self.worker)
+        except ValueError as exc:  # the manifest check refuses this before anything starts
+            raise WorkloadError(
+                f"workload {self.name!r}: service {service!r} cannot run in "
+                f"{self.worker.count} workers: {exc}"
+            ) from None
 
     async def drain(self, grace: float) -> None:
         for entry in self.components.values():
@@ -475,8 +497,13 @@ class Fabric:
         runtime: Runtime | None = None,
         control_path: str | None = None,
         emit: Callable[[str], None] | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
+        """``worker``: which worker of ``fabric run --workers N`` this process is
+        (ingress listeners then share their host ports, native services get their
+        share of what they hold: ``fabric.workload.shares``)."""
         self.manifest = manifest
+        self.worker = worker if worker is not None else WorkerSlot()
         self.runtime = runtime or Runtime()
         self._own_runtime = runtime is None
         self.emit = emit
@@ -486,21 +513,40 @@ class Fabric:
                 self.runtime,
                 python_path=[os.path.join(manifest.directory, p) for p in manifest.python_path],
                 emit=emit,
+                worker=self.worker,
             )
             for w in manifest.workloads
         }
         self.control_path = control_path
         self.control: ControlServer | None = None
+        #: the metrics endpoint and health probes (``[metrics]``), from ``prepare`` on
+        self.metrics: MetricsServer | None = None
         self.started_at = 0.0
         self.draining = False
 
     async def prepare(self) -> None:
-        """Check the control socket path (``ControlError`` if it cannot be served),
-        before anything starts; ``start`` does it when it has not been done."""
+        """Check the control socket path (``ControlError`` if it cannot be served)
+        and open the metrics endpoint, before anything starts (so the probes answer
+        during a long cold start); ``start`` does it when it has not been done."""
         if self.control_path and self.control is None:
             control = ControlServer(self, self.control_path)
             await control.prepare()
             self.control = control
+        spec = self.manifest.metrics
+        if spec is not None and self.metrics is None:
+            listen = split_listen(spec.listen)
+            if listen is None:  # validation refuses it first
+                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
+            server = MetricsServer(
+                self.status,
+                host=listen[0],
+                port=listen[1],
+                max_clients=spec.max_clients,
+                timeout=float(spec.timeout),
+                max_request_size=int(spec.max_request_size),
+            )
+            await server.start()
+            self.metrics = server
 
     async def start(self) -> None:
         await self.prepare()
@@ -522,6 +568,8 @@ class Fabric:
             await wl.stop()
         if self.control is not None:
             await self.control.close(grace=1.0)
+        if self.metrics is not None:
+            await self.metrics.close()
         if self._own_runtime:
             self.runtime.close()
 

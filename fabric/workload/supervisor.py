@@ -3,7 +3,8 @@
 A service is anything with the ``Runnable`` shape: ``run()`` runs until the
 service exits (returns), crashes (raises) or is cancelled; ``is_ready()`` says
 whether it serves yet (e.g. "listening on all declared ports");
-``stats()`` returns whatever it publishes for status (or None).  The
+``stats()`` returns whatever it publishes for status (or None); an optional
+``metrics()`` returns `MetricFamily`s for the metrics endpoint.  The
 supervisor takes a *factory* per service and builds a fresh instance for
 every (re)start.
 
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 from .errors import NotFound, ServiceFailed, WorkloadError
 from .lifecycle import ServiceMachine, State, Transition
 from .restart import Restart, RestartPolicy
-from .status import ServiceStatus, SupervisorStats
+from .status import MetricFamily, ServiceStatus, SupervisorStats
 from .units import format_duration
 
 __all__ = ["Runnable", "ServiceFactory", "Supervisor"]
@@ -102,6 +103,7 @@ class Supervisor:
         self._launched: list[_Entry] = []  # start order
         self._changed = asyncio.Event()
         self._running = False
+        self._metrics_failed: set[str] = set()
 
     # -- configuration -------------------------------------------------------
 
@@ -322,11 +324,13 @@ class Supervisor:
         now, wall = self._clock(), self._wall()
         next_at = machine.next_attempt_at
         stats = None
+        metrics: tuple[MetricFamily, ...] = ()
         if entry.instance is not None and machine.state in (State.STARTING, State.READY):
             try:
                 stats = entry.instance.stats()
             except Exception as exc:
                 stats = {"error": describe_error(exc)}
+            metrics = self._metrics(entry)
         return ServiceStatus(
             name=name,
             state=machine.state.value,
@@ -339,7 +343,21 @@ class Supervisor:
             kind=entry.kind,
             ports=entry.ports,
             stats=stats,
+            metrics=metrics,
         )
+
+    def _metrics(self, entry: _Entry) -> tuple[MetricFamily, ...]:
+        """The metric families an instance offers (optional ``metrics()``; none on failure)."""
+        offered = getattr(entry.instance, "metrics", None)
+        if offered is None:
+            return ()
+        try:
+            return tuple(offered())
+        except Exception:
+            if entry.name not in self._metrics_failed:  # once: scrapes come every few seconds
+                self._metrics_failed.add(entry.name)
+                _log.warning("service %s: metrics() failed", entry.name, exc_info=True)
+            return ()
 
     def statistics(self) -> SupervisorStats:
         return SupervisorStats(

@@ -21,6 +21,7 @@ from .auth import AuthConfig, Authenticator
 from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
+from .metrics import server_metrics
 from .pgdoor import PgFrontDoor, PostgresFrontDoorConfig
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
@@ -83,16 +84,35 @@ class DbPoolService:
     ``native = "services.dbpool.service:DbPoolService"`` with the
     ``DbPoolConfig`` fields as its ``config`` table; ``serve(ctx)`` listens on
     the workload's virtual network and publishes the server statistics to
-    ``fabric status``. Components of the workload built from Python source
-    get its guest SDK on their module path (``guest_paths``); components that
-    import ``fabric:dbpool/sql`` reach it in-process through the handle it
-    publishes (``open_session``, docs/sql-import.md).
+    ``fabric status`` (and, through ``metrics()``, to the metrics endpoint).
+    Components of the workload built from Python source get its guest SDK on
+    their module path (``guest_paths``); components that import
+    ``fabric:dbpool/sql`` reach it in-process through the handle it publishes
+    (``open_session``, docs/sql-import.md).
     """
 
     guest_paths: ClassVar[tuple[Path, ...]] = (GUEST_SDK,)
     #: components importing ``fabric:dbpool/sql`` reach the service in-process
     host_imports: ClassVar[tuple[SqlImport, ...]] = (SqlImport(),)
     config_type: ClassVar[type[DbPoolConfig]] = DbPoolConfig  # checked by ``fabric validate``
+
+    @classmethod
+    def for_worker(cls, config: Mapping[str, Any], slot: Any) -> dict[str, Any]:
+        """The config of one worker of ``fabric run --workers N`` (``slot``: its
+        ``index`` of ``count``): every pool's ``max_size`` and ``min_size`` are
+        totals across the workers, split by `DatabaseConfig.shared`, so the
+        database sees at most ``max_size`` connections whatever the count.
+        ``ValueError`` when a pool's ``max_size`` is below the worker count."""
+        parsed = msgspec.convert(dict(config), DbPoolConfig)
+        databases = {}
+        for name, db in parsed.databases.items():
+            try:
+                databases[name] = db.shared(slot.index, slot.count)
+            except ValueError as exc:
+                raise ValueError(f"databases.{name}: {exc}") from None
+        shared = msgspec.structs.replace(parsed, databases=databases)
+        table: dict[str, Any] = msgspec.to_builtins(shared)
+        return table
 
     def __init__(
         self, config: DbPoolConfig | Mapping[str, Any], start_server: StartServer | None = None
@@ -199,6 +219,11 @@ class DbPoolService:
         if self.postgres is not None:
             stats = msgspec.structs.replace(stats, postgres=self.postgres.statistics())
         return stats
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The statistics as metric families for fabric's metrics endpoint
+        (``services/dbpool/metrics.py``); none while not started."""
+        return [] if self.server is None else server_metrics(self.server.statistics())
 
     async def serve(self, ctx: Any) -> None:
         """Run as a fabric native service until cancelled."""

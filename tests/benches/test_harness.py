@@ -261,3 +261,22 @@ def test_registry_plugin_errors_are_recorded() -> None:
     assert registry.plugins == [] and registry.plugin_errors == []
     registry.load_plugins(package="benches", prefix="harness")  # module without register()
     assert registry.plugin_errors and "register" in registry.plugin_errors[0]
+
+
+class SelfTimed(Sleeper):
+    """An op that reports its own duration (as a guest timing its loop does)."""
+
+    async def op(self) -> int:  # type: ignore[override]
+        await asyncio.sleep(0.002)  # start-up the op leaves out of its timing
+        return 1_000_000  # 1 ms
+
+
+async def test_an_op_that_times_itself_gives_the_latency_and_throughput() -> None:
+    sampler = Sampler()
+    await run_slice(SelfTimed("t", 0), 2, seconds=10.0, max_ops=10, op_timeout=5, sampler=sampler)
+    level = sampler.result(2, bytes_per_op=1_000_000)
+    assert sampler.ops == 10
+    assert level.latency is not None and level.latency.p50_ms == 1.0
+    # 10 ops of 1 ms each, spread over 2 workers: 2,000 ops/s, 2,000 MB/s
+    assert level.throughput == 2000.0
+    assert level.mb_per_s == 2000.0

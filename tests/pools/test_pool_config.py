@@ -44,3 +44,32 @@ def test_create_pool_picks_the_driver() -> None:
     assert pg.statistics().max_size == 3
     with pytest.raises(ValueError, match="kind"):
         MySQLPool(DatabaseConfig(kind="postgres"))
+
+
+@pytest.mark.parametrize(
+    ("min_size", "max_size", "count", "parts"),
+    [
+        (1, 10, 2, [(1, 5), (0, 5)]),
+        (4, 7, 3, [(2, 3), (1, 2), (1, 2)]),
+        (0, 2, 2, [(0, 1), (0, 1)]),
+        (3, 3, 3, [(1, 1), (1, 1), (1, 1)]),
+        (5, 5, 1, [(5, 5)]),
+    ],
+)
+def test_shared_splits_the_sizes_between_processes(
+    min_size: int, max_size: int, count: int, parts: list[tuple[int, int]]
+) -> None:
+    config = DatabaseConfig(kind="postgres", min_size=min_size, max_size=max_size)
+    shared = [config.shared(i, count) for i in range(count)]
+    assert [(s.min_size, s.max_size) for s in shared] == parts
+    assert sum(s.max_size for s in shared) == max_size
+    assert sum(s.min_size for s in shared) == min_size
+    assert all(s.kind == "postgres" and s.database == config.database for s in shared)
+
+
+def test_shared_refuses_fewer_connections_than_processes() -> None:
+    config = DatabaseConfig(kind="mysql", min_size=0, max_size=2)
+    with pytest.raises(ValueError, match="max_size 2 is the total across 3 workers"):
+        config.shared(0, 3)
+    with pytest.raises(ValueError, match="part 3 of 3"):
+        config.shared(3, 3)

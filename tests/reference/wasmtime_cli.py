@@ -55,6 +55,7 @@ NONDETERMINISTIC_KEYS = frozenset(
         "random_bytes_hex",
         "random_module_hex",
         "mib_per_s",
+        "elapsed_us",
         "listening",
         "from_port",
     }

@@ -27,6 +27,7 @@ from fabric.workload.manifest import (
     IngressRule,
     LinkSpec,
     ManifestFile,
+    MetricsSpec,
     RestartSpec,
     ReuseSpec,
     ServiceSpec,
@@ -257,7 +258,7 @@ def test_errors_in_data_without_text_have_no_line() -> None:
 def test_reference_documents_every_field() -> None:
     doc = (EXAMPLES.parent / "docs" / "manifest.md").read_text()
     structs = (ManifestFile, WorkloadSpec, ServiceSpec, RestartSpec, ComponentSpec, ReuseSpec,
-               LinkSpec, IngressRule, EgressRule)  # fmt: skip
+               LinkSpec, IngressRule, EgressRule, MetricsSpec)  # fmt: skip
     for struct in structs:
         for field in msgspec.structs.fields(struct):
             assert f"| `{field.encode_name}` |" in doc, f"{struct.__name__}.{field.name}"

@@ -44,7 +44,8 @@ CASES: list[tuple[str, str, str]] = [
     (
         "unknown-top-level-key",
         'version = 2\n[[workloads]]\nname = "a"\n',
-        '{file}:1: version: unknown key "version" (valid keys: workloads, python_path, grace)',
+        '{file}:1: version: unknown key "version" '
+        "(valid keys: workloads, python_path, grace, metrics)",
     ),
     (
         "wrong-type-name",
@@ -306,6 +307,52 @@ CASES: list[tuple[str, str, str]] = [
         'dirs = [{ host = "data", guest = "data" }]\n',
         "{file}:6: workloads[0].components[0].dirs[0].guest: expected an absolute path like "
         '"/data", got "data"',
+    ),
+    (
+        "metrics-unknown-key",
+        '[metrics]\nlisten = "127.0.0.1:9464"\nport = 9464\n' + COMPONENT,
+        '{file}:3: metrics.port: unknown key "port" '
+        "(valid keys: listen, max_clients, timeout, max_request_size)",
+    ),
+    (
+        "metrics-listen-missing",
+        "[metrics]\nmax_clients = 4\n" + COMPONENT,
+        '{file}:1: metrics: missing required key "listen"',
+    ),
+    (
+        "metrics-listen-host-name",
+        '[metrics]\nlisten = "localhost:9464"\n' + COMPONENT,
+        '{file}:2: metrics.listen: expected "host:port" with an IP address, like '
+        '"127.0.0.1:9464" or "0.0.0.0:9464", got "localhost:9464"',
+    ),
+    (
+        "metrics-listen-port-range",
+        '[metrics]\nlisten = "127.0.0.1:70000"\n' + COMPONENT,
+        '{file}:2: metrics.listen: expected "host:port" with an IP address, like '
+        '"127.0.0.1:9464" or "0.0.0.0:9464", got "127.0.0.1:70000"',
+    ),
+    (
+        "metrics-max-clients",
+        '[metrics]\nlisten = "127.0.0.1:9464"\nmax_clients = 0\n' + COMPONENT,
+        "{file}:3: metrics.max_clients: expected an integer from 1 to 1024, got 0",
+    ),
+    (
+        "metrics-timeout-zero",
+        '[metrics]\nlisten = "127.0.0.1:9464"\ntimeout = "0s"\n' + COMPONENT,
+        "{file}:3: metrics.timeout: expected a positive duration, got 0s",
+    ),
+    (
+        "metrics-request-size",
+        '[metrics]\nlisten = "127.0.0.1:9464"\nmax_request_size = "2MiB"\n' + COMPONENT,
+        "{file}:3: metrics.max_request_size: expected from 256B to 1MiB, got 2MiB",
+    ),
+    (
+        "metrics-port-published-by-ingress",
+        SERVICE
+        + "[[workloads.ingress]]\nhost_port = 9464\nport = 8080\n"
+        + '[metrics]\nlisten = "0.0.0.0:9464"\n',
+        '{file}:12: metrics.listen: host port 9464 is already published by workload "shop" '
+        "(workloads[0].ingress[0])",
     ),
 ]
 

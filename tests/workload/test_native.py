@@ -238,3 +238,42 @@ async def test_two_workloads_example_both_bind_8080() -> None:
         for entry in manifest.python_path:
             if entry in sys.path:
                 sys.path.remove(entry)
+
+
+async def test_metrics_offered_by_a_service_instance(
+    network: VirtualNetwork, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Offering:
+        broken = False
+
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.hits = 0
+
+        def metrics(self) -> list[dict[str, Any]]:
+            if Offering.broken:
+                return [{"name": "hits", "kind": "histogram"}]
+            return [{"name": "hits", "kind": "counter", "samples": [{"value": self.hits}]}]
+
+        async def serve(self, ctx: ServiceContext) -> None:
+            self.hits = 3
+            await asyncio.Event().wait()
+
+    def factory() -> NativeRunner:
+        return NativeRunner(
+            Offering, config={}, workload="native", service="offer", network=network
+        )
+
+    sup = Supervisor(name="native")
+    sup.add("offer", factory)
+    async with asyncio.timeout(10):
+        await sup.start()
+        await eventually(lambda: bool(sup.status("offer").metrics))
+        (family,) = sup.status("offer").metrics
+        assert (family.name, family.kind, family.samples[0].value) == ("hits", "counter", 3.0)
+        Offering.broken = True  # a malformed answer: no families, one warning
+        assert sup.status("offer").metrics == ()
+        assert sup.status("offer").metrics == ()
+        await sup.stop()
+    assert sup.status("offer").metrics == ()  # a stopped service offers nothing
+    warnings = [r for r in caplog.records if "metrics() failed" in r.getMessage()]
+    assert len(warnings) == 1

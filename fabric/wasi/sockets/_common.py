@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from fabric.engine import Err, HostResource, TrapError
 from fabric.net import IpAddress, IpAddressFamily, NetTrap, SocketAddress, SocketError
 
-from ..io import Pollable
+from ..io import Pollable, Watch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,9 +113,13 @@ class ChildPollable(Pollable):
     """A ``subscribe`` pollable: a child of the resource it watches."""
 
     def __init__(
-        self, ready: Callable[[], bool], wait: Callable[[], Awaitable[None]], parent: Parent
+        self,
+        ready: Callable[[], bool],
+        wait: Callable[[], Awaitable[None]],
+        parent: Parent,
+        watch: Watch | None = None,
     ) -> None:
-        super().__init__(ready, wait)
+        super().__init__(ready, wait, watch=watch)
         self._parent: Parent | None = parent
         parent.adopt()
 
@@ -166,7 +170,7 @@ def _address_family(cx: Any, s: SocketResource) -> str:
 
 
 def _subscribe(cx: Any, s: SocketResource) -> Pollable:
-    return ChildPollable(s.sock.ready, s.sock.wait_ready, s)
+    return ChildPollable(s.sock.ready, s.sock.wait_ready, s, getattr(s.sock, "watch", None))
 
 
 #: WIT methods with the same meaning on tcp-socket and udp-socket

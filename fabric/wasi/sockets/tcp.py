@@ -20,9 +20,9 @@ watches (see ``_common``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
-from fabric.engine import HostInterface
+from fabric.engine import HostInterface, TrapError
 from fabric.net import (
     ShutdownType,
     SocketError,
@@ -32,7 +32,14 @@ from fabric.net import (
 )
 from fabric.net import StreamClosed as NetClosed
 
-from ..io import InputStream, OutputStream, Pollable, StreamClosed, StreamFailed
+from ..io import (
+    InputStream,
+    OutputStream,
+    Pollable,
+    StreamClosed,
+    StreamFailed,
+    stream_error,
+)
 from ._common import (
     SHARED_METHODS,
     ChildPollable,
@@ -70,19 +77,33 @@ def _stream_failure(e: NetClosed | SocketError) -> StreamClosed | StreamFailed:
     return StreamFailed(str(e), e.code.value)
 
 
+def _raise_stream_error(e: NetClosed | SocketError) -> NoReturn:
+    """The WIT ``stream-error`` of a failed read or write."""
+    raise stream_error(_stream_failure(e)) from None
+
+
 class TcpIn(Parent, InputStream):
-    """The ``input-stream`` of a connected socket (a child of it)."""
+    """The ``input-stream`` of a connected socket (a child of it).
+
+    ``read`` goes straight to the pipe end (one of the hot host calls)."""
 
     kind = "input-stream"
 
     def __init__(self, stream: TcpInputStream, parent: TcpSocketResource) -> None:
         self._s = stream
+        self._end = stream.end
         self._parent: TcpSocketResource | None = parent
         parent.adopt()
 
+    def read(self, n: int) -> bytes:
+        try:
+            return self._end.read(n if n < MAX_CHUNK else MAX_CHUNK)
+        except (NetClosed, SocketError) as e:
+            _raise_stream_error(e)
+
     def _read(self, n: int) -> bytes:
         try:
-            return self._s.read(min(n, MAX_CHUNK))
+            return self._end.read(n if n < MAX_CHUNK else MAX_CHUNK)
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
 
@@ -93,7 +114,8 @@ class TcpIn(Parent, InputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._readable, self._wait_readable, self)
+        end = self._end  # the pipe end's own methods: no wrapper frames per check
+        return ChildPollable(end.readable, end.wait_readable, self, end.watch_readable)
 
     def close(self) -> None:
         self._s.close()
@@ -103,18 +125,43 @@ class TcpIn(Parent, InputStream):
 
 
 class TcpOut(Parent, OutputStream):
-    """The ``output-stream`` of a connected socket (a child of it)."""
+    """The ``output-stream`` of a connected socket (a child of it).
+
+    ``check-write`` and ``write`` go straight to the pipe end, and ``write``
+    computes its permit once (hot host calls)."""
 
     kind = "output-stream"
 
     def __init__(self, stream: TcpOutputStream, parent: TcpSocketResource) -> None:
         self._s = stream
+        self._end = stream.end
         self._parent: TcpSocketResource | None = parent
         parent.adopt()
 
+    def check_write(self) -> int:
+        try:
+            room = self._end.check_write()
+        except (NetClosed, SocketError) as e:
+            _raise_stream_error(e)
+        return room if room < MAX_CHUNK else MAX_CHUNK
+
+    def write(self, data: bytes) -> None:
+        end = self._end
+        try:
+            room = end.check_write()
+        except (NetClosed, SocketError) as e:
+            _raise_stream_error(e)
+        if len(data) > room or len(data) > MAX_CHUNK:
+            permitted = room if room < MAX_CHUNK else MAX_CHUNK
+            raise TrapError(
+                f"output-stream.write of {len(data)} bytes exceeds check-write ({permitted})"
+            )
+        if data:
+            end.write_permitted(data)
+
     def _check_write(self) -> int:
         try:
-            return min(self._s.check_write(), MAX_CHUNK)
+            return min(self._end.check_write(), MAX_CHUNK)
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
 
@@ -123,6 +170,10 @@ class TcpOut(Parent, OutputStream):
             self._s.write(data)
         except (NetClosed, SocketError) as e:
             raise _stream_failure(e) from None
+
+    def _write_permitted(self, data: bytes) -> None:
+        # ``write`` checked ``data`` against this step's permit already.
+        self._end.write_permitted(data)
 
     def _flush(self) -> None:
         try:
@@ -137,7 +188,7 @@ class TcpOut(Parent, OutputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._subscribe_ready, self._wait_writable, self)
+        return ChildPollable(self._subscribe_ready, self._wait_writable, self, self._s.watch)
 
     def close(self) -> None:
         if not self._s.closed:

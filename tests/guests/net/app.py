@@ -13,7 +13,7 @@ Modes for virtual-network tests:
   echo-server PORT [N]       serve N connections concurrently (0: forever)
   echo-client PORT MSG       connect, send, shutdown(SHUT_WR), read all
   half-close PORT            send, half-close, keep reading the peer
-  bulk-send PORT NBYTES      send NBYTES of a fixed pattern
+  bulk-send PORT NBYTES [HOST]  send NBYTES of a fixed pattern, half-close, read to EOF
   bulk-recv PORT             accept one connection, read to EOF
   udp-echo-server PORT [N]   echo N datagrams (0: forever)
   udp-client PORT MSG        send a datagram, wait for the reply
@@ -21,6 +21,7 @@ Modes for virtual-network tests:
   bind PORT [HOST]           bind and listen, or print the errno name
   asyncio-clients PORT N     N concurrent asyncio connections to an echo server
   pymysql HOST PORT          PyMySQL round trip against MariaDB
+  rtt HOST PORT N            N one-byte round trips; elapsed_us times the loop inside the guest
 
 A server prints ``listening=PORT`` (the real port when PORT is 0) as soon as
 it accepts connections.
@@ -585,12 +586,15 @@ def mode_rtt(args: list[str]) -> None:
     host, port, rounds = args[0], int(args[1]), int(args[2])
     sock = socket.create_connection((host, port), timeout=30)
     ok = 0
+    start = time.monotonic_ns()
     for _ in range(rounds):
         sock.sendall(b"x")
         if sock.recv(1) == b"x":
             ok += 1
+    elapsed = time.monotonic_ns() - start
     sock.close()
     out("rounds", ok)
+    out("elapsed_us", elapsed // 1000)
     if ok != rounds:
         sys.exit(1)
 
@@ -618,19 +622,23 @@ def pattern(n: int) -> bytes:
 
 
 def mode_bulk_send(args: list[str]) -> None:
+    """``bulk-send PORT NBYTES [HOST]``: send, half-close, read to EOF (an echo comes back)."""
     port, nbytes = int(args[0]), int(args[1])
+    host = args[2] if len(args) > 2 else LOOPBACK
     payload = pattern(nbytes)
-    sock = socket.create_connection((LOOPBACK, port), timeout=60)
+    sock = socket.create_connection((host, port), timeout=60)
     start = time.monotonic()
     view = memoryview(payload)
     while view:
         sent = sock.send(view[:262144])
         view = view[sent:]
     sock.shutdown(socket.SHUT_WR)
-    recv_all(sock)
+    back = len(recv_all(sock))
     elapsed = time.monotonic() - start
     sock.close()
     out("sent", nbytes)
+    out("received_back", back)
+    out("elapsed_us", int(elapsed * 1e6))
     out("sha256", hashlib.sha256(payload).hexdigest())
     out("mib_per_s", f"{nbytes / 1048576 / max(elapsed, 1e-9):.1f}")
 

@@ -1,0 +1,208 @@
+"""``fabric run --workers 1`` against ``--workers 2``: pooled ``SELECT 1`` invocations.
+
+Scenario ``pg-select1-workers``: one op is one ``fabric invoke`` of the
+hand-written WAT component (the CPU-bound path: fabric's own per-invocation
+cost dominates) borrowing a pooled PostgreSQL connection from the dbpool
+service, sent over the control socket of a real ``fabric run`` process (one
+open control connection per concurrent client, as a busy caller would keep).
+The contenders differ only in ``--workers``: with 2 the parent routes each
+invocation to the least-loaded worker. Both use the same dbpool ``max_size``
+(the total across workers); a watcher counts the cluster's connections with
+the contender's ``application_name`` all along and the highest count is in
+the contender's description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from benches.baselines import POOL_SIZE
+from benches.errors import ContenderSkipped
+from benches.registry import Registry
+from fabric.build import build_wat_guest
+from fabric.workload import remote_status
+from fabric.workload.control import ErrorReply, Invoke, InvokeReply, Response, connect
+from fabric.workload.errors import ControlError
+
+ROOT = Path(__file__).resolve().parent.parent
+WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
+DBPOOL_PORT = 7000
+SCENARIO = "pg-select1-workers"
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Response)
+
+
+def _manifest(target: Any, wat: Path, app: str) -> str:
+    def q(value: object) -> str:
+        return json.dumps(str(value))  # a TOML basic string
+
+    return f"""
+[[workloads]]
+name = "bench"
+[[workloads.services]]
+name = "dbpool"
+native = "services.dbpool.service:DbPoolService"
+ports = [{DBPOOL_PORT}]
+[workloads.services.config]
+port = {DBPOOL_PORT}
+[workloads.services.config.databases.pg]
+kind = "postgres"
+host = {q(target.host)}
+port = {target.port}
+user = {q(target.user)}
+password = {q(target.password)}
+database = {q(target.database)}
+min_size = 4
+max_size = {POOL_SIZE}
+acquire_timeout = 30.0
+application_name = {q(app)}
+[[workloads.components]]
+name = "wat"
+wasm = {q(wat)}
+concurrency = 256
+queue = 4096
+"""
+
+
+class FabricWorkers:
+    """A ``fabric run --workers N`` process, invoked through its control socket."""
+
+    group = "fabric"
+
+    def __init__(self, env: Any, workers: int) -> None:
+        self.env = env
+        self.workers = workers
+        self.name = f"fabric-workers-{workers}"
+        self.app = f"fabric-bench-workers-{workers}-{os.getpid()}"
+        self.base = f"`fabric run --workers {workers}`, WAT component, dbpool max_size {POOL_SIZE}"
+        self.description = self.base
+        self.directory: Path | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.control: Path | None = None
+        self.line = _encoder.encode(
+            Invoke(workload="bench", component="wat", args=[str(DBPOOL_PORT), "pg"])
+        )
+        self.line += b"\n"
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[asyncio.StreamWriter] = []
+        self._watcher: asyncio.Task[None] | None = None
+        self.max_connections = 0
+
+    async def setup(self) -> None:
+        target = await self.env.postgres()
+        if not WAT_SELECT1.exists():
+            raise ContenderSkipped(f"{WAT_SELECT1} is missing")
+        wat = await asyncio.to_thread(build_wat_guest, WAT_SELECT1)
+        self.directory = Path(tempfile.mkdtemp(prefix="fabric-workers-bench-"))
+        manifest = self.directory / "bench.toml"
+        manifest.write_text(_manifest(target, wat, self.app))
+        manifest.chmod(0o600)  # it holds the bench role's password
+        self.control = self.directory / "control.sock"
+        command = [sys.executable, "-m", "fabric.cli", "run", str(manifest)]
+        command += ["--workers", str(self.workers), "--control", str(self.control)]
+        with (self.directory / "fabric.log").open("w") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                await remote_status(self.control)
+                break
+            except ControlError:
+                if self.proc.returncode is not None or time.monotonic() > deadline:
+                    text = (self.directory / "fabric.log").read_text()[-600:]
+                    raise RuntimeError(f"fabric run --workers did not start: {text}") from None
+                await asyncio.sleep(0.1)
+        watcher_conn = await asyncpg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            database=target.database,
+        )
+        self._watcher = asyncio.create_task(self._watch(watcher_conn))
+
+    async def _watch(self, conn: asyncpg.Connection) -> None:
+        try:
+            while True:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", self.app
+                )
+                self.max_connections = max(self.max_connections, int(count))
+                self.description = (
+                    f"{self.base}; at most {self.max_connections} database connections seen"
+                )
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    async def op(self) -> None:
+        assert self.control is not None
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await connect(self.control)
+            self._open.append(writer)
+        writer.write(self.line)
+        reply = _decoder.decode(await reader.readline())
+        if isinstance(reply, ErrorReply):
+            raise RuntimeError(f"{reply.kind}: {reply.message}")
+        if not isinstance(reply, InvokeReply) or reply.result.get("exit_code") != 0:
+            raise RuntimeError(f"invocation failed: {reply!r}")
+        self._idle.append((reader, writer))
+
+    async def teardown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+        for writer in self._open:
+            writer.close()
+        self._idle.clear()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(60):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def register(registry: Registry) -> None:
+    registry.add_scenario(
+        SCENARIO,
+        title="PostgreSQL: SELECT 1 per invocation, fabric run --workers 1 vs 2",
+        description=(
+            "One `fabric invoke` of the WAT dbpool component (SELECT 1 through a pooled "
+            "connection) over the control socket of a running `fabric run`, with one worker "
+            "process and with two (the parent routes each invocation to the least-loaded "
+            "worker). The pool's max_size is the total across workers; each description "
+            "gives the most database connections the contender was seen holding."
+        ),
+        baseline="fabric-workers-1",
+    )
+    for workers in (1, 2):
+        registry.add_contender(SCENARIO, lambda env, n=workers: FabricWorkers(env, n))
