@@ -173,6 +173,8 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     local_sessions_total: int = 0
     #: the PostgreSQL front door, when configured (docs/postgres-front-door.md)
     postgres: PostgresFrontDoorStats | None = None
+    #: the MySQL front door's counters, when it is configured (docs/mysql-front-door.md)
+    mysql: dict[str, Any] | None = None
 
 
 class PostgresFrontDoorStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
 from .metrics import server_metrics
+from .mysql import MySQLConfig, MySQLFrontDoor, check_config
 from .pgdoor import PgFrontDoor, PostgresFrontDoorConfig
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
@@ -53,6 +54,8 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     auth: AuthConfig | None = None
     #: a PostgreSQL wire-protocol front door (docs/postgres-front-door.md)
     postgres: PostgresFrontDoorConfig | None = None
+    #: the MySQL front door: MySQL clients borrow the mysql pools (docs/mysql-front-door.md)
+    mysql: MySQLConfig | None = None
 
 
 class Listener(Protocol):
@@ -119,8 +122,13 @@ class DbPoolService:
     ) -> None:
         if not isinstance(config, DbPoolConfig):
             config = msgspec.convert(dict(config), DbPoolConfig)
+        if config.mysql is not None:
+            check_config(config.mysql, {n: db.kind for n, db in config.databases.items()})
         self.config = config
         self._start_server = start_server or _asyncio_start_server
+        #: the MySQL front door while running (``mysql`` in the config)
+        self.mysql: MySQLFrontDoor | None = None
+        self._mysql_listener: Listener | None = None
         self.pools: dict[str, Pool] = {}
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
@@ -163,12 +171,27 @@ class DbPoolService:
         except BaseException:
             await self._close_pools()
             raise
+        if self.config.mysql is not None:
+            await self._start_mysql(self.config.mysql)
         if self.config.postgres is not None:
             try:
                 await self._start_postgres(self.config.postgres)
             except BaseException:
                 await self.close()
                 raise
+
+    async def _start_mysql(self, config: MySQLConfig) -> None:
+        self.mysql = MySQLFrontDoor(config, self.pools)
+        try:
+            self._mysql_listener = await self._start_server(
+                self.mysql.handle_connection, host=self.config.host, port=config.port
+            )
+        except BaseException:
+            await self.close()
+            raise
+        sockets: Any = getattr(self._mysql_listener, "sockets", None)
+        if sockets:
+            self.mysql.port = int(sockets[0].getsockname()[1])
 
     async def _start_postgres(self, config: PostgresFrontDoorConfig) -> None:
         door = self.postgres = PgFrontDoor(config, self.config.databases, self.config.limits)
@@ -181,6 +204,11 @@ class DbPoolService:
             door.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        mysql_listener, self._mysql_listener = self._mysql_listener, None
+        if mysql_listener is not None:
+            mysql_listener.close()
+        if self.mysql is not None:
+            await self.mysql.close()
         listener, self._listener = self._listener, None
         self._bound_port = None
         if listener is not None:
@@ -189,6 +217,8 @@ class DbPoolService:
             await self.server.close()
         if listener is not None:
             await listener.wait_closed()
+        if mysql_listener is not None:
+            await mysql_listener.wait_closed()
         await self._close_postgres()
         await self._close_pools()
 
@@ -216,6 +246,9 @@ class DbPoolService:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
         stats = self.server.statistics()
+        if self.mysql is not None:
+            door = msgspec.to_builtins(self.mysql.statistics())
+            stats = msgspec.structs.replace(stats, mysql=door)
         if self.postgres is not None:
             stats = msgspec.structs.replace(stats, postgres=self.postgres.statistics())
         return stats
