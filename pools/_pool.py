@@ -117,6 +117,14 @@ class Pool(abc.ABC):
         ``acquire_timeout``). Raises :class:`AcquireTimeout`, :class:`PoolClosed` or
         :class:`ConnectFailed`."""
         loop = self._bind_loop()
+        slot = self._state.take_idle(loop.time())
+        if slot is not None and not self._is_closed(slot.conn):
+            self._state.lease_started(0.0)
+            return self._make_lease(slot)
+        if slot is not None:  # closed under us: retire it, check its siblings
+            self._state.mark_suspect(loop.time())
+            self._state.abandon_slot(slot)
+            self._step()
         if timeout is None:
             timeout = self._config.acquire_timeout
         started = time.perf_counter()  # wait percentiles; uvloop's clock ticks in ms
@@ -173,8 +181,14 @@ class Pool(abc.ABC):
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
             lease._release_task = done
-            self._state.release(slot, loop.time(), reuse=reusable)
-            self._step()
+            now = loop.time()
+            self._state.release(slot, now, reuse=reusable)
+            if (
+                not reusable
+                or self._timer is None
+                or not self._state.quiet_return(slot, self._timer_at, now)
+            ):
+                self._step()
             return done
         task = lease._release_task = loop.create_task(self._reset_and_return(slot))
         return task

@@ -120,7 +120,9 @@ class PoolState(Generic[C]):
         self._in_use: set[Slot[C]] = set()
         self._opening = 0
         self._queue: deque[Waiter[C]] = deque()
-        self._pending = Plan[C]()  # results of mutations, reported by the next step
+        # results of mutations, reported by the next step (``Plan[C]()`` would go
+        # through typing's generic alias, a few microseconds per call)
+        self._pending: Plan[C] = Plan()
         self._closed = False
         self._generation = 0
         self._suspect_before = -math.inf
@@ -179,7 +181,7 @@ class PoolState(Generic[C]):
         """Queue an acquire. ``front`` keeps the place of a retry (failed health check)."""
         if self._closed:
             raise PoolClosed("the pool is closed")
-        waiter = Waiter[C](id=next(self._ids), enqueued_at=now)
+        waiter: Waiter[C] = Waiter(id=next(self._ids), enqueued_at=now)
         if front:
             self._queue.appendleft(waiter)
         else:
@@ -199,6 +201,38 @@ class PoolState(Generic[C]):
                 self._queue.remove(waiter)
             except ValueError:
                 pass
+
+    def take_idle(self, now: float) -> Slot[C] | None:
+        """The fast path of an acquire: the most recently used idle slot, when nobody
+        waits and it needs no health check and has not expired (else None: enqueue)."""
+        if self._closed or self._queue or not self._idle:
+            return None
+        slot = self._idle[-1]
+        if (
+            now >= slot.expires_at
+            or slot.generation != self._generation
+            or now - slot.last_used >= self.health_check_after
+            or slot.last_used <= self._suspect_before
+        ):
+            return None
+        self._idle.pop()
+        self._in_use.add(slot)
+        return slot
+
+    def abandon_slot(self, slot: Slot[C]) -> None:
+        """A slot from `take_idle` that turned out closed: drop it (counted as an error)."""
+        self.release(slot, -math.inf, reuse=False, failed=True)
+
+    def quiet_return(self, slot: Slot[C], timer_at: float, now: float) -> bool:
+        """After a release: True when a step would decide nothing new (nobody waits,
+        the slot went idle, and the maintenance timer already fires before it needs
+        attention), so the I/O layer may skip it."""
+        if self._queue or self._closed or not self._idle or self._idle[-1] is not slot:
+            return False
+        due = slot.expires_at
+        if self.total > self.min_size:
+            due = min(due, slot.last_used + self.idle_timeout)
+        return timer_at <= due
 
     def lease_started(self, waited: float) -> None:
         """A lease was handed out after ``waited`` seconds in ``acquire()``."""
@@ -263,7 +297,8 @@ class PoolState(Generic[C]):
     # -- decisions -----------------------------------------------------------------------
 
     def step(self, now: float) -> Plan[C]:
-        plan, self._pending = self._pending, Plan[C]()
+        plan: Plan[C] = self._pending
+        self._pending = Plan()
         if self._closed:
             for slot in self._idle:
                 self._drop(slot)

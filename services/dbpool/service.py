@@ -23,6 +23,7 @@ from .local import LocalSession
 from .messages import Limits, ServerStats
 from .metrics import server_metrics
 from .mysql import MySQLConfig, MySQLFrontDoor, check_config
+from .pgdoor import PgFrontDoor, PostgresFrontDoorConfig
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 from .sqlimport import SqlImport
@@ -51,6 +52,8 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     #: clients from outside the workload must prove they know this secret
     auth: AuthConfig | None = None
+    #: a PostgreSQL wire-protocol front door (docs/postgres-front-door.md)
+    postgres: PostgresFrontDoorConfig | None = None
     #: the MySQL front door: MySQL clients borrow the mysql pools (docs/mysql-front-door.md)
     mysql: MySQLConfig | None = None
 
@@ -130,6 +133,8 @@ class DbPoolService:
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
         self._bound_port: int | None = None
+        self.postgres: PgFrontDoor | None = None
+        self._postgres_listener: Listener | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._listener is not None else "stopped"
@@ -168,6 +173,12 @@ class DbPoolService:
             raise
         if self.config.mysql is not None:
             await self._start_mysql(self.config.mysql)
+        if self.config.postgres is not None:
+            try:
+                await self._start_postgres(self.config.postgres)
+            except BaseException:
+                await self.close()
+                raise
 
     async def _start_mysql(self, config: MySQLConfig) -> None:
         self.mysql = MySQLFrontDoor(config, self.pools)
@@ -181,6 +192,16 @@ class DbPoolService:
         sockets: Any = getattr(self._mysql_listener, "sockets", None)
         if sockets:
             self.mysql.port = int(sockets[0].getsockname()[1])
+
+    async def _start_postgres(self, config: PostgresFrontDoorConfig) -> None:
+        door = self.postgres = PgFrontDoor(config, self.config.databases, self.config.limits)
+        await door.start()
+        self._postgres_listener = await self._start_server(
+            door.handle_connection, host=self.config.host, port=config.port
+        )
+        sockets: Any = getattr(self._postgres_listener, "sockets", None)
+        if sockets:
+            door.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         mysql_listener, self._mysql_listener = self._mysql_listener, None
@@ -198,7 +219,18 @@ class DbPoolService:
             await listener.wait_closed()
         if mysql_listener is not None:
             await mysql_listener.wait_closed()
+        await self._close_postgres()
         await self._close_pools()
+
+    async def _close_postgres(self) -> None:
+        listener, self._postgres_listener = self._postgres_listener, None
+        door, self.postgres = self.postgres, None
+        if listener is not None:
+            listener.close()
+        if door is not None:
+            await door.close()
+        if listener is not None:
+            await listener.wait_closed()
 
     async def _close_pools(self) -> None:
         pools, self.pools = self.pools, {}
@@ -226,6 +258,8 @@ class DbPoolService:
         if self.mysql is not None:
             door = msgspec.to_builtins(self.mysql.statistics())
             stats = msgspec.structs.replace(stats, mysql=door)
+        if self.postgres is not None:
+            stats = msgspec.structs.replace(stats, postgres=self.postgres.statistics())
         return stats
 
     def metrics(self) -> list[dict[str, Any]]:
