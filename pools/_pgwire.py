@@ -359,8 +359,16 @@ class PgWireLease(Lease):
         return QueryResult(columns=columns, rows=list(rows), rowcount=_count(tag, len(rows)))
 
     async def _stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int | None,
     ) -> StreamResult:
+        # The whole result is read, then handed over in chunks; the sink
+        # refuses past max_rows.
+        del max_rows
         result = await self._query(sql, params)
         for start in range(0, len(result.rows), chunk_rows):
             await sink(result.columns, result.rows[start : start + chunk_rows])
