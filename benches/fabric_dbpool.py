@@ -20,7 +20,12 @@ unless noted):
   socket (the dbbench source built against the world ``sql-command``; a
   hand-written WAT component importing the interface);
 * ``fabric-sql-py-reuse``: ``fabric-sql-py`` in reused instances, each keeping
-  its import connection open between invocations.
+  its import connection open between invocations;
+* ``fabric-mysqldoor-py`` (MariaDB only): the component of ``fabric-direct-py``
+  with unmodified PyMySQL, connecting per invocation to the dbpool service's
+  MySQL front door on the workload's virtual port 3306 instead of to MariaDB
+  (password login against the front door, the statement on a pooled
+  connection).
 
 Each contender runs in a workload of its own process-wide fabric, started
 once per database and shared by the contenders of that database.
@@ -29,6 +34,7 @@ once per database and shared by the contenders of that database.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
 WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
 DBPOOL_PORT = 7000
+MYSQL_DOOR_PORT = 3306  # the front door's virtual port (the workload's own loopback)
+MYSQL_DOOR_USER = "bench"
 EGRESS_NAME = "db.internal"
 #: the reused component's pool: one warm instance per concurrent invocation
 REUSE = {"max_invocations": 100_000, "pool_size": 64, "idle": "60s"}
@@ -57,6 +65,7 @@ class _SharedFabric:
         self.users: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.direct: dict[str, list[str]] = {}
+        self.door_password = secrets.token_hex(12)
 
     async def acquire(self, env: Any, kind: str) -> WorkloadRuntime:
         async with self.lock:
@@ -129,6 +138,12 @@ class _SharedFabric:
                 components.append(
                     {"name": name, "wasm": str(wat), "concurrency": 256, "queue": 4096}
                 )
+        config: dict[str, Any] = {"port": DBPOOL_PORT, "databases": {kind: db}}
+        ports = [DBPOOL_PORT]
+        if kind == "mysql":
+            users = {MYSQL_DOOR_USER: {"password": self.door_password}}
+            config["mysql"] = {"port": MYSQL_DOOR_PORT, "users": users}
+            ports.append(MYSQL_DOOR_PORT)
         raw = {
             "workloads": [
                 {
@@ -137,8 +152,8 @@ class _SharedFabric:
                         {
                             "name": "dbpool",
                             "native": DBPOOL_SERVICE,
-                            "ports": [DBPOOL_PORT],
-                            "config": {"port": DBPOOL_PORT, "databases": {kind: db}},
+                            "ports": ports,
+                            "config": config,
                         }
                     ],
                     "components": components,
@@ -234,6 +249,19 @@ class DirectPython(_Invocation):
         return [mode, *SHARED.direct[self.kind], "SELECT 1"]
 
 
+class MySQLDoorPython(_Invocation):
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-mysqldoor-py"
+        self.description = (
+            "componentize-py component, unmodified PyMySQL through dbpool's MySQL front door"
+        )
+
+    def make_args(self) -> list[str]:
+        door = ["127.0.0.1", str(MYSQL_DOOR_PORT), MYSQL_DOOR_USER, SHARED.door_password]
+        return ["mysql-direct", *door, self.kind, "SELECT 1"]
+
+
 class SqlPython(_Invocation):
     component = "sql"
 
@@ -275,3 +303,4 @@ def register(registry: Registry) -> None:
         registry.add_contender(scenario, lambda env, k=kind: SqlPython(env, k))
         registry.add_contender(scenario, lambda env, k=kind: SqlPythonReuse(env, k))
         registry.add_contender(scenario, lambda env, k=kind: SqlWat(env, k))
+    registry.add_contender("mysql-select1", lambda env: MySQLDoorPython(env, "mysql"))

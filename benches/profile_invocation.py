@@ -2,16 +2,18 @@
 
 Starts a workload with the dbpool service (PostgreSQL, default trust auth at
 127.0.0.1:5432, database ``test``) and three components: the hand-written
-WAT round trip (``wat``), the componentize-py dbbench guest in a fresh
+WAT round trip (``wat``), the WAT component using the typed sql import
+(``sql-wat``), the componentize-py dbbench guest in a fresh
 instance per invocation (``py``) and the same guest reusing warm instances
 and its dbpool connection (``py-reuse``).  For each path it runs warm-up
 invocations, then ``--n`` invocations one after another under cProfile, and
-prints per invocation: wall time, Python function calls, host calls by WIT
+prints per invocation: wall and process CPU time without the profiler,
+wall time under it, Python function calls, host calls by WIT
 function, and the top functions by own time and by cumulative time.
 
     python -m benches.profile_invocation                 # all three paths
     python -m benches.profile_invocation --path wat -n 500 --top 30
-    python -m benches.profile_invocation --reply-before-release --reset after-transactions
+    python -m benches.profile_invocation --reply-before-release off --reset after-transactions
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
+WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
 PORT = 7000
-PATHS = ("wat", "py", "py-reuse")
+PATHS = ("wat", "sql-wat", "py", "py-reuse")
 
 
 def _manifest(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,6 +57,10 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
     }
     py = str(dbbench())
     wat = str(build_wat_guest(WAT_SELECT1))
+    sql_wat = str(build_wat_guest(WAT_SQL_SELECT1))
+    limits = {} if args.reply_before_release is None else {
+        "reply_before_release": args.reply_before_release == "on"
+    }
     return {
         "workloads": [
             {
@@ -66,12 +73,13 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
                         "config": {
                             "port": PORT,
                             "databases": {"pg": db},
-                            "limits": {"reply_before_release": args.reply_before_release},
+                            "limits": limits,
                         },
                     }
                 ],
                 "components": [
                     {"name": "wat", "wasm": wat},
+                    {"name": "sql-wat", "wasm": sql_wat},
                     {"name": "py", "wasm": py},
                     {
                         "name": "py-reuse",
@@ -85,7 +93,7 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _arguments(path: str) -> list[str]:
-    if path == "wat":
+    if path in ("wat", "sql-wat"):
         return [str(PORT), "pg"]
     mode = "pooled-keep" if path == "py-reuse" else "pooled"
     return [mode, str(PORT), "pg", "SELECT 1"]
@@ -140,6 +148,11 @@ async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top:
             await _invoke(wl, path, args)
     finally:
         counter.remove()
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await _invoke(wl, path, args)
+    plain = (time.perf_counter() - start) / n
+    plain_cpu = (time.process_time() - cpu) / n
     prof = cProfile.Profile()
     start = time.perf_counter()
     prof.enable()
@@ -151,6 +164,7 @@ async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top:
     calls = sum(c[1] for c in stats.stats.values())  # type: ignore[attr-defined]
     host = sum(counter.counts.values())
     print(f"\n=== {path}: {n} invocations of {' '.join(args)}")
+    print(f"wall per invocation: {plain * 1000:.3f} ms (process CPU {plain_cpu * 1000:.3f} ms)")
     print(f"wall per invocation under the profiler: {wall * 1000:.3f} ms")
     print(f"Python function calls per invocation: {calls / n:.0f}")
     print(f"host calls per invocation: {host / n:.1f}")
@@ -190,8 +204,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--reply-before-release",
-        action="store_true",
-        help="dbpool writes the response while the lease is reset (docs/dbpool-protocol.md)",
+        choices=("on", "off"),
+        default=None,
+        help="dbpool writes the response while the lease is reset (docs/dbpool-protocol.md);"
+        " default: the service's default (on)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5432)

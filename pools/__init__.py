@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._lease import Lease
 from ._mysql import MySQLLease, MySQLPool
+from ._pgwire import PgConnection, PgServerError, PgWireLease, PgWirePool, send_cancel
 from ._pool import Pool
 from ._postgres import PostgresLease, PostgresPool
 from ._state import Plan, PoolState, Slot, Waiter
@@ -40,6 +41,10 @@ __all__ = [
     "LeaseReleased",
     "MySQLLease",
     "MySQLPool",
+    "PgConnection",
+    "PgServerError",
+    "PgWireLease",
+    "PgWirePool",
     "Plan",
     "Pool",
     "PoolClosed",
@@ -53,6 +58,7 @@ __all__ = [
     "Slot",
     "Waiter",
     "create_pool",
+    "send_cancel",
 ]
 
 

@@ -62,11 +62,18 @@ class Lease(abc.ABC):
 
     @abc.abstractmethod
     async def _stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int | None,
     ) -> StreamResult:
         """Run one statement, handing its rows to ``sink`` in chunks read from the
         driver (a cursor, an unbuffered read). If ``sink`` raises, stop the
-        statement so the connection can be reused, then re-raise."""
+        statement so the connection can be reused, then re-raise. With
+        ``max_rows`` the sink refuses more rows than that, so a driver may stop
+        reading after ``max_rows + 1``."""
 
     @abc.abstractmethod
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int: ...
@@ -119,7 +126,13 @@ class Lease(abc.ABC):
         return await self._run(self._query, sql, params)
 
     async def stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, *, chunk_rows: int = 256
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        *,
+        chunk_rows: int = 256,
+        max_rows: int | None = None,
     ) -> StreamResult:
         """Run one statement and hand its rows to ``sink`` chunk by chunk, as they are
         read from the database, never holding more than one chunk.
@@ -130,10 +143,19 @@ class Lease(abc.ABC):
         (or another `PoolError`) the statement is stopped, the error propagates,
         and the lease stays usable (outside a transaction the statement's own
         transaction is rolled back).
+
+        ``max_rows`` promises that the sink refuses a result of more rows. Then
+        PostgreSQL, outside a transaction, reads the statement in one round
+        trip with a row limit of ``max_rows + 1`` and no transaction of its
+        own; the rows are read whole as long as they stay under
+        `ONE_TRIP_BYTES` on the wire (the sink still gets them in chunks), and
+        a larger result is cancelled and read through a cursor instead.
         """
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be at least 1")
-        return await self._run(self._stream, sql, params, sink, chunk_rows)
+        if max_rows is not None and max_rows < 0:
+            raise ValueError("max_rows must not be negative")
+        return await self._run(self._stream, sql, params, sink, chunk_rows, max_rows)
 
     async def query_limited(
         self, sql: str, params: Sequence[Any] = (), *, max_rows: int, max_bytes: int | None = None
@@ -162,7 +184,7 @@ class Lease(abc.ABC):
             rows.extend(chunk)
             return None
 
-        res = await self.stream(sql, params, collect)
+        res = await self.stream(sql, params, collect, max_rows=max_rows)
         return QueryResult(res.columns, rows, res.rowcount)
 
     async def execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:

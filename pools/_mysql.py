@@ -3,14 +3,16 @@
 aiomysql has no public way to reset a session or to bound the whole connect, so this
 module (and only this module) uses three of its private calls: ``Connection._connect``
 (so a cancelled or timed-out connect closes its socket), ``_execute_command`` +
-``_read_ok_packet`` (to send COM_RESET_CONNECTION), and ``_reader`` (to notice a socket
-the server already closed before handing the connection out).
+``_read_ok_packet`` (to send COM_RESET_CONNECTION), ``_reader`` (to notice a socket
+the server already closed before handing the connection out), and ``_reader`` /
+``_writer`` / ``server_status`` for `MySQLLease.raw` (a caller speaking the wire
+protocol itself on a leased connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import aiomysql
@@ -107,8 +109,15 @@ class MySQLLease(Lease):
         )
 
     async def _stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int | None,
     ) -> StreamResult:
+        # An unbuffered read is one round trip already; max_rows is the sink's.
+        del max_rows
         cursor = _SSCursor(self._conn)
         await cursor.execute(_bind(cursor, sql, params))
         description = cursor.description
@@ -180,6 +189,30 @@ class MySQLLease(Lease):
         if own_transaction:
             await conn.commit()
         return int(count or 0)
+
+    async def raw(
+        self, exchange: Callable[[Any, Any], Awaitable[int]], *, dirty: bool = False
+    ) -> int:
+        """Hand the connection's own streams to ``exchange(reader, writer)``, which
+        speaks the MySQL protocol itself (the dbpool MySQL front door forwards
+        packets without decoding them) and returns the status flags the server
+        reported last. Errors map as for any operation (a lost socket:
+        `ConnectionLost`; anything unknown leaves the lease broken, so its
+        connection is discarded). ``dirty``: the exchange changed session state,
+        so the pool resets the connection when the lease comes back."""
+        transacted = self._transacted
+
+        async def run() -> int:
+            conn = self._conn
+            if conn._reader is None or conn._writer is None:
+                raise ConnectionLost("MySQL connection lost: the socket is closed")
+            status = int(await exchange(conn._reader, conn._writer))
+            conn.server_status = status
+            return status
+
+        status = await self._run(run)
+        self._transacted = transacted or dirty or self._driver_in_transaction()
+        return status
 
     async def _begin(self) -> None:
         await self._conn.begin()

@@ -117,6 +117,14 @@ class Pool(abc.ABC):
         ``acquire_timeout``). Raises :class:`AcquireTimeout`, :class:`PoolClosed` or
         :class:`ConnectFailed`."""
         loop = self._bind_loop()
+        slot = self._state.take_idle(loop.time())
+        if slot is not None and not self._is_closed(slot.conn):
+            self._state.lease_started(0.0)
+            return self._make_lease(slot)
+        if slot is not None:  # closed under us: retire it, check its siblings
+            self._state.mark_suspect(loop.time())
+            self._state.abandon_slot(slot)
+            self._step()
         if timeout is None:
             timeout = self._config.acquire_timeout
         started = time.perf_counter()  # wait percentiles; uvloop's clock ticks in ms
@@ -152,24 +160,38 @@ class Pool(abc.ABC):
         """Give a lease back. Rolls back an open transaction and resets the session;
         ``discard=True`` closes the connection instead. Idempotent; the reset finishes
         even if the caller is cancelled."""
+        task = self.start_release(lease, discard=discard)
+        if not task.done():
+            await asyncio.shield(task)
+
+    def start_release(self, lease: Lease, *, discard: bool = False) -> asyncio.Future[None]:
+        """`release` without waiting: start giving the lease back and return a
+        future done once the connection is back in the pool (or closed). The
+        reset runs in a task of its own; nothing cancels it. Idempotent."""
         if lease._owner is not self:
             raise PoolError("this lease belongs to another pool")
         task = lease._release_task
-        if task is None:
-            loop = self._bind_loop()
-            slot, reusable, needs_reset = lease._detach(
-                discard, reset_always=self._config.reset == "always"
-            )
-            if not needs_reset:
-                done: asyncio.Future[None] = loop.create_future()
-                done.set_result(None)
-                lease._release_task = done
-                self._state.release(slot, loop.time(), reuse=reusable)
+        if task is not None:
+            return task
+        loop = self._bind_loop()
+        slot, reusable, needs_reset = lease._detach(
+            discard, reset_always=self._config.reset == "always"
+        )
+        if not needs_reset:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            lease._release_task = done
+            now = loop.time()
+            self._state.release(slot, now, reuse=reusable)
+            if (
+                not reusable
+                or self._timer is None
+                or not self._state.quiet_return(slot, self._timer_at, now)
+            ):
                 self._step()
-                return
-            task = lease._release_task = loop.create_task(self._reset_and_return(slot))
-        if not task.done():
-            await asyncio.shield(task)
+            return done
+        task = lease._release_task = loop.create_task(self._reset_and_return(slot))
+        return task
 
     def lease(self, timeout: float | None = None) -> contextlib.AbstractAsyncContextManager[Lease]:
         """``async with pool.lease() as lease:`` acquires and always releases."""

@@ -7,6 +7,8 @@ one round trip, with asyncpg's retry on a stale cached statement),
 the statement cache, without a round trip), and the cursor's ``_bind_exec`` / ``_exec``
 / ``_close_portal`` (bind a portal and fetch its first chunk in one round trip, fetch
 the next chunks, close a portal stopped early), as asyncpg's cursor iterator uses them.
+The one-round-trip bounded read outside a transaction and its byte guard live in
+``_pg_read.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import asyncpg
 from asyncpg.cursor import Cursor
 
 from ._config import QueryResult, RowSink, StreamResult
-from ._errors import ConnectionLost, DatabaseError, PoolError
+from ._errors import ConnectionLost, DatabaseError, PoolError, ResultTooLarge
 from ._lease import Lease
+from ._pg_read import ONE_TRIP_BYTES, GuardedConnection, install_guard, read_once
 from ._pool import Pool
 from ._state import Slot
 
@@ -46,9 +49,9 @@ def _status_count(status: bytes | str | None, default: int) -> int:
 class PostgresLease(Lease):
     kind: ClassVar[str] = "postgres"
 
-    def __init__(self, owner: PostgresPool, slot: Slot[asyncpg.Connection]) -> None:
+    def __init__(self, owner: PostgresPool, slot: Slot[GuardedConnection]) -> None:
         super().__init__(owner, slot)
-        self._conn: asyncpg.Connection = slot.conn
+        self._conn: GuardedConnection = slot.conn
 
     @property
     def session_id(self) -> int:
@@ -71,9 +74,20 @@ class PostgresLease(Lease):
         )
 
     async def _stream(
-        self, sql: str, params: Sequence[Any], sink: RowSink, chunk_rows: int
+        self,
+        sql: str,
+        params: Sequence[Any],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int | None,
     ) -> StreamResult:
         conn = self._conn
+        if max_rows is not None and not conn.is_in_transaction():
+            # One round trip, no transaction of its own (pools/_pg_read.py).
+            once = await read_once(conn, sql, params, max_rows + 1, ONE_TRIP_BYTES)
+            if once is not None:
+                return await self._hand_over(sql, once, sink, chunk_rows, max_rows)
+            # cancelled for its size before it ended: read it through a cursor
         stmt = await conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
         columns = [attr.name for attr in stmt.get_attributes()]
         if not columns:  # no result set (DML, DDL): nothing to bound
@@ -115,6 +129,34 @@ class PostgresLease(Lease):
         elif cursor._portal_name:
             await cursor._close_portal(None)
         return StreamResult(columns, total)
+
+    async def _hand_over(
+        self,
+        sql: str,
+        once: tuple[list[Any], str | None, bool],
+        sink: RowSink,
+        chunk_rows: int,
+        max_rows: int,
+    ) -> StreamResult:
+        """Give a result read in one round trip to the sink, in its chunk sizes."""
+        records, status, completed = once
+        if records:
+            columns = list(records[0].keys())
+        else:
+            stmt = await self._conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
+            columns = [attr.name for attr in stmt.get_attributes()]
+            if not columns:  # no result set (DML, DDL)
+                return StreamResult([], _status_count(status, 0))
+        total = len(records)
+        start = 0
+        want = chunk_rows
+        while start < total:
+            chunk = [tuple(r) for r in records[start : start + want]]
+            start += len(chunk)
+            want = await sink(columns, chunk) or want
+        if not completed or total > max_rows:
+            raise ResultTooLarge(f"the result has more than {max_rows} rows", rows=total)
+        return StreamResult(columns, _status_count(status, total))
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         # One round trip per parameter set, so the affected-row count is exact; asyncpg's
@@ -186,7 +228,7 @@ class PostgresPool(Pool):
     async def _connect(self) -> asyncpg.Connection:
         cfg = self._config
         settings = {"application_name": cfg.application_name} if cfg.application_name else None
-        return await asyncpg.connect(
+        conn: GuardedConnection = await asyncpg.connect(
             host=cfg.host,
             port=cfg.resolved_port,
             user=cfg.user,
@@ -194,7 +236,10 @@ class PostgresPool(Pool):
             database=cfg.database,
             timeout=cfg.connect_timeout,
             server_settings=settings,
+            connection_class=GuardedConnection,
         )
+        install_guard(conn)
+        return conn
 
     async def _ping(self, conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT 1")

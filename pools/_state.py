@@ -120,11 +120,16 @@ class PoolState(Generic[C]):
         self._in_use: set[Slot[C]] = set()
         self._opening = 0
         self._queue: deque[Waiter[C]] = deque()
-        self._pending = Plan[C]()  # results of mutations, reported by the next step
+        # results of mutations, reported by the next step (``Plan[C]()`` would go
+        # through typing's generic alias, a few microseconds per call)
+        self._pending: Plan[C] = Plan()
         self._closed = False
         self._generation = 0
         self._suspect_before = -math.inf
         self._retry_at = -math.inf
+        # No idle slot reaches its lifetime or idle timeout before this (a lower
+        # bound: step skips its retirement pass until then).
+        self._due_at = math.inf
         self._backoff = 0.0
         self._waits_ms: deque[float] = deque(maxlen=_WAIT_WINDOW)
         self.leases_served = 0
@@ -176,7 +181,7 @@ class PoolState(Generic[C]):
         """Queue an acquire. ``front`` keeps the place of a retry (failed health check)."""
         if self._closed:
             raise PoolClosed("the pool is closed")
-        waiter = Waiter[C](id=next(self._ids), enqueued_at=now)
+        waiter: Waiter[C] = Waiter(id=next(self._ids), enqueued_at=now)
         if front:
             self._queue.appendleft(waiter)
         else:
@@ -196,6 +201,38 @@ class PoolState(Generic[C]):
                 self._queue.remove(waiter)
             except ValueError:
                 pass
+
+    def take_idle(self, now: float) -> Slot[C] | None:
+        """The fast path of an acquire: the most recently used idle slot, when nobody
+        waits and it needs no health check and has not expired (else None: enqueue)."""
+        if self._closed or self._queue or not self._idle:
+            return None
+        slot = self._idle[-1]
+        if (
+            now >= slot.expires_at
+            or slot.generation != self._generation
+            or now - slot.last_used >= self.health_check_after
+            or slot.last_used <= self._suspect_before
+        ):
+            return None
+        self._idle.pop()
+        self._in_use.add(slot)
+        return slot
+
+    def abandon_slot(self, slot: Slot[C]) -> None:
+        """A slot from `take_idle` that turned out closed: drop it (counted as an error)."""
+        self.release(slot, -math.inf, reuse=False, failed=True)
+
+    def quiet_return(self, slot: Slot[C], timer_at: float, now: float) -> bool:
+        """After a release: True when a step would decide nothing new (nobody waits,
+        the slot went idle, and the maintenance timer already fires before it needs
+        attention), so the I/O layer may skip it."""
+        if self._queue or self._closed or not self._idle or self._idle[-1] is not slot:
+            return False
+        due = slot.expires_at
+        if self.total > self.min_size:
+            due = min(due, slot.last_used + self.idle_timeout)
+        return timer_at <= due
 
     def lease_started(self, waited: float) -> None:
         """A lease was handed out after ``waited`` seconds in ``acquire()``."""
@@ -251,6 +288,7 @@ class PoolState(Generic[C]):
     def expire_all(self) -> None:
         """Retire every current connection: idle ones now, lent ones when released."""
         self._generation += 1
+        self._due_at = -math.inf
 
     def close(self) -> None:
         """Stop handing out slots; the next step fails the waiters and closes idle slots."""
@@ -259,7 +297,8 @@ class PoolState(Generic[C]):
     # -- decisions -----------------------------------------------------------------------
 
     def step(self, now: float) -> Plan[C]:
-        plan, self._pending = self._pending, Plan[C]()
+        plan: Plan[C] = self._pending
+        self._pending = Plan()
         if self._closed:
             for slot in self._idle:
                 self._drop(slot)
@@ -273,24 +312,8 @@ class PoolState(Generic[C]):
             return plan
 
         # 1. Retire idle slots: lifetime / generation first, then the idle timeout.
-        keep: list[Slot[C]] = []
-        for slot in self._idle:
-            if now >= slot.expires_at or slot.generation != self._generation:
-                self._drop(slot)
-            else:
-                keep.append(slot)
-        self._idle = keep
-        excess = self.total - self.min_size
-        if excess > 0:
-            stale = sorted(
-                (s for s in self._idle if now - s.last_used >= self.idle_timeout),
-                key=lambda s: s.last_used,
-            )[:excess]
-            if stale:
-                gone = set(stale)
-                self._idle = [s for s in self._idle if s not in gone]
-                for slot in stale:
-                    self._drop(slot)
+        if now >= self._due_at:
+            self._retire(now)
 
         # 2. Hand idle slots to waiters, first come first served.
         while self._queue and self._idle:
@@ -315,6 +338,30 @@ class PoolState(Generic[C]):
         plan.close.extend(self._pending.close)
         self._pending.close.clear()
         return plan
+
+    def _retire(self, now: float) -> None:
+        keep: list[Slot[C]] = []
+        for slot in self._idle:
+            if now >= slot.expires_at or slot.generation != self._generation:
+                self._drop(slot)
+            else:
+                keep.append(slot)
+        self._idle = keep
+        excess = self.total - self.min_size
+        if excess > 0:
+            stale = sorted(
+                (s for s in self._idle if now - s.last_used >= self.idle_timeout),
+                key=lambda s: s.last_used,
+            )[:excess]
+            if stale:
+                gone = set(stale)
+                self._idle = [s for s in self._idle if s not in gone]
+                for slot in stale:
+                    self._drop(slot)
+        timeout = self.idle_timeout
+        self._due_at = min(
+            (min(s.expires_at, s.last_used + timeout) for s in self._idle), default=math.inf
+        )
 
     def next_deadline(self, now: float) -> float | None:
         """When ``step`` next has time-driven work (expiry, idle timeout, min_size retry)."""
@@ -357,6 +404,9 @@ class PoolState(Generic[C]):
             self._drop(slot)
         else:
             self._idle.append(slot)
+            due = min(slot.expires_at, slot.last_used + self.idle_timeout)
+            if due < self._due_at:
+                self._due_at = due
 
     def _drop(self, slot: Slot[C]) -> None:
         self.connections_closed += 1

@@ -17,6 +17,7 @@ import is served by these sessions (``services/dbpool/sqlimport.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol
@@ -69,6 +70,7 @@ class LocalSession:
         self.in_flight = 0
         self.requests = 0
         self.closed = False
+        self._release: asyncio.Future[None] | None = None  # the last autocommit lease's
         server.local_sessions.add(self)
         server.local_sessions_total += 1
 
@@ -151,9 +153,11 @@ class LocalSession:
 
     async def aclose(self) -> None:
         """`close`, then wait until the lease is back in its pool."""
-        pinned = self._lease is not None
+        pending = self._lease is not None or (
+            self._release is not None and not self._release.done()
+        )
         self.close()
-        if pinned:
+        if pending:
             await self._server.settle_releases()
 
     # ------------------------------------------------------------------ plumbing
@@ -198,6 +202,10 @@ class LocalSession:
         pool = self._server.pools.get(db)
         if pool is None:
             self._fail(kind, _unknown_db(db))
+        previous = self._release
+        if previous is not None and not previous.done():
+            # at most one lease of this session is being given back at a time
+            await asyncio.shield(previous)
         try:
             lease = await pool.acquire()
         except PoolError as exc:
@@ -207,6 +215,7 @@ class LocalSession:
         try:
             result = await self._run(lease, sql, params, many)
             discard = False
+            reply = _DONE
         except (DatabaseError, ResultTooLarge) as exc:
             # the statement failed or was stopped; the connection is fine unless
             # stopping it failed
@@ -218,7 +227,13 @@ class LocalSession:
                 log.exception("dbpool: unexpected error running %s", kind)
         finally:
             # Runs on cancellation too; the release itself cannot be cancelled.
-            await self._server.give_back(pool, lease, discard=discard)
+            # With reply_before_release the answer does not wait for the reset
+            # (the server tracks the release; the next request waits for it).
+            release = self._server.start_release(pool, lease, discard=discard)
+            if reply is None or not self._server.limits.reply_before_release:
+                await asyncio.shield(release)
+            else:
+                self._release = release
         if isinstance(reply, Error):
             self._fail(kind, reply)
         self._server.count_reply(kind, _DONE)

@@ -26,6 +26,7 @@ __all__ = [
     "Limits",
     "Ping",
     "Pong",
+    "PostgresFrontDoorStats",
     "Query",
     "Request",
     "Response",
@@ -170,6 +171,31 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     #: in-process sessions (the typed sql import) open now / opened since start
     local_sessions: int = 0
     local_sessions_total: int = 0
+    #: the PostgreSQL front door, when configured (docs/postgres-front-door.md)
+    postgres: PostgresFrontDoorStats | None = None
+    #: the MySQL front door's counters, when it is configured (docs/mysql-front-door.md)
+    mysql: dict[str, Any] | None = None
+
+
+class PostgresFrontDoorStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The PostgreSQL front door: its clients and its pools of raw sessions."""
+
+    port: int
+    clients_connected: int
+    clients_total: int
+    #: refused before authentication (limits, bad startup packets, unknown database)
+    clients_rejected: int
+    auth_failures: int
+    cancel_requests: int
+    #: server sessions lent: one per transaction or statement outside a transaction
+    leases: int
+    #: clients holding a server session now
+    clients_active: int
+    #: transactions rolled back because their client went away or idled out
+    transactions_abandoned: int
+    #: ErrorResponses the front door itself sent, by SQLSTATE
+    errors: dict[str, int]
+    databases: dict[str, DatabaseStats]
 
 
 class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,7 +270,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     #: outside a transaction, write the response while the lease is being
     #: reset and returned, so the reply does not wait for the reset's round
     #: trip (False: the lease is back in its pool before the response is sent)
-    reply_before_release: bool = False
+    reply_before_release: bool = True
     #: of those, clients from outside the workload (ingress, real sockets); the
     #: rest stays free for the workload's own components and services
     max_external_clients: Annotated[int, msgspec.Meta(ge=1)] = 256

@@ -47,6 +47,9 @@ MAX_CHUNK_ROWS = 4096
 SMALL_REPLY = 64 * 1024
 
 
+_ENCODER = msgspec.msgpack.Encoder()  # keeps no state between calls
+
+
 class UnencodableResult(PoolError):
     """A row value has no wire form; the statement is stopped."""
 
@@ -80,7 +83,7 @@ class RowsBuilder:
         self.rows = 0
         self.size = 0  # encoded bytes held
         self._parts: list[bytes] = []
-        self._encoder = msgspec.msgpack.Encoder()
+        self._encoder = _ENCODER
 
     def add(self, rows: list[tuple[Any, ...]]) -> int:
         """Encode a chunk; returns the bytes it added. Raises `ResultTooLarge`

@@ -46,7 +46,7 @@ class DbPoolServer:
         self.auth_failures = 0
         self.reply_bytes_peak = 0
         self._sessions: dict[Session, asyncio.Task[None] | None] = {}
-        self._releases: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Future[None]] = set()
         self._closing = False
         self._clients_total = 0
         self._clients_rejected = 0
@@ -121,24 +121,26 @@ class DbPoolServer:
         the caller does not stop the release."""
         await asyncio.shield(self.start_release(pool, lease, discard=discard))
 
-    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Task[None]:
-        """Start returning a lease in a task of its own (tracked until done; close()
-        waits for it) and return that task."""
-        task = asyncio.ensure_future(self._give_back(pool, lease, discard))
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Future[None]:
+        """Start returning a lease (the pool resets it in a task of its own,
+        tracked here until done; close() waits for it) and return a future done
+        once it is back."""
+        try:
+            task = pool.start_release(lease, discard=discard)
+        except Exception:
+            log.exception("dbpool: releasing a lease failed")
+            task = asyncio.get_running_loop().create_future()
+            task.set_result(None)
+            return task
+        if not task.done():
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
         return task
 
     async def settle_releases(self) -> None:
         """Wait until every lease being given back is in its pool."""
         while self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
-
-    async def _give_back(self, pool: Pool, lease: Lease, discard: bool) -> None:
-        try:
-            await pool.release(lease, discard=discard)
-        except Exception:
-            log.exception("dbpool: releasing a lease failed")
 
     # --------------------------------------------------------------- statistics
 

@@ -22,6 +22,8 @@ from .client import DbPoolError
 from .local import LocalSession
 from .messages import Limits, ServerStats
 from .metrics import server_metrics
+from .mysql import MySQLConfig, MySQLFrontDoor, check_config
+from .pgdoor import PgFrontDoor, PostgresFrontDoorConfig
 from .server import DbPoolServer
 from .session import StreamReader, StreamWriter
 from .sqlimport import SqlImport
@@ -50,6 +52,10 @@ class DbPoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     #: clients from outside the workload must prove they know this secret
     auth: AuthConfig | None = None
+    #: a PostgreSQL wire-protocol front door (docs/postgres-front-door.md)
+    postgres: PostgresFrontDoorConfig | None = None
+    #: the MySQL front door: MySQL clients borrow the mysql pools (docs/mysql-front-door.md)
+    mysql: MySQLConfig | None = None
 
 
 class Listener(Protocol):
@@ -116,12 +122,19 @@ class DbPoolService:
     ) -> None:
         if not isinstance(config, DbPoolConfig):
             config = msgspec.convert(dict(config), DbPoolConfig)
+        if config.mysql is not None:
+            check_config(config.mysql, {n: db.kind for n, db in config.databases.items()})
         self.config = config
         self._start_server = start_server or _asyncio_start_server
+        #: the MySQL front door while running (``mysql`` in the config)
+        self.mysql: MySQLFrontDoor | None = None
+        self._mysql_listener: Listener | None = None
         self.pools: dict[str, Pool] = {}
         self.server: DbPoolServer | None = None
         self._listener: Listener | None = None
         self._bound_port: int | None = None
+        self.postgres: PgFrontDoor | None = None
+        self._postgres_listener: Listener | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._listener is not None else "stopped"
@@ -158,8 +171,44 @@ class DbPoolService:
         except BaseException:
             await self._close_pools()
             raise
+        if self.config.mysql is not None:
+            await self._start_mysql(self.config.mysql)
+        if self.config.postgres is not None:
+            try:
+                await self._start_postgres(self.config.postgres)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _start_mysql(self, config: MySQLConfig) -> None:
+        self.mysql = MySQLFrontDoor(config, self.pools)
+        try:
+            self._mysql_listener = await self._start_server(
+                self.mysql.handle_connection, host=self.config.host, port=config.port
+            )
+        except BaseException:
+            await self.close()
+            raise
+        sockets: Any = getattr(self._mysql_listener, "sockets", None)
+        if sockets:
+            self.mysql.port = int(sockets[0].getsockname()[1])
+
+    async def _start_postgres(self, config: PostgresFrontDoorConfig) -> None:
+        door = self.postgres = PgFrontDoor(config, self.config.databases, self.config.limits)
+        await door.start()
+        self._postgres_listener = await self._start_server(
+            door.handle_connection, host=self.config.host, port=config.port
+        )
+        sockets: Any = getattr(self._postgres_listener, "sockets", None)
+        if sockets:
+            door.port = int(sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        mysql_listener, self._mysql_listener = self._mysql_listener, None
+        if mysql_listener is not None:
+            mysql_listener.close()
+        if self.mysql is not None:
+            await self.mysql.close()
         listener, self._listener = self._listener, None
         self._bound_port = None
         if listener is not None:
@@ -168,7 +217,20 @@ class DbPoolService:
             await self.server.close()
         if listener is not None:
             await listener.wait_closed()
+        if mysql_listener is not None:
+            await mysql_listener.wait_closed()
+        await self._close_postgres()
         await self._close_pools()
+
+    async def _close_postgres(self) -> None:
+        listener, self._postgres_listener = self._postgres_listener, None
+        door, self.postgres = self.postgres, None
+        if listener is not None:
+            listener.close()
+        if door is not None:
+            await door.close()
+        if listener is not None:
+            await listener.wait_closed()
 
     async def _close_pools(self) -> None:
         pools, self.pools = self.pools, {}
@@ -180,10 +242,25 @@ class DbPoolService:
             raise DbPoolError("disconnected", None, "the dbpool service is not running")
         return LocalSession(self.server)
 
+    async def settled(self) -> None:
+        """Wait until every lease being given back is in its pool again.
+
+        With ``reply_before_release`` (the default) a reply can reach its client
+        while the lease behind it is still being reset: code that looks at
+        ``in_use`` right after a reply waits here first."""
+        if self.server is not None:
+            await self.server.settle_releases()
+
     def statistics(self) -> ServerStats:
         if self.server is None:
             raise RuntimeError("DbPoolService not started")
-        return self.server.statistics()
+        stats = self.server.statistics()
+        if self.mysql is not None:
+            door = msgspec.to_builtins(self.mysql.statistics())
+            stats = msgspec.structs.replace(stats, mysql=door)
+        if self.postgres is not None:
+            stats = msgspec.structs.replace(stats, postgres=self.postgres.statistics())
+        return stats
 
     def metrics(self) -> list[dict[str, Any]]:
         """The statistics as metric families for fabric's metrics endpoint

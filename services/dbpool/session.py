@@ -150,7 +150,7 @@ class SessionHost(Protocol):
     def count_reply(self, kind: str, msg: Response) -> None: ...
     def count_error(self, code: str) -> None: ...
     async def give_back(self, pool: Pool, lease: Lease, *, discard: bool) -> None: ...
-    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Task[None]: ...
+    def start_release(self, pool: Pool, lease: Lease, *, discard: bool) -> asyncio.Future[None]: ...
     def statistics(self) -> ServerStats: ...
 
 class Session:
@@ -400,7 +400,9 @@ class Session:
             return want
 
         try:
-            res = await lease.stream(req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS)
+            res = await lease.stream(
+                req.sql, req.params, sink, chunk_rows=FIRST_CHUNK_ROWS, max_rows=lim.max_result_rows
+            )
         except BaseException:
             self.replies.release(reply)
             raise
@@ -443,11 +445,16 @@ class Session:
             release = self._server.start_release(pool, lease, discard=discard)
             if resp is None or not self._server.limits.reply_before_release:
                 await asyncio.shield(release)
+        # The request keeps its in-flight slot until the lease is back, so one
+        # client never holds more than max_in_flight leases, releasing or not.
         try:
-            await self._respond(req, resp)
+            await self._respond(req, resp, free_slot=False)
         finally:
-            if not release.done():
-                await asyncio.shield(release)
+            try:
+                if not release.done():
+                    await asyncio.shield(release)
+            finally:
+                self._free_slot()
 
     async def _run_transaction(self, txn: _Txn, begin: Begin) -> None:
         try:
@@ -539,8 +546,11 @@ class Session:
 
     # ------------------------------------------------------------------- output
 
-    async def _respond(self, req: Request, msg: Response | Reply) -> None:
-        """Write the one response of ``req`` and give its slot back."""
+    async def _respond(
+        self, req: Request, msg: Response | Reply, *, free_slot: bool = True
+    ) -> None:
+        """Write the one response of ``req`` and give its slot back (unless
+        ``free_slot`` is False: the caller then calls `_free_slot`)."""
         encoded = msg if isinstance(msg, Reply) else None
         try:
             if self._conn.state is not State.OPEN:
@@ -575,8 +585,12 @@ class Session:
             if encoded is not None:
                 self.replies.release(encoded)  # written and drained, or never to be
             self._last_activity = time.monotonic()
-            self.in_flight -= 1
-            self._slots.release()
+            if free_slot:
+                self._free_slot()
+
+    def _free_slot(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
 
     async def _write(self, data: bytes | bytearray) -> None:
         await self._write_out([data])

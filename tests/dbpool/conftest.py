@@ -64,6 +64,7 @@ class Env:
 
     async def settled(self) -> None:
         """Every client gone and every lease back in its pool."""
+        await self.service.settled()
 
         def done() -> bool:
             s = self.service.statistics()

@@ -54,6 +54,7 @@ async def test_transaction_spanning_several_requests_commits(env: Env) -> None:
             assert await count(other, env) == 0  # nobody else does yet
             assert (await c.stats()).transactions_open == 1
         assert await count(other, env) == 3
+        await env.service.settled()
         assert env.in_use() == 0
 
 

@@ -114,6 +114,7 @@ async def test_transaction_commits_and_rolls_back_on_exception(env: Env) -> None
             assert count(other, env) == 2
 
     await run(scenario)
+    await env.service.settled()
     assert env.in_use() == 0
 
 

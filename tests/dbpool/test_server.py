@@ -272,6 +272,7 @@ async def test_lost_connection_in_a_transaction(pg_env: Env) -> None:
             await c.execute("main", "SELECT 1")
         assert info.value.code == "transaction_aborted"
         await c.rollback()
+        await pg_env.service.settled()
         assert pg_env.in_use() == 0
         assert (await c.execute("main", "SELECT 1")).scalar() == 1
 
@@ -344,22 +345,49 @@ async def test_the_service_on_the_virtual_network(pg_env: Env) -> None:
         await pg_env.service.pools["main"].release(res)
 
 
-async def test_reply_before_release_still_resets_every_lease(kind: str) -> None:
-    # One pooled connection: the second request runs on the connection the
-    # first one changed, after its reset, though the first reply did not wait.
+async def test_a_session_setting_never_reaches_the_next_client(kind: str) -> None:
+    # Default limits and pool settings: replies do not wait for the reset, and
+    # every autocommit lease is still reset before its connection is lent
+    # again. One pooled connection, so each request runs on the connection
+    # the previous one changed.
     set_sql, show_sql, fresh = {
         "postgres": ("SET search_path = pg_catalog", "SHOW search_path", '"$user", public'),
         "mysql": ("SET @fabric_marker = 5", "SELECT @fabric_marker", None),
     }[kind]
-    async with make_env(
-        kind, limits=Limits(reply_before_release=True), min_size=1, max_size=1
-    ) as env:
-        async with await connect(env.port) as c:
+    assert Limits().reply_before_release
+    async with make_env(kind, min_size=1, max_size=1) as env:
+        async with await connect(env.port) as c, await connect(env.port) as other:
             for _ in range(3):
                 await c.execute("main", set_sql)
+                assert (await other.execute("main", show_sql)).scalar() == fresh
                 assert (await c.execute("main", show_sql)).scalar() == fresh
             rows = await asyncio.gather(*(c.execute("main", f"SELECT {i}") for i in range(10)))
             assert [r.scalar() for r in rows] == list(range(10))
+        session = env.service.open_session()
+        try:
+            await session.query("main", set_sql)
+            assert (await session.query("main", show_sql)).rows == [(fresh,)]
+        finally:
+            await session.aclose()
         await env.settled()  # every lease came back
         stats = env.service.statistics().databases["main"]
-        assert stats.connections_opened == 1 and stats.leases_served == 16
+        assert stats.connections_opened == 1 and stats.leases_served == 21
+
+
+async def test_a_reply_comes_before_the_release_settles(kind: str) -> None:
+    # The lease is given back after the reply is written; settled() waits for
+    # it, and the client's next request waits for it too (one connection).
+    async with make_env(kind, min_size=1, max_size=1) as env:
+        async with await connect(env.port) as c:
+            for i in range(5):
+                assert (await c.execute("main", f"SELECT {i}")).scalar() == i
+                await env.service.settled()
+                assert env.in_use() == 0
+        session = env.service.open_session()
+        try:
+            for i in range(5):
+                assert (await session.query("main", f"SELECT {i}")).rows == [(i,)]
+            await env.service.settled()
+            assert env.in_use() == 0
+        finally:
+            await session.aclose()

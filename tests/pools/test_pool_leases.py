@@ -267,3 +267,17 @@ async def test_lease_rules(target: Target) -> None:
     async with other.lease() as foreign:
         with pytest.raises(PoolError, match="another pool"):
             await pool.release(foreign)
+
+
+async def test_start_release_returns_once_the_connection_is_back(target: Target) -> None:
+    pool = target.track(create_pool(target.config(min_size=1, max_size=1)))
+    lease = await pool.acquire()
+    await lease.query("SELECT 1")
+    done = pool.start_release(lease)
+    assert pool.start_release(lease) is done  # idempotent
+    assert lease.released
+    await done
+    stats = pool.statistics()
+    assert (stats.in_use, stats.idle) == (0, 1)
+    async with pool.lease() as again:  # the one connection, reset and lent again
+        assert (await again.query("SELECT 2")).rows == [(2,)]

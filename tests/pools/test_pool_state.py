@@ -313,3 +313,23 @@ def test_invariants_hold_for_any_sequence(
         assert {x.conn for x in s._idle} | {x.conn for x in s._in_use} == live_conns
         assert s.connections_opened - s.connections_closed == s.idle + s.in_use
         assert s.in_use == sum(1 for w in waiters if w.slot is not None)
+
+
+def test_take_idle_is_the_fast_path_only_when_no_decision_is_due() -> None:
+    s = make(max_size=2)
+    fill(s, 2)
+    slot = s.take_idle(1.0)
+    assert slot is not None and (s.idle, s.in_use) == (1, 1)
+    s.release(slot, 2.0, reuse=True)
+    # nobody waits and the timer (at 5.0) comes before this slot needs attention
+    assert s.quiet_return(slot, 5.0, 2.0)
+    assert not s.quiet_return(slot, 50.0, 2.0)  # its idle timeout (12.0) comes first
+    waiter = s.enqueue(2.0)
+    assert s.take_idle(2.0) is None  # someone queued first: the step decides
+    s.step(2.0)
+    assert waiter.slot is not None
+    assert s.take_idle(10.0) is None  # idle longer than health_check_after: checked
+    s.expire_all()
+    assert s.take_idle(2.1) is None  # an old generation is retired, not lent
+    s.close()
+    assert s.take_idle(2.2) is None

@@ -22,6 +22,10 @@ Modes for virtual-network tests:
   asyncio-clients PORT N     N concurrent asyncio connections to an echo server
   pymysql HOST PORT          PyMySQL round trip against MariaDB
   rtt HOST PORT N            N one-byte round trips; elapsed_us times the loop inside the guest
+  pymysql-pooled HOST PORT USER PASSWORD DB TABLE
+                             PyMySQL through a transaction-pooling server (the
+                             dbpool MySQL front door): no session state kept
+                             between statements outside a transaction
 
 A server prints ``listening=PORT`` (the real port when PORT is 0) as soon as
 it accepts connections.
@@ -740,6 +744,41 @@ def mode_pymysql(args: list[str]) -> None:
     out("closed", 1)
 
 
+def mode_pymysql_pooled(args: list[str]) -> None:
+    host, port, user, password, db, table = args[0], int(args[1]), *args[2:6]
+    conn = pymysql.connect(
+        host=host, port=port, user=user, password=password, database=db, connect_timeout=10
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            out("select1", cur.fetchone()[0])
+            cur.execute("SELECT DATABASE(), @@autocommit")
+            out("session", ":".join(str(v) for v in cur.fetchone()))
+            rows = [(1, "alpha"), (2, "beta"), (3, "gamma \u00e9")]
+            conn.begin()
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s)", rows)
+            cur.execute(f"SELECT id, name FROM {table} ORDER BY id")
+            back = cur.fetchall()
+            conn.commit()
+            out("rows", ";".join(f"{i}:{n}" for i, n in back))
+            out("roundtrip", int(list(back) == rows))
+            cur.execute(f"DELETE FROM {table} WHERE id = %s", (1,))
+            conn.rollback()
+            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            out("after_rollback", cur.fetchone()[0])
+            try:
+                cur.execute(f"SELECT * FROM {table}_missing")
+            except pymysql.MySQLError as exc:
+                out("error", exc.args[0])
+            cur.execute("SELECT 2")
+            out("select2", cur.fetchone()[0])
+        conn.commit()
+    finally:
+        conn.close()
+    out("closed", 1)
+
+
 MODES = {
     "tcp-states": mode_tcp_states,
     "tcp-bind": mode_tcp_bind,
@@ -761,6 +800,7 @@ MODES = {
     "udp-client": mode_udp_client,
     "asyncio-clients": mode_asyncio_clients,
     "pymysql": mode_pymysql,
+    "pymysql-pooled": mode_pymysql_pooled,
 }
 
 
