@@ -44,13 +44,12 @@ from typing import Any
 import msgspec
 
 from .aggregate import merge_workloads
-from .checks import split_listen
 from .control import ControlServer, Invoke, runtime_dir
 from .control_access import private_directory
 from .errors import NoWorkerReady, WorkloadError
 from .lifecycle import State
 from .manifest import Manifest
-from .metrics_server import MetricsServer
+from .metrics_server import MetricsServer, serve_metrics
 from .restart import GiveUp, Restart, RestartPolicy
 from .shares import WorkerSlot
 from .status import StatusReport
@@ -121,19 +120,7 @@ class WorkerPool:
                 _check_port_free(wl.name, rule.host, rule.host_port)
         spec = self.manifest.metrics
         if spec is not None and self.metrics is None:
-            listen = split_listen(spec.listen)
-            if listen is None:  # validation refuses it first
-                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
-            server = MetricsServer(
-                lambda: self._report,
-                host=listen[0],
-                port=listen[1],
-                max_clients=spec.max_clients,
-                timeout=float(spec.timeout),
-                max_request_size=int(spec.max_request_size),
-            )
-            await server.start()
-            self.metrics = server
+            self.metrics = await serve_metrics(spec, lambda: self._report)
 
     async def start(self) -> None:
         await self.prepare()
