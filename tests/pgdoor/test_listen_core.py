@@ -118,7 +118,7 @@ def test_relay_applies_listen_in_a_transaction_at_commit_only() -> None:
         assert relay.listen_changes == applied
 
 
-def test_relay_refuses_listen_in_a_failed_transaction_and_extended_protocol() -> None:
+def test_relay_refuses_listen_in_a_failed_transaction() -> None:
     relay = Relay(max_message_size=1 << 20)
     session = _Session()
     relay.feed_client(_q("SELECT 1/0"))
@@ -131,8 +131,26 @@ def test_relay_refuses_listen_in_a_failed_transaction_and_extended_protocol() ->
     relay.feed_client(_q("ROLLBACK"))
     relay.route(session)
     relay.feed_server(_cc("ROLLBACK") + _z(b"I"))
-    parse = message(b"P", b"\0LISTEN x\0" + I32.pack(0)[2:])
-    relay.feed_client(parse + message(b"S"))
-    out = relay.route(session)
-    assert b"0A000" in relay.to_client and out == message(b"S")
     assert relay.listen_changes == []
+
+
+def test_relay_answers_the_execute_of_a_listen_statement() -> None:
+    """asyncpg sends LISTEN through Parse/Bind/Execute: the server parses and binds
+    it, the Execute is answered here."""
+    relay = Relay(max_message_size=1 << 20)
+    session = _Session()
+    no_params = I32.pack(0)[2:]
+    parse = message(b"P", b"s1\0LISTEN x\0" + no_params)
+    describe = message(b"D", b"Ss1\0")
+    relay.feed_client(parse + describe + message(b"S"))
+    out = relay.route(session)
+    assert out.startswith(b"P") and out.endswith(message(b"S"))
+    relay.feed_server(b"1\0\0\0\4" + message(b"t", no_params) + b"n\0\0\0\4" + _z(b"I"))
+    bind = message(b"B", b"\0s1\0" + no_params + no_params + no_params)
+    execute = message(b"E", b"\0" + I32.pack(0))
+    relay.feed_client(bind + execute + message(b"S"))
+    out = relay.route(session)
+    assert execute not in out and out.endswith(message(b"S"))
+    got = relay.feed_server(b"2\0\0\0\4" + _z(b"I"))
+    assert got == b"2\0\0\0\4" + _cc("LISTEN") + _z(b"I")
+    assert relay.listen_changes == [("listen", "x")]

@@ -488,6 +488,8 @@ class PgFrontDoor:
                 conn.writer.close()
                 raise _ServerLost
             out = relay.feed_server(chunk)
+            if relay.listen_changes:  # listening before the client hears it is
+                await self._apply_listens(client)
             if out:
                 self._write(client, out)
                 if relay.awaiting_server:

@@ -147,6 +147,10 @@ class Relay:
         #: changes made inside the open transaction: applied at COMMIT
         self._listen_pending: list[tuple[str, str]] = []
         self._channels_pending: set[str] = set()
+        #: portals (and the unnamed statement) that run LISTEN/UNLISTEN: their
+        #: Parse, Bind and Describe go to the server, their Execute is answered here
+        self._portals: dict[bytes, tuple[str, str]] = {}
+        self._unnamed_action: tuple[str, str] | None = None
         #: the client's named statements: name -> (server name, Parse body after the name)
         self.statements: dict[bytes, tuple[bytes, bytes]] = {}
         #: transaction status of the last ReadyForQuery relayed
@@ -295,6 +299,7 @@ class Relay:
             portal_end = buf.index(b"\0", start, end)
             name_end = buf.index(b"\0", portal_end + 1, end)
             name = buf[portal_end + 1 : name_end]
+            self._bind_portal(buf[start:portal_end], name)
             if not name:
                 self._push(_PLAIN[_ONE])
                 out.append(raw)
@@ -320,12 +325,20 @@ class Relay:
             out.append(message(b"D", b"S" + server + b"\0"))
         elif kind == 0x45:  # Execute
             self._batch_open = True
+            action = self._portals.get(buf[start : buf.index(b"\0", start, end)])
+            if action is not None:  # a LISTEN/UNLISTEN portal: answered here
+                entry = _Entry(_EXECUTE, _SYNTH)
+                entry.action = action
+                self._push(entry)
+                return
             self._push(_PLAIN[_EXECUTE])
             out.append(raw)
         elif kind == 0x43:  # Close
             self._batch_open = True
             what = buf[start : start + 1]
             name = buf[start + 1 : end - 1]
+            if what == b"P":
+                self._portals.pop(name, None)
             if what == b"S" and name:
                 # the server-side statement stays on its session, for whoever needs it
                 self.statements.pop(name, None)
@@ -363,6 +376,20 @@ class Relay:
         entry = _Entry(_SYNC, _SYNTH)
         entry.action = action
         self._push(entry)
+
+    def _bind_portal(self, portal: bytes, statement: bytes) -> None:
+        if statement:
+            known = self.statements.get(statement)
+            action = None
+            if known is not None:
+                rest = known[1]
+                action = _listen_action(rest, 0, len(rest))
+        else:
+            action = self._unnamed_action
+        if action is None:
+            self._portals.pop(portal, None)
+        else:
+            self._portals[portal] = action
 
     def _listen_reply(self, action: tuple[str, str]) -> bytes:
         """The reply to a LISTEN/UNLISTEN answered here, given the transaction
@@ -406,14 +433,8 @@ class Relay:
     def _parse(self, buf: bytes, start: int, end: int, raw: bytes, out: list[bytes]) -> None:
         name_end = buf.index(b"\0", start, end)
         name = buf[start:name_end]
-        if _keyword(buf, name_end + 1) in LISTEN_KEYWORDS:
-            self._synth_error(
-                "0A000",
-                "LISTEN and UNLISTEN through the extended query protocol are not supported "
-                "in transaction pooling mode: send them as simple queries",
-            )
-            return
         if not name:
+            self._unnamed_action = _listen_action(buf, name_end + 1, end)
             self._push(_PLAIN[_ONE])
             out.append(raw)
             return
@@ -608,8 +629,10 @@ class Relay:
 
     def _ready(self, status: bytes) -> None:
         self.status = status
-        if status == b"I" and self._listen_pending:
-            self._end_transaction(False)  # ended without a COMMIT tag
+        if status == b"I":
+            self._portals.clear()  # portals end with their transaction
+            if self._listen_pending:
+                self._end_transaction(False)  # ended without a COMMIT tag
         if self.session is not None:
             self.session.status = status
         self._skip = False
@@ -643,6 +666,13 @@ class Relay:
 
 
 _ENDS_ORD = {k: frozenset(v) for k, v in _ENDS.items()}
+
+
+def _listen_action(buf: bytes, start: int, end: int) -> tuple[str, str] | None:
+    """The LISTEN/UNLISTEN of a Parse's query text (``buf[start:end]`` begins with it)."""
+    if _keyword(buf, start) not in LISTEN_KEYWORDS:
+        return None
+    return parse_listen(buf[start : buf.index(b"\0", start, end)])
 
 
 def _keyword(buf: bytes, start: int) -> bytes | None:

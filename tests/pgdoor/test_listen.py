@@ -1,0 +1,169 @@
+"""LISTEN/NOTIFY through the front door: asyncpg's add_listener and psql against
+the real PostgreSQL, one dedicated server connection per database behind them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import asyncpg
+import pytest
+
+from .conftest import PASSWORD, Door, eventually
+
+
+class _Inbox:
+    """What one asyncpg listener received: (channel, payload) in order."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []
+
+    def __call__(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.got.append((channel, payload))
+
+
+def _chan(tag: str) -> str:
+    return f"pgdoor_{tag}_{uuid.uuid4().hex[:8]}"
+
+
+async def _server_listen_sessions(application_name: str) -> int:
+    conn = await asyncpg.connect(host="127.0.0.1", user="postgres", database="test")
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                application_name,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_notifications_reach_each_listener_of_their_channel_once(door: Door) -> None:
+    jobs, other = _chan("jobs"), _chan("other")
+    a, b, c, sender = [await door.connect() for _ in range(4)]
+    inbox_a, inbox_b, inbox_c = _Inbox(), _Inbox(), _Inbox()
+    direct = await asyncpg.connect(host="127.0.0.1", user="postgres", database=door.database)
+    try:
+        await a.add_listener(jobs, inbox_a)
+        await b.add_listener(jobs, inbox_b)
+        await c.add_listener(other, inbox_c)
+        stats = door.stats()
+        assert (stats.listeners, stats.listen_channels, stats.listen_connections) == (3, 2, 1)
+        # the clients' sessions go back to the pool: no session is held for listening
+        assert stats.clients_active == 0
+        await sender.execute(f"NOTIFY {jobs}, 'one'")
+        await sender.execute("SELECT pg_notify($1, 'two')", jobs)
+        await direct.execute(f"NOTIFY {jobs}, 'three'")  # straight to PostgreSQL
+        await sender.execute(f"NOTIFY {other}, 'four'")
+        async with sender.transaction():  # delivered at commit only
+            await sender.execute(f"NOTIFY {jobs}, 'five'")
+            await sender.execute(f"NOTIFY {jobs}, 'five'")  # folded by PostgreSQL
+        want = [(jobs, "one"), (jobs, "two"), (jobs, "three"), (jobs, "five")]
+        await eventually(lambda: len(inbox_a.got) >= 4 and len(inbox_b.got) >= 4)
+        await eventually(lambda: len(inbox_c.got) >= 1)
+        # between notifications a listener's queries still work
+        assert await a.fetchval("SELECT 41 + 1") == 42
+        await sender.execute(f"NOTIFY {jobs}, 'six'")
+        await eventually(lambda: len(inbox_a.got) >= 5 and len(inbox_b.got) >= 5)
+        await asyncio.sleep(0.2)  # room for a duplicate to show up
+        assert inbox_a.got == [*want, (jobs, "six")]
+        assert inbox_b.got == [*want, (jobs, "six")]
+        assert inbox_c.got == [(other, "four")]
+        # UNLISTEN stops delivery to that client only
+        await a.remove_listener(jobs, inbox_a)
+        await sender.execute(f"NOTIFY {jobs}, 'seven'")
+        await eventually(lambda: len(inbox_b.got) >= 6)
+        await asyncio.sleep(0.2)
+        assert inbox_a.got[-1] == (jobs, "six") and inbox_b.got[-1] == (jobs, "seven")
+        assert door.stats().notifications_delivered >= 12
+    finally:
+        for conn in (a, b, c, sender, direct):
+            await conn.close()
+    await door.settled()
+
+
+async def test_the_dedicated_connection_closes_with_the_last_listener(door: Door) -> None:
+    chan = _chan("last")
+    a, b, sender = [await door.connect() for _ in range(3)]
+    inbox_b = _Inbox()
+    try:
+        await a.add_listener(chan, _Inbox())
+        await b.add_listener(chan, inbox_b)
+        assert door.stats().listen_connections == 1
+        await a.close()  # a listener that leaves is dropped
+        await eventually(lambda: door.stats().listeners == 1)
+        await sender.execute(f"NOTIFY {chan}, 'after a left'")
+        await eventually(lambda: inbox_b.got == [(chan, "after a left")])
+        await b.close()
+        await eventually(lambda: door.stats().listen_connections == 0)
+        assert door.stats().listeners == 0 and door.stats().listen_channels == 0
+        pool = door.pool()
+        assert pool.in_use == 0  # it never was one of the pool's sessions
+    finally:
+        for conn in (a, b, sender):
+            await conn.close()
+
+
+async def test_listen_in_a_transaction_takes_effect_at_commit(door: Door) -> None:
+    kept, dropped = _chan("kept"), _chan("dropped")
+    conn = await door.connect()
+    sender = await door.connect()
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute(f"LISTEN {dropped}")
+        assert door.stats().listeners == 0  # not before the transaction ends
+        await tx.rollback()
+        async with conn.transaction():
+            await conn.execute(f"LISTEN {kept}")
+            assert door.stats().listeners == 0
+        assert door.stats().listeners == 1
+        await sender.execute(f"NOTIFY {dropped}, 'no'")
+        await sender.execute(f"NOTIFY {kept}, 'yes'")
+        await eventually(lambda: door.stats().notifications_delivered == 1)
+        # in a failed transaction it is refused as PostgreSQL refuses any statement
+        with pytest.raises(asyncpg.InFailedSQLTransactionError):
+            async with conn.transaction():
+                with pytest.raises(asyncpg.DivisionByZeroError):
+                    await conn.execute("SELECT 1/0")
+                await conn.execute(f"LISTEN {dropped}")
+        assert door.stats().listeners == 1
+        await conn.execute("UNLISTEN *")
+        assert door.stats().listeners == 0
+        assert await conn.fetchval("SELECT 1") == 1
+        await sender.execute(f"NOTIFY {dropped}, 'no'")
+        await sender.execute(f"NOTIFY {kept}, 'no'")
+        assert door.stats().notifications_delivered == 1
+    finally:
+        await conn.close()
+        await sender.close()
+
+
+async def test_psql_listen_receives_a_notification(door: Door) -> None:
+    chan = _chan("psql")
+    proc = await asyncio.create_subprocess_exec(
+        "/usr/bin/psql", "-h", "127.0.0.1", "-p", str(door.port), "-U", "app",
+        "-d", door.database, "-AtX",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PGPASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"LISTEN {chan};\n".encode())
+    await proc.stdin.drain()
+    await eventually(lambda: door.stats().listeners == 1)
+    sender = await door.connect()
+    try:
+        await sender.execute(f"NOTIFY {chan}, 'hello psql'")
+    finally:
+        await sender.close()
+    # psql prints notifications after its next command
+    await asyncio.sleep(0.3)
+    proc.stdin.write(b"SELECT 'done';\n\\q\n")
+    await proc.stdin.drain()
+    out = (await asyncio.wait_for(proc.stdout.read(), 10)).decode()
+    await proc.wait()
+    assert proc.returncode == 0, out
+    assert f'Asynchronous notification "{chan}" with payload "hello psql" received' in out
+    assert "done" in out
