@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 
-from .conftest import PASSWORD, Door, eventually
+from .conftest import PASSWORD, Door, eventually, front_door
 
 
 class _Inbox:
@@ -167,3 +169,75 @@ async def test_psql_listen_receives_a_notification(door: Door) -> None:
     assert proc.returncode == 0, out
     assert f'Asynchronous notification "{chan}" with payload "hello psql" received' in out
     assert "done" in out
+
+
+async def test_the_dedicated_connection_comes_back_after_it_died(door: Door) -> None:
+    chan = _chan("back")
+    conn, sender = await door.connect(), await door.connect()
+    inbox = _Inbox()
+    direct = await asyncpg.connect(host="127.0.0.1", user="postgres", database=door.database)
+    try:
+        await conn.add_listener(chan, inbox)
+        # the dedicated session's last statement named our (unique) channel
+        killed = await direct.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'fabric listen' AND query LIKE $1",
+            f'%LISTEN "{chan}"%',
+        )
+        assert killed == 1
+        front = door.service.postgres
+        assert front is not None
+        await eventually(lambda: front.listeners[door.database].connects == 2)
+        await eventually(lambda: door.stats().listen_connections == 1)
+        await sender.execute(f"NOTIFY {chan}, 'after the loss'")
+        await eventually(lambda: inbox.got == [(chan, "after the loss")])
+    finally:
+        for c in (conn, sender, direct):
+            await c.close()
+
+
+async def _raw_client(port: int, database: str) -> tuple[asyncio.StreamReader, Any]:
+    """A client speaking the protocol by hand, that reads only when told."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    params = b"user\0tool\0database\0" + database.encode() + b"\0\0"
+    body = struct.pack("!i", 196608) + params
+    writer.write(struct.pack("!i", len(body) + 4) + body)
+    await _until_ready(reader)
+    return reader, writer
+
+
+async def _until_ready(reader: asyncio.StreamReader) -> bytes:
+    seen = b""
+    while True:
+        head = await reader.readexactly(5)
+        body = await reader.readexactly(struct.unpack("!i", head[1:])[0] - 4)
+        seen += head + body
+        if head[:1] == b"Z":
+            return seen
+
+
+async def test_a_client_that_does_not_read_its_notifications_is_disconnected() -> None:
+    chan = _chan("slow")
+    async with front_door(door_options={"max_notification_bytes": 256 * 1024}) as door:
+        reader, writer = await _raw_client(door.port, door.database)
+        query = f"LISTEN {chan}".encode() + b"\0"
+        writer.write(b"Q" + struct.pack("!i", 4 + len(query)) + query)
+        assert b"CLISTEN" in (await _until_ready(reader)).replace(b"\0\0\0\x0b", b"")
+        sender = await door.connect()
+        try:
+            await sender.execute(
+                "SELECT count(pg_notify($1, repeat('x', 7900) || g)) "
+                "FROM generate_series(1, 3000) g",
+                chan,
+            )
+            await eventually(lambda: door.stats().notification_overflows == 1)
+            await eventually(lambda: door.stats().clients_connected == 1)
+            rest = b""
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+                rest += chunk
+            # what it was sent, then the reason it was disconnected
+            assert rest.startswith(b"A") and b"C53400" in rest[-300:]
+            await eventually(lambda: door.stats().listen_connections == 0)
+        finally:
+            writer.close()
+            await sender.close()

@@ -53,8 +53,8 @@ class PostgresFrontDoorConfig(
     max_prepared_statements: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1000
     #: channels one client may LISTEN on
     max_listen_channels: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
-    #: notification bytes one client may leave unread (held while a reply to it is
-    #: relayed, plus what its socket has not taken); past it the client is disconnected
+    #: notification bytes the front door may hold for one client (while a reply to
+    #: it is relayed, or while it lags in reading); past it the client is disconnected
     max_notification_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
 
     def __post_init__(self) -> None:

@@ -126,6 +126,7 @@ class _Client:
     __slots__ = (
         "busy",
         "database",
+        "flusher",
         "held",
         "held_bytes",
         "key",
@@ -155,6 +156,7 @@ class _Client:
         self.busy = False
         self.held: deque[bytes] = deque()
         self.held_bytes = 0
+        self.flusher: asyncio.Task[None] | None = None
 
 
 class PgFrontDoor:
@@ -251,6 +253,8 @@ class PgFrontDoor:
                 listener = self.listeners.get(client.database)
                 if listener is not None:
                     listener.drop(client.pid)
+                if client.flusher is not None:
+                    client.flusher.cancel()
                 await self._give_back(client, abandon=True)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -515,35 +519,47 @@ class PgFrontDoor:
         await listener.change(client.pid, changes)
 
     def _deliver(self, listeners: frozenset[Hashable], note: bytes) -> None:
-        """A notification for every client in ``listeners``: written now to a client
-        waiting for its next message, held for one in the middle of a reply."""
+        """A notification for every client in ``listeners``: queued for the client,
+        written by its flusher while the client waits for its next message."""
         limit = self.config.max_notification_bytes
         for pid in listeners:
             client = self._clients.get(pid) if isinstance(pid, int) else None
             if client is None:
                 continue
-            if client.busy:
-                client.held.append(note)
-                client.held_bytes += len(note)
-                if client.held_bytes > limit:
-                    self._overflow(client)
-                continue
-            transport = getattr(client.writer, "transport", None)
-            unread = transport.get_write_buffer_size() if transport is not None else 0
-            if unread + len(note) > limit:
+            client.held.append(note)
+            client.held_bytes += len(note)
+            if client.held_bytes > limit:
                 self._overflow(client)
-                continue
-            self._write(client, note)
-            self.notifications_delivered += 1
+            elif not client.busy:
+                self._flush_notifications(client)
 
     def _release_held(self, client: _Client) -> None:
-        """The client's reply is complete: held notifications go out, and the next
-        ones are written as they come."""
-        while client.held:
-            self._write(client, client.held.popleft())
-            self.notifications_delivered += 1
-        client.held_bytes = 0
+        """The client's reply is complete: its notifications may be written again."""
         client.busy = False
+        self._flush_notifications(client)
+
+    def _flush_notifications(self, client: _Client) -> None:
+        if client.held and not client.busy and client.flusher is None:
+            client.flusher = asyncio.create_task(self._flush(client))
+
+    async def _flush(self, client: _Client) -> None:
+        """Write the queued notifications, then wait for the client to take them;
+        they count against its limit until it has. A reply to the client under way
+        stops it (the relay loop starts it again after the reply)."""
+        try:
+            while client.held and not client.busy and client.pid in self._clients:
+                notes = list(client.held)
+                client.held.clear()
+                size = sum(map(len, notes))
+                self._write(client, b"".join(notes))
+                self.notifications_delivered += len(notes)
+                try:
+                    await client.writer.drain()
+                except (ConnectionError, OSError):
+                    return
+                client.held_bytes -= size
+        finally:
+            client.flusher = None
 
     def _overflow(self, client: _Client) -> None:
         """The client does not read its notifications: it is disconnected."""
@@ -624,6 +640,16 @@ class PgFrontDoor:
                 for name, pool in self.pools.items()
             },
         )
+
+
+def _unread(writer: Any) -> int:
+    """Bytes written to a client that it has not taken yet (a socket's write buffer,
+    or the outbound buffer of a virtual network stream)."""
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        return int(transport.get_write_buffer_size())
+    end = getattr(writer, "end", None)
+    return int(getattr(end, "outbound_buffered", 0))
 
 
 class _ServerLost(Exception):

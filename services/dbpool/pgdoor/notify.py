@@ -6,7 +6,8 @@ PostgreSQL connection per database while someone listens), closed when the last
 listener leaves. It LISTENs on the union of the clients' channels and hands
 every NotificationResponse to ``deliver(listeners, message)``. When it dies it
 is opened again with backoff and LISTENs again on every channel; notifications
-sent while it was down are lost.
+sent while it was down are lost. It shows in ``pg_stat_activity`` with the
+database's application_name (``fabric`` when unset) followed by `` listen``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
+
+import msgspec
 
 from pools import DatabaseConfig, PgConnection
 
@@ -58,7 +61,8 @@ class DatabaseListener:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        """The dedicated connection is up and listens on every channel."""
+        return self._conn is not None and self._synced.is_set()
 
     @property
     def running(self) -> bool:
@@ -160,7 +164,9 @@ class DatabaseListener:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _connect(self) -> PgConnection:
-        cfg = self.config
+        cfg = msgspec.structs.replace(
+            self.config, application_name=f"{self.config.application_name or 'fabric'} listen"
+        )
         async with asyncio.timeout(cfg.connect_timeout):
             reader, writer = await asyncio.open_connection(cfg.host, cfg.resolved_port)
             conn = PgConnection(reader, writer, cfg.host, cfg.resolved_port)
