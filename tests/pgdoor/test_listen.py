@@ -241,3 +241,32 @@ async def test_a_client_that_does_not_read_its_notifications_is_disconnected() -
         finally:
             writer.close()
             await sender.close()
+
+
+async def test_front_door_listeners_show_in_the_metrics(door: Door) -> None:
+    chan = _chan("metrics")
+    conn, sender = await door.connect(), await door.connect()
+    inbox = _Inbox()
+    try:
+        await conn.add_listener(chan, inbox)
+        await sender.execute(f"NOTIFY {chan}, 'counted'")
+        await eventually(lambda: len(inbox.got) == 1)
+        families = {f["name"]: f for f in door.service.metrics()}
+
+        def value(name: str, **labels: str) -> float:
+            want = {"door": "postgres", **labels}
+            (sample,) = [
+                s for s in families[name]["samples"] if want.items() <= s["labels"].items()
+            ]
+            return float(sample["value"])
+
+        assert value("dbpool_door_clients_connected") == 2
+        assert value("dbpool_door_listeners") == 1
+        assert value("dbpool_door_listen_connections") == 1
+        assert value("dbpool_door_notifications_delivered") == 1
+        assert families["dbpool_door_notifications_delivered"]["kind"] == "counter"
+        assert value("dbpool_door_sent_bytes") > 0 and value("dbpool_door_leases") >= 1
+        assert value("dbpool_door_pool_connections", database=door.database, state="idle") >= 1
+    finally:
+        await conn.close()
+        await sender.close()
