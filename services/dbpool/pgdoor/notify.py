@@ -95,25 +95,30 @@ class DatabaseListener:
         """The client left: its channels are dropped (no wait for the server)."""
         statements = self.registry.drop(client)
         if self.registry.empty:
-            if self._task is not None:
-                task = asyncio.get_running_loop().create_task(self.stop())
-                task.add_done_callback(lambda t: t.exception())
-            return
-        if statements:
+            self._halt()
+        elif statements:
             self._send(statements)
 
     async def stop(self) -> None:
+        task = self._halt()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _halt(self) -> asyncio.Task[None] | None:
+        """Close the dedicated connection now (a LISTEN that comes next opens
+        another one); returns the reading task, cancelled."""
         task, self._task = self._task, None
         conn, self._conn = self._conn, None
         self._synced.clear()
         self._release_acks()
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if conn is not None:
+        if conn is not None and not conn.is_closed():
             with contextlib.suppress(Exception):
-                await conn.close()
+                conn.writer.write(message(b"X"))
+            conn.writer.close()
+        return task
 
     def _send(self, statements: list[str]) -> asyncio.Future[None] | None:
         """Run ``statements`` as one simple query on the connection (when it is up:
@@ -150,7 +155,7 @@ class DatabaseListener:
                 resync.add_done_callback(lambda _: self._synced.set())
             try:
                 await self._read(conn)
-            except (OSError, ConnectionError, Exception) as exc:
+            except Exception as exc:
                 if self._conn is conn:
                     log.warning("pgdoor: LISTEN connection to %s lost: %s", self.database, exc)
             finally:
