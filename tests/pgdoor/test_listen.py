@@ -161,7 +161,7 @@ async def test_psql_listen_receives_a_notification(door: Door) -> None:
     finally:
         await sender.close()
     # psql prints notifications after its next command
-    await asyncio.sleep(0.3)
+    await eventually(lambda: door.stats().notifications_delivered == 1)
     proc.stdin.write(b"SELECT 'done';\n\\q\n")
     await proc.stdin.drain()
     out = (await asyncio.wait_for(proc.stdout.read(), 10)).decode()
