@@ -15,6 +15,7 @@ released, one operation at a time, not broken) and maps driver exceptions to the
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -76,7 +77,24 @@ class Lease(abc.ABC):
         reading after ``max_rows + 1``."""
 
     @abc.abstractmethod
-    async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int: ...
+    async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql`` once per parameter set, all or nothing (see `_all_or_nothing`),
+        and return the affected-row count."""
+
+    async def _all_or_nothing(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` in a transaction of its own, unless one is open already."""
+        if self._driver_in_transaction():
+            return await work()
+        await self._begin()
+        try:
+            result = await work()
+        except Exception:
+            if not self._connection_closed():
+                with contextlib.suppress(Exception):  # the original error is the one to report
+                    await self._rollback()
+            raise
+        await self._commit()
+        return result
 
     @abc.abstractmethod
     async def _begin(self) -> None: ...

@@ -171,24 +171,14 @@ class MySQLLease(Lease):
                 cursor.mogrify(sql, params)
         except (TypeError, ValueError, KeyError) as exc:
             raise _client_error(exc) from exc
-        conn = self._conn
-        own_transaction = not self._driver_in_transaction()
-        if own_transaction:
-            await conn.begin()
-        try:
+
+        async def run() -> int:
             # INSERT ... VALUES becomes one multi-row INSERT; others run once per set.
             count = await cursor.executemany(sql, args)
             await cursor.close()
-        except Exception:
-            if own_transaction and not conn.closed:
-                try:
-                    await conn.rollback()
-                except Exception:  # the original error is the one to report
-                    pass
-            raise
-        if own_transaction:
-            await conn.commit()
-        return int(count or 0)
+            return int(count or 0)
+
+        return await self._all_or_nothing(run)
 
     async def raw(
         self, exchange: Callable[[Any, Any], Awaitable[int]], *, dirty: bool = False

@@ -376,24 +376,15 @@ class PgWireLease(Lease):
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         conn = self.connection
-        own = conn.status == b"I"
-        if own:
-            await conn.simple_query("BEGIN")
-        total = 0
-        try:
+
+        async def run() -> int:
+            total = 0
             for params in params_seq:
                 _, _, tag = await conn.extended_query(sql, params)
                 total += _count(tag, 0)
-        except Exception:
-            if own and not conn.is_closed():
-                try:
-                    await conn.simple_query("ROLLBACK")
-                except Exception:
-                    pass
-            raise
-        if own:
-            await conn.simple_query("COMMIT")
-        return total
+            return total
+
+        return await self._all_or_nothing(run)
 
     async def _begin(self) -> None:
         await self.connection.simple_query("BEGIN")

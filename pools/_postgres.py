@@ -162,26 +162,17 @@ class PostgresLease(Lease):
         # One round trip per parameter set, so the affected-row count is exact; asyncpg's
         # executemany pipelines but reports no counts.
         conn = self._conn
-        own_transaction = not conn.is_in_transaction()
-        if own_transaction:
-            await conn.execute("BEGIN")
-        total = 0
-        try:
+
+        async def run() -> int:
+            total = 0
             for params in params_seq:
                 _, status, _ = await conn._execute(  # type: ignore[attr-defined]
                     sql, tuple(params), 0, None, return_status=True
                 )
                 total += _status_count(status, 0)
-        except Exception:
-            if own_transaction and not conn.is_closed():
-                try:
-                    await conn.execute("ROLLBACK")
-                except Exception:  # the original error is the one to report
-                    pass
-            raise
-        if own_transaction:
-            await conn.execute("COMMIT")
-        return total
+            return total
+
+        return await self._all_or_nothing(run)
 
     async def _begin(self) -> None:
         await self._conn.execute("BEGIN")
