@@ -378,6 +378,10 @@ class NetworkCore:
         attempt.succeed(client_end)
         return attempt
 
+    def count_connection(self) -> None:
+        """Count a connection made without a pipe (the ingress fast path)."""
+        self._connections += 1
+
     def _connect_egress(self, rule: EgressRule) -> ConnectAttempt:
         attempt = ConnectAttempt()
         client_end, bridge_end = pipe_pair(self.policy.high_water)
