@@ -25,7 +25,7 @@ TIMEOUT = 30
 
 async def eventually(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polling a plain counter
             await asyncio.sleep(0.01)
 
 
