@@ -316,7 +316,7 @@ class IngressServer:
             budget.give_back(2)
             writer.close()
             with contextlib.suppress(OSError):
-                await asyncio.shield(writer.wait_closed())
+                await writer.wait_closed()
 
     def close(self) -> None:
         if self._server is not None:
