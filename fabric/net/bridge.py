@@ -47,7 +47,7 @@ import logging
 from typing import Any, Protocol
 
 from .errors import SocketError, error_code_from_oserror
-from .network import GuestNetwork, NetworkCore
+from .network import GuestNetwork, IngressStatistics, NetworkCore
 from .pipe import PipeEnd
 from .policy import EgressRule, IngressRule, Role
 from .streams import (
@@ -331,6 +331,19 @@ class IngressServer:
             await self._server.wait_closed()
         if self._guest is not None:
             self._guest.close()
+
+    def statistics(self) -> IngressStatistics:
+        return IngressStatistics(
+            port=self.rule.port,
+            host=self.rule.host,
+            host_port=self.port if self._server is not None and self._server.sockets else 0,
+            active=len(self._tasks),
+            max_connections=self.rule.max_connections,
+            connections=self.connections,
+            direct=self.direct,
+            refused=self.refused,
+            over_limit=self.over_limit,
+        )
 
     def __repr__(self) -> str:
         where = f"{self.rule.host}:{self.port}" if self._server else "not started"

@@ -80,7 +80,11 @@ async def test_a_native_listener_gets_the_real_connection() -> None:
     assert ingress.connections == ingress.direct == 1
     assert server.accepted == server.direct == 1
     assert "direct=1" in repr(ingress) and "direct=1" in repr(server)
-    assert net.statistics().connections == 1
+    stats = net.statistics()
+    assert stats.connections == 1
+    (counters,) = stats.ingress
+    assert (counters.port, counters.host_port) == (8080, ingress.port)
+    assert (counters.connections, counters.direct, counters.active) == (1, 1, 0)
     guest = next(g for g in net.guests if g.name == "ingress:8080")
     assert guest.budget.used == 0
     await net.aclose()
@@ -140,6 +144,7 @@ async def test_the_rule_limit_refuses_the_extra_client() -> None:
     assert await read_all_or_reset(reader) == b""
     writer.close()
     assert ingress.over_limit == 1 and len(echo.writers) == 2
+    assert net.statistics().ingress[0].over_limit == 1
     # the admitted clients are still served
     for r, w in clients:
         w.write(b"still here")
