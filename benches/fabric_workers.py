@@ -5,8 +5,12 @@ hand-written WAT component (the CPU-bound path: fabric's own per-invocation
 cost dominates) borrowing a pooled PostgreSQL connection from the dbpool
 service, sent over the control socket of a real ``fabric run`` process (one
 open control connection per concurrent client, as a busy caller would keep).
-The contenders differ only in ``--workers``: with 2 the parent routes each
-invocation to the least-loaded worker. Both use the same dbpool ``max_size``
+The contenders differ only in ``--workers``: with 2 the parent hands each
+control connection to the least-loaded worker on its first invoke (and
+``fabric-workers-2-relay``, ``FABRIC_WORKERS_HANDOFF=0``, relays every
+invocation through the parent, the design before). Each description ends
+with the CPU time each process of the contender spent per invocation
+(``/proc/PID/stat``, from setup to teardown). Both use the same dbpool ``max_size``
 (the total across workers); a watcher counts the cluster's connections with
 the contender's ``application_name`` all along and the highest count is in
 the contender's description.
@@ -84,12 +88,16 @@ class FabricWorkers:
 
     group = "fabric"
 
-    def __init__(self, env: Any, workers: int) -> None:
+    def __init__(self, env: Any, workers: int, *, relay: bool = False) -> None:
         self.env = env
         self.workers = workers
-        self.name = f"fabric-workers-{workers}"
-        self.app = f"fabric-bench-workers-{workers}-{os.getpid()}"
+        self.relay = relay
+        suffix = "-relay" if relay else ""
+        self.name = f"fabric-workers-{workers}{suffix}"
+        self.app = f"fabric-bench-workers-{workers}{suffix}-{os.getpid()}"
         self.base = f"`fabric run --workers {workers}`, WAT component, dbpool max_size {POOL_SIZE}"
+        if relay:
+            self.base += " (FABRIC_WORKERS_HANDOFF=0: the parent relays every invocation)"
         self.description = self.base
         self.directory: Path | None = None
         self.proc: asyncio.subprocess.Process | None = None
@@ -102,6 +110,9 @@ class FabricWorkers:
         self._open: list[asyncio.StreamWriter] = []
         self._watcher: asyncio.Task[None] | None = None
         self.max_connections = 0
+        self.ops = 0
+        self._cpu_start: dict[str, float] = {}
+        self._pids: dict[str, int] = {}
 
     async def setup(self) -> None:
         target = await self.env.postgres()
@@ -113,26 +124,9 @@ class FabricWorkers:
         manifest.write_text(_manifest(target, wat, self.app))
         manifest.chmod(0o600)  # it holds the bench role's password
         self.control = self.directory / "control.sock"
-        command = [sys.executable, "-m", "fabric.cli", "run", str(manifest)]
-        command += ["--workers", str(self.workers), "--control", str(self.control)]
-        with (self.directory / "fabric.log").open("w") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=ROOT,
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                await remote_status(self.control)
-                break
-            except ControlError:
-                if self.proc.returncode is not None or time.monotonic() > deadline:
-                    text = (self.directory / "fabric.log").read_text()[-600:]
-                    raise RuntimeError(f"fabric run --workers did not start: {text}") from None
-                await asyncio.sleep(0.1)
+        self.proc, report = await start_fabric(manifest, self.workers, self.control, self.relay)
+        self._pids = roles(self.proc.pid, report)
+        self._cpu_start = cpu_seconds(self._pids)
         watcher_conn = await asyncpg.connect(
             host=target.host,
             port=target.port,
@@ -170,8 +164,11 @@ class FabricWorkers:
         if not isinstance(reply, InvokeReply) or reply.result.get("exit_code") != 0:
             raise RuntimeError(f"invocation failed: {reply!r}")
         self._idle.append((reader, writer))
+        self.ops += 1
 
     async def teardown(self) -> None:
+        if self._pids and self.ops:
+            self.description += "; " + cpu_per_op(self._pids, self._cpu_start, self.ops)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
@@ -179,16 +176,88 @@ class FabricWorkers:
         for writer in self._open:
             writer.close()
         self._idle.clear()
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(60):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        if self.proc is not None:
+            await stop_fabric(self.proc)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def start_fabric(
+    manifest: Path, workers: int, control: Path, relay: bool = False
+) -> tuple[asyncio.subprocess.Process, Any]:
+    """``fabric run MANIFEST --workers N`` (its output in ``fabric.log`` beside the
+    manifest), once its control socket answers; the process and its status report.
+    ``relay``: ``FABRIC_WORKERS_HANDOFF=0`` (the parent relays every invocation)."""
+    command = [sys.executable, "-m", "fabric.cli", "run", str(manifest)]
+    command += ["--workers", str(workers), "--control", str(control)]
+    logfile = manifest.parent / "fabric.log"
+    with logfile.open("w") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=dict(os.environ, FABRIC_WORKERS_HANDOFF="0" if relay else "1"),
+        )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return proc, await remote_status(control)
+        except ControlError:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                text = logfile.read_text()[-600:]
+                raise RuntimeError(f"fabric run --workers did not start: {text}") from None
+            await asyncio.sleep(0.1)
+
+
+async def stop_fabric(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (drain), SIGKILL after a minute."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(60):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def cpu_per_op(pids: dict[str, int], start: dict[str, float], ops: int) -> str:
+    """``CPU µs per op: parent 12, worker 0 480, ...`` since ``start``."""
+    spent = cpu_seconds(pids)
+    shares = ", ".join(
+        f"{role} {(spent[role] - start.get(role, spent[role])) / ops * 1e6:.0f}" for role in spent
+    )
+    return f"CPU µs per op: {shares}"
+
+
+def roles(pid: int, report: Any) -> dict[str, int]:
+    """The processes of a running fabric by role: ``parent`` and ``worker I`` with
+    ``--workers N``, ``worker 0`` for the single process."""
+    if not report.workers:
+        return {"worker 0": pid}
+    roles = {"parent": pid}
+    for w in report.workers:
+        if w.pid is not None:
+            roles[f"worker {w.index}"] = w.pid
+    return roles
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for role, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        spent[role] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return spent
 
 
 def register(registry: Registry) -> None:
@@ -198,11 +267,14 @@ def register(registry: Registry) -> None:
         description=(
             "One `fabric invoke` of the WAT dbpool component (SELECT 1 through a pooled "
             "connection) over the control socket of a running `fabric run`, with one worker "
-            "process and with two (the parent routes each invocation to the least-loaded "
-            "worker). The pool's max_size is the total across workers; each description "
-            "gives the most database connections the contender was seen holding."
+            "process and with two (the parent hands each client connection to the "
+            "least-loaded worker on its first invoke; `-relay`: FABRIC_WORKERS_HANDOFF=0, "
+            "the parent relays every invocation). The pool's max_size is the total across "
+            "workers; each description gives the most database connections the contender "
+            "was seen holding and the CPU each of its processes spent per invocation."
         ),
         baseline="fabric-workers-1",
     )
     for workers in (1, 2):
         registry.add_contender(SCENARIO, lambda env, n=workers: FabricWorkers(env, n))
+    registry.add_contender(SCENARIO, lambda env: FabricWorkers(env, 2, relay=True))

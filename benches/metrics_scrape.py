@@ -31,7 +31,7 @@ from fabric.workload.status import (
     StatusReport,
     WorkloadStatus,
 )
-from services.dbpool.messages import DatabaseStats, ServerStats
+from services.dbpool.messages import DatabaseStats, PostgresFrontDoorStats, ServerStats
 from services.dbpool.metrics import server_metrics
 
 
@@ -66,6 +66,35 @@ def busy_report(components: int) -> StatusReport:
         requests={"query": 1000, "begin": 30, "commit": 30},
         errors={"database_error": 2},
         databases={"pg": DatabaseStats(kind="postgres"), "my": DatabaseStats(kind="mysql")},
+        postgres=PostgresFrontDoorStats(
+            port=6432,
+            clients_connected=2,
+            clients_total=9,
+            clients_rejected=1,
+            auth_failures=1,
+            cancel_requests=0,
+            leases=500,
+            clients_active=1,
+            transactions_abandoned=0,
+            errors={"0A000": 1},
+            databases={"pg": DatabaseStats(kind="postgres")},
+            listeners=2,
+            listen_channels=1,
+            listen_connections=1,
+        ),
+        mysql={
+            "port": 3307,
+            "clients_connected": 1,
+            "clients_external": 0,
+            "clients_total": 4,
+            "clients_rejected": 0,
+            "auth_failures": 0,
+            "transactions_open": 0,
+            "transactions_abandoned": 0,
+            "prepared_statements": 3,
+            "commands": {"query": 40, "stmt_execute": 12},
+            "errors": {"1045": 1},
+        },
     )
     families = msgspec.convert(server_metrics(stats), tuple[MetricFamily, ...])
     dbpool = ServiceStatus(name="dbpool", state="ready", since=0.0, kind="native", metrics=families)

@@ -182,7 +182,7 @@ async def _foreground(app: Any, path: str, names: str, label: str, *, parent_wat
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if parent_watch:
-        _watch_parent(loop, stop)
+        _watch_parent(loop, stop, app)
     try:
         await app.prepare()  # a control path that cannot be served: nothing starts
     except BaseException:
@@ -222,12 +222,29 @@ async def _foreground(app: Any, path: str, names: str, label: str, *, parent_wat
     return 1 if gave_up is not None and gave_up.is_set() else 0
 
 
-def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Set ``stop`` when stdin (a pipe or socket from the parent) reaches end of file."""
+def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, app: Any) -> None:
+    """Set ``stop`` when stdin (a pipe or socket from the parent) reaches end of file.
+
+    When stdin is the parent's connection channel (``fabric.workload.handoff``),
+    the control connections it passes are served by ``app``'s control server."""
+    from fabric.workload.handoff import ConnectionReceiver, is_channel
+
     fd = sys.stdin.fileno()
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return  # not started by a parent (libuv must not watch /dev/null)
+    if stat.S_ISSOCK(mode) and is_channel(fd):
+
+        def adopt(sock: Any, data: bytes, done: Any) -> None:
+            control = getattr(app, "control", None)
+            if control is None:
+                sock.close()
+                done()
+            else:
+                control.adopt(sock, data, done)
+
+        ConnectionReceiver(loop, fd, adopt, stop.set)
+        return
 
     def readable() -> None:
         try:

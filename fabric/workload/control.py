@@ -36,6 +36,7 @@ import hashlib
 import inspect
 import logging
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,7 @@ __all__ = [
     "ControlStats",
     "ControlTarget",
     "ErrorReply",
+    "HandOff",
     "Invoke",
     "InvokeReply",
     "Output",
@@ -153,6 +155,7 @@ class ControlStats(msgspec.Struct, frozen=True, kw_only=True):
     requests: int
     errors: int
     in_flight: int
+    handed_off: int = 0
 
 
 def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -190,17 +193,26 @@ class ControlServer:
         path: str | os.PathLike[str],
         *,
         private_dir: bool | None = None,
+        handoff: HandOff | None = None,
     ) -> None:
         """``private_dir``: hold the socket's directory to the rules of the runtime
         directory (created 0700, owned by the user, closed to others); by default
-        only when it is the runtime directory."""
+        only when it is the runtime directory.
+
+        ``handoff``: called with the first ``invoke`` line of a connection (after
+        the access checks), its reader and writer; when it returns True it has
+        passed the connection on (``fabric run --workers``: to a worker, which
+        ``adopt`` it) and this server only closes its own descriptor."""
         self.target = target
+        self.handoff = handoff
+        self.handed_off = 0
         self.path = Path(path)
         self.private_dir = self.path.parent == runtime_dir() if private_dir is None else private_dir
         self.draining = False
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._adopting: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._in_flight = 0
@@ -278,6 +290,36 @@ class ControlServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    def adopt(self, sock: socket.socket, data: bytes, done: Callable[[], object]) -> None:
+        """Serve a connection another process accepted (and checked) and passed here,
+        ``data`` being what it had already read from it. ``done()`` is called once
+        the connection is over; it is shut down then (the process that passed it
+        may still hold a descriptor of it)."""
+        task = asyncio.get_running_loop().create_task(self._adopt(sock, data, done))
+        self._adopting.add(task)  # a strong reference until it ends
+        task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, sock: socket.socket, data: bytes, done: Callable[[], object]) -> None:
+        spare = sock.dup()  # the transport owns ``sock``; this one shuts the connection down
+        try:
+            if self._server is None:
+                sock.close()
+                return  # closed, or not started yet
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+            reader.feed_data(data)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await self._serve(reader, writer)
+        except OSError:
+            sock.close()
+        finally:
+            with contextlib.suppress(OSError):
+                spare.shutdown(socket.SHUT_RDWR)
+            spare.close()
+            done()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -298,6 +340,10 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                if self.handoff is not None and not self.draining and _is_invoke(line):
+                    if self.handoff(line, reader, writer):
+                        self.handed_off += 1
+                        return
                 writer.write(await self._answer(line, writer) + b"\n")
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -389,6 +435,7 @@ class ControlServer:
             requests=self.requests,
             errors=self.errors,
             in_flight=self._in_flight,
+            handed_off=self.handed_off,
         )
 
     def __repr__(self) -> str:
@@ -396,6 +443,13 @@ class ControlServer:
             f"<ControlServer {str(self.path)!r} connections={len(self._connections)} "
             f"requests={self.requests} errors={self.errors} in_flight={self._in_flight}>"
         )
+
+
+def _is_invoke(line: bytes) -> bool:
+    try:
+        return isinstance(_request_decoder.decode(line), Invoke)
+    except msgspec.DecodeError:
+        return False
 
 
 def _streamer(writer: asyncio.StreamWriter) -> OutputFactory:
@@ -416,6 +470,9 @@ def _streamer(writer: asyncio.StreamWriter) -> OutputFactory:
 
     return factory
 
+
+HandOff = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], bool]
+"""``handoff(first_line, reader, writer)``: True when the connection was passed on."""
 
 OutputSink = Callable[[str, bytes], object]
 """``sink("stdout" | "stderr", data)``: where a streamed invocation's output goes."""

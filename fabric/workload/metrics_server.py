@@ -27,12 +27,14 @@ from collections.abc import Callable
 
 import h11
 
+from .checks import split_listen
 from .errors import WorkloadError
 from .exposition import metrics_registry, render
 from .health import not_ready
+from .manifest import MetricsSpec
 from .status import StatusReport
 
-__all__ = ["MetricsServer"]
+__all__ = ["MetricsServer", "serve_metrics"]
 
 _log = logging.getLogger("fabric.workload.metrics")
 
@@ -58,6 +60,23 @@ class _Reply:
         self.content_type = content_type
         self.headers = headers
         self.close = close
+
+
+async def serve_metrics(spec: MetricsSpec, source: Callable[[], StatusReport]) -> MetricsServer:
+    """Start the endpoint a manifest's ``[metrics]`` table describes."""
+    listen = split_listen(spec.listen)
+    if listen is None:  # validation refuses it first
+        raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
+    server = MetricsServer(
+        source,
+        host=listen[0],
+        port=listen[1],
+        max_clients=spec.max_clients,
+        timeout=float(spec.timeout),
+        max_request_size=int(spec.max_request_size),
+    )
+    await server.start()
+    return server
 
 
 class MetricsServer:

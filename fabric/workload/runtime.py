@@ -31,12 +31,11 @@ from fabric.runtime import Runtime, run_export
 from fabric.wasi import WasiConfig, WasiCtx
 
 from .admission import Admission
-from .checks import split_listen
 from .control import ControlServer
 from .egress import resolve_target
 from .errors import NotFound, UnfilledImports, WorkloadError
 from .manifest import ComponentSpec, Manifest, WorkloadSpec
-from .metrics_server import MetricsServer
+from .metrics_server import MetricsServer, serve_metrics
 from .native import (
     NativeRunner,
     load_service_class,
@@ -535,19 +534,7 @@ class Fabric:
             self.control = control
         spec = self.manifest.metrics
         if spec is not None and self.metrics is None:
-            listen = split_listen(spec.listen)
-            if listen is None:  # validation refuses it first
-                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
-            server = MetricsServer(
-                self.status,
-                host=listen[0],
-                port=listen[1],
-                max_clients=spec.max_clients,
-                timeout=float(spec.timeout),
-                max_request_size=int(spec.max_request_size),
-            )
-            await server.start()
-            self.metrics = server
+            self.metrics = await serve_metrics(spec, self.status)
 
     async def start(self) -> None:
         await self.prepare()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +35,7 @@ from .control import (
     remote_status,
 )
 from .errors import ControlError, RemoteError, WorkerLost
+from .handoff import MAX_PREFIX, channel, closed_ids, send_connection
 from .lifecycle import ServiceMachine, State
 from .restart import RestartPolicy
 from .shares import WorkerSlot
@@ -108,9 +111,14 @@ class WorkerProcess:
         self.control = control
         self.machine = ServiceMachine(f"worker {slot.index}", policy, now=clock())
         self.proc: asyncio.subprocess.Process | None = None
-        self.in_flight = 0
+        self.relaying = 0  # invocations the parent relays to this worker, running
         self.routed = 0
         self.lost = 0
+        #: connections passed to this worker and not over yet, by id: the parent's
+        #: duplicate of each, to tell its client if the worker dies (handoff.py)
+        self.handed: dict[int, socket.socket] = {}
+        self._next_id = 0
+        self._channel: socket.socket | None = None
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._exit: asyncio.Future[str] | None = None
 
@@ -123,6 +131,11 @@ class WorkerProcess:
         return None if self.proc is None or self.proc.returncode is not None else self.proc.pid
 
     @property
+    def in_flight(self) -> int:
+        """Invocations relayed to it and connections passed to it, not over yet."""
+        return self.relaying + len(self.handed)
+
+    @property
     def ready(self) -> bool:
         return self.machine.state is State.READY and self.pid is not None
 
@@ -131,10 +144,20 @@ class WorkerProcess:
 
         Raises ``WorkerExit`` when the process exits first (its own stderr,
         shared with the parent's, says why)."""
-        self.proc = proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE, start_new_session=True
-        )
-        self._exit = asyncio.get_running_loop().create_future()
+        parent_end, child_end = channel()
+        try:
+            self.proc = proc = await asyncio.create_subprocess_exec(
+                *self.command, stdin=child_end.fileno(), start_new_session=True
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        loop = asyncio.get_running_loop()
+        self._channel = parent_end
+        loop.add_reader(parent_end.fileno(), self._reported)
+        self._exit = loop.create_future()
         waiter = asyncio.create_task(proc.wait())
         waiter.add_done_callback(self._exited)
         pause = 0.02
@@ -149,14 +172,85 @@ class WorkerProcess:
         raise WorkerExit(describe_exit(waiter.result()))
 
     def _exited(self, task: asyncio.Task[int]) -> None:
-        if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.close()  # the pipe the worker watched for its parent's end
+        reason = "gone" if task.cancelled() else describe_exit(task.result())
+        self._close_channel()  # the worker watched it for its parent's end
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
+        if self.handed:
+            pid = self.proc.pid if self.proc is not None else None
+            self._fail_handed(pid, reason)
         if self._exit is not None and not self._exit.done():
-            reason = "gone" if task.cancelled() else describe_exit(task.result())
             self._exit.set_result(reason)
+
+    def _close_channel(self) -> None:
+        chan, self._channel = self._channel, None
+        if chan is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(chan.fileno())
+            chan.close()
+
+    def _reported(self) -> None:
+        """The worker says connections it was passed are over: drop our duplicates."""
+        if self._channel is None:
+            return
+        ids = closed_ids(self._channel)
+        if ids is None:  # end of file: the worker is exiting; _exited follows
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._channel.fileno())
+            return
+        for conn_id in ids:
+            keep = self.handed.pop(conn_id, None)
+            if keep is not None:
+                keep.close()
+
+    def _fail_handed(self, pid: int | None, reason: str) -> None:
+        """Tell the clients of the connections the dead worker held that it is gone."""
+        who = f"worker {self.index}" + (f" (pid {pid})" if pid else "")
+        reply = ErrorReply(
+            "WorkerLost",
+            f"{who} {reason} while serving this connection: an invocation in flight "
+            "on it did not finish (it may have run in part)",
+        )
+        line = _encoder.encode(reply) + b"\n"
+        for keep in self.handed.values():
+            try:
+                keep.send(line, socket.MSG_DONTWAIT)
+                self.lost += 1
+            except OSError:
+                pass  # the worker had shut it down already (its report was still on the way)
+            with contextlib.suppress(OSError):
+                keep.shutdown(socket.SHUT_RDWR)
+            keep.close()
+        self.handed.clear()
+
+    def hand_off(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Pass a control connection whose first request is ``line`` to this worker;
+        False when it cannot take it (the caller then relays the request)."""
+        chan = self._channel
+        if chan is None or self.pid is None:
+            return False
+        buffered: Any = getattr(reader, "_buffer", b"")  # read past the first line
+        data = line + bytes(buffered)
+        sock = writer.get_extra_info("socket")
+        if len(data) > MAX_PREFIX or sock is None or reader.at_eof():
+            return False
+        transport: Any = writer.transport  # a socket transport: it can pause reading
+        transport.pause_reading()
+        keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(sock.fileno()))
+        conn_id = self._next_id
+        try:
+            send_connection(chan, conn_id, keep.fileno(), data)
+        except OSError:
+            keep.close()
+            transport.resume_reading()
+            return False
+        self._next_id += 1
+        self.handed[conn_id] = keep
+        self.routed += 1
+        return True
 
     async def wait_exit(self) -> str:
         """How the current process ended, once it has."""

@@ -44,13 +44,12 @@ from typing import Any
 import msgspec
 
 from .aggregate import merge_workloads
-from .checks import split_listen
 from .control import ControlServer, Invoke, runtime_dir
 from .control_access import private_directory
 from .errors import NoWorkerReady, WorkloadError
 from .lifecycle import State
 from .manifest import Manifest
-from .metrics_server import MetricsServer
+from .metrics_server import MetricsServer, serve_metrics
 from .restart import GiveUp, Restart, RestartPolicy
 from .shares import WorkerSlot
 from .status import StatusReport
@@ -75,7 +74,11 @@ class WorkerPool:
         command: Callable[[WorkerSlot, str], Sequence[str]] | None = None,
         policy: RestartPolicy = RESTART_POLICY,
         say: Callable[[str], None] | None = None,
+        handoff: bool | None = None,
     ) -> None:
+        """``handoff``: pass control connections to the workers (``handoff.py``);
+        False relays every invocation through the parent. By default True unless
+        ``$FABRIC_WORKERS_HANDOFF`` is ``0``."""
         if count < 2:
             raise ValueError("a worker pool needs at least two workers")
         self.manifest = manifest
@@ -98,13 +101,18 @@ class WorkerPool:
         self.gave_up = asyncio.Event()
         self._watchers: list[asyncio.Task[None]] = []
         self._turn = 0
+        if handoff is None:
+            handoff = os.environ.get("FABRIC_WORKERS_HANDOFF", "1") != "0"
+        self.handoff = handoff
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Check the control socket and the ingress host ports before any worker starts."""
         if self.control is None:
-            control = ControlServer(self, self.control_path)
+            control = ControlServer(
+                self, self.control_path, handoff=self.hand_off if self.handoff else None
+            )
             await control.prepare()
             self.control = control
         for wl in self.manifest.workloads:
@@ -112,19 +120,7 @@ class WorkerPool:
                 _check_port_free(wl.name, rule.host, rule.host_port)
         spec = self.manifest.metrics
         if spec is not None and self.metrics is None:
-            listen = split_listen(spec.listen)
-            if listen is None:  # validation refuses it first
-                raise WorkloadError(f"metrics: cannot listen on {spec.listen!r}")
-            server = MetricsServer(
-                lambda: self._report,
-                host=listen[0],
-                port=listen[1],
-                max_clients=spec.max_clients,
-                timeout=float(spec.timeout),
-                max_request_size=int(spec.max_request_size),
-            )
-            await server.start()
-            self.metrics = server
+            self.metrics = await serve_metrics(spec, lambda: self._report)
 
     async def start(self) -> None:
         await self.prepare()
@@ -253,12 +249,24 @@ class WorkerPool:
             args=args,
             stream=output is not None,
         )
-        worker.in_flight += 1
+        worker.relaying += 1
         worker.routed += 1
         try:
             return await worker.invoke(message, output)
         finally:
-            worker.in_flight -= 1
+            worker.relaying -= 1
+
+    def hand_off(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Pass a connection whose first request is an ``invoke`` to the least-loaded
+        worker (``handoff.py``); False: relay it here (no worker ready, the request
+        too long to pass along, the worker's channel full)."""
+        try:
+            worker = self.pick()
+        except NoWorkerReady:
+            return False
+        return worker.hand_off(line, reader, writer)
 
     async def status(self) -> StatusReport:
         answers = await asyncio.gather(*(w.report() for w in self.workers))

@@ -196,6 +196,21 @@ class PostgresFrontDoorStats(msgspec.Struct, frozen=True, kw_only=True):
     #: ErrorResponses the front door itself sent, by SQLSTATE
     errors: dict[str, int]
     databases: dict[str, DatabaseStats]
+    #: bytes read from / written to clients
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    #: named prepared statements the connected clients hold
+    prepared_statements: int = 0
+    #: (client, channel) LISTEN registrations now, and distinct channels
+    listeners: int = 0
+    listen_channels: int = 0
+    #: dedicated LISTEN server connections open now (one per database listened on)
+    listen_connections: int = 0
+    #: NotificationResponses received on them / written to clients
+    notifications_received: int = 0
+    notifications_delivered: int = 0
+    #: clients disconnected for leaving too many notifications unread
+    notification_overflows: int = 0
 
 
 class SessionStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,11 @@ Fabric exposes each family as ``fabric_<name>`` with ``workload`` and
 Fields of `ServerStats` and `DatabaseStats` known here get a name, a type and
 a help text; a numeric field added later and not yet mapped still appears, as
 a gauge ``dbpool_<field>`` (or ``dbpool_pool_<field>`` per database).
+
+The PostgreSQL and MySQL front doors (``ServerStats.postgres`` / ``.mysql``)
+are families ``dbpool_door_*`` with a ``door`` label (``postgres`` or
+``mysql``); the PostgreSQL front door's own pools of raw sessions are
+``dbpool_door_pool_*``, shaped as the ``dbpool_pool_*`` families.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from .messages import DatabaseStats, ServerStats
+from .messages import DatabaseStats, PostgresFrontDoorStats, ServerStats
 
 __all__ = ["server_metrics"]
 
@@ -140,6 +145,89 @@ _HELP = {
 
 _SKIPPED = frozenset({"size", "kind"})  # size = idle + in_use; kind is a label
 
+# front door fields (either door): name -> (family, kind, help)
+_DOOR: dict[str, tuple[str, str, str]] = {
+    "clients_connected": ("dbpool_door_clients_connected", "gauge", "Front door clients now"),
+    "clients_external": (
+        "dbpool_door_clients_external",
+        "gauge",
+        "Front door clients from outside the workload (through an ingress port) now",
+    ),
+    "clients_active": (
+        "dbpool_door_clients_active",
+        "gauge",
+        "Front door clients holding a server session now",
+    ),
+    "clients_total": ("dbpool_door_clients", "counter", "Front door clients accepted"),
+    "clients_rejected": (
+        "dbpool_door_clients_rejected",
+        "counter",
+        "Front door clients refused before login (limits, bad startup, unknown database)",
+    ),
+    "auth_failures": ("dbpool_door_auth_failures", "counter", "Front door logins refused"),
+    "cancel_requests": ("dbpool_door_cancel_requests", "counter", "Cancel requests received"),
+    "leases": (
+        "dbpool_door_leases",
+        "counter",
+        "Server sessions lent to front door clients (one per transaction or statement)",
+    ),
+    "transactions_open": (
+        "dbpool_door_transactions_open",
+        "gauge",
+        "Front door clients in an open transaction now",
+    ),
+    "transactions_abandoned": (
+        "dbpool_door_transactions_abandoned",
+        "counter",
+        "Front door transactions rolled back because their client went away",
+    ),
+    "prepared_statements": (
+        "dbpool_door_prepared_statements",
+        "gauge",
+        "Named prepared statements the front door's clients hold now",
+    ),
+    "bytes_received": ("dbpool_door_received_bytes", "counter", "Bytes read from clients"),
+    "bytes_sent": ("dbpool_door_sent_bytes", "counter", "Bytes written to clients"),
+    "listeners": (
+        "dbpool_door_listeners",
+        "gauge",
+        "LISTEN registrations (client, channel) now",
+    ),
+    "listen_channels": (
+        "dbpool_door_listen_channels",
+        "gauge",
+        "Distinct channels listened on now",
+    ),
+    "listen_connections": (
+        "dbpool_door_listen_connections",
+        "gauge",
+        "Dedicated LISTEN server connections up now (one per database listened on)",
+    ),
+    "notifications_received": (
+        "dbpool_door_notifications_received",
+        "counter",
+        "Notifications received on the dedicated LISTEN connections",
+    ),
+    "notifications_delivered": (
+        "dbpool_door_notifications_delivered",
+        "counter",
+        "Notifications written to listening clients",
+    ),
+    "notification_overflows": (
+        "dbpool_door_notification_overflows",
+        "counter",
+        "Clients disconnected for leaving more than max_notification_bytes unread",
+    ),
+}
+_DOOR_KEYED = {
+    "errors": (
+        "dbpool_door_errors",
+        "code",
+        "Errors the front door itself sent, by SQLSTATE or MySQL error number",
+    ),
+    "commands": ("dbpool_door_commands", "command", "MySQL commands received, by command"),
+}
+
 
 def server_metrics(stats: ServerStats) -> list[Family]:
     """Metric families (plain data) from one `ServerStats` snapshot."""
@@ -169,18 +257,46 @@ def server_metrics(stats: ServerStats) -> list[Family]:
             add(name, "counter", help, count, {kind: key})
     for database, db in sorted(stats.databases.items()):
         _pool(add, database, db)
+    if stats.postgres is not None:
+        _door(add, "postgres", stats.postgres)
+    if stats.mysql is not None:
+        _door(add, "mysql", stats.mysql)
     return list(families.values())
 
 
-def _pool(add: Any, database: str, db: DatabaseStats) -> None:
-    base = {"database": database, "kind": db.kind}
+def _door(add: Any, door: str, stats: PostgresFrontDoorStats | dict[str, Any]) -> None:
+    fields = msgspec.structs.asdict(stats) if not isinstance(stats, dict) else stats
+    labels = {"door": door}
+    for field, value in fields.items():
+        if field in _DOOR:
+            name, kind, help = _DOOR[field]
+            add(name, kind, help, value, labels)
+        elif field in _DOOR_KEYED and isinstance(value, dict):
+            name, key, help = _DOOR_KEYED[field]
+            for k, count in sorted(value.items()):
+                add(name, "counter", help, count, {**labels, key: str(k)})
+    if isinstance(stats, PostgresFrontDoorStats):
+        for database, db in sorted(stats.databases.items()):
+            _pool(add, database, db, prefix="dbpool_door_pool_", extra=labels)
+
+
+def _pool(
+    add: Any,
+    database: str,
+    db: DatabaseStats,
+    *,
+    prefix: str = "dbpool_pool_",
+    extra: dict[str, str] | None = None,
+) -> None:
+    base = {**(extra or {}), "database": database, "kind": db.kind}
     for field, value in msgspec.structs.asdict(db).items():
         if field in _SKIPPED:
             continue
         if field in _POOL:
-            name, kind, help, extra = _POOL[field]
+            name, kind, help, more = _POOL[field]
             if field.endswith("_ms"):
                 value = value / 1000.0
-            add(name, kind, help or _HELP[name], value, {**base, **extra})
+            help = help or _HELP[name]
+            add(prefix + name.removeprefix("dbpool_pool_"), kind, help, value, {**base, **more})
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            add(f"dbpool_pool_{field}", "gauge", f"DatabaseStats.{field}", value, base)
+            add(f"{prefix}{field}", "gauge", f"DatabaseStats.{field}", value, base)

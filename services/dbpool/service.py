@@ -265,7 +265,7 @@ class DbPoolService:
     def metrics(self) -> list[dict[str, Any]]:
         """The statistics as metric families for fabric's metrics endpoint
         (``services/dbpool/metrics.py``); none while not started."""
-        return [] if self.server is None else server_metrics(self.server.statistics())
+        return [] if self.server is None else server_metrics(self.statistics())
 
     async def serve(self, ctx: Any) -> None:
         """Run as a fabric native service until cancelled."""

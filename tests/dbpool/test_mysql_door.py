@@ -150,6 +150,13 @@ async def test_pymysql_and_aiomysql_queries() -> None:
         stats = door.stats()
         assert stats["clients_total"] == 3 and stats["auth_failures"] == 0
         assert stats["commands"]["query"] >= 8
+        assert stats["bytes_sent"] > 300000 and stats["bytes_received"] > 0
+        # the same counters in the metrics endpoint's families
+        families = {f["name"]: f for f in door.service.metrics()}
+        (sent,) = families["dbpool_door_sent_bytes"]["samples"]
+        assert sent == {"value": float(stats["bytes_sent"]), "labels": {"door": "mysql"}}
+        (clients,) = families["dbpool_door_clients"]["samples"]
+        assert clients["value"] == 3.0
 
 
 async def test_caching_sha2_through_aiomysql() -> None:

@@ -63,7 +63,11 @@ class Door:
 
 @contextlib.asynccontextmanager
 async def front_door(
-    database: str = "test", *, limits: Limits | None = None, **pool: Any
+    database: str = "test",
+    *,
+    limits: Limits | None = None,
+    door_options: dict[str, Any] | None = None,
+    **pool: Any,
 ) -> AsyncIterator[Door]:
     os.environ[PASSWORD_ENV] = PASSWORD
     pool.setdefault("min_size", 1)
@@ -79,7 +83,7 @@ async def front_door(
         port=7432,
         databases={database: db},
         limits=limits or Limits(),
-        postgres=PostgresFrontDoorConfig(port=DOOR_PORT, users=users),
+        postgres=PostgresFrontDoorConfig(port=DOOR_PORT, users=users, **(door_options or {})),
     )
     net = VirtualNetwork(
         "pgdoor-test", NetworkPolicy(ingress=(IngressRule(port=DOOR_PORT, max_connections=64),))

@@ -271,7 +271,7 @@ def test_session_changes_mark_the_session_dirty() -> None:
 
 def test_refused_statements_and_limits() -> None:
     s, r = Session(), relay()
-    r.feed_client(q("  listen chan"))
+    r.feed_client(q("  prepare p as select 1"))
     assert r.route(s) == b""
     assert kinds(bytes(r.to_client)) == b"EZ" and b"C0A000" in r.to_client
     small = Relay(max_message_size=100)

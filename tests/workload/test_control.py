@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from fabric.workload import (
     remote_invoke,
     remote_status,
 )
+from fabric.workload.control import connect
+from fabric.workload.handoff import ConnectionReceiver, channel, closed_ids, send_connection
 
 from .helpers import eventually
 
@@ -263,3 +266,54 @@ def test_default_control_path(tmp_path: Path) -> None:
     assert other != fallback
     assert default_control_path(None, environ={}).name == "fabric.sock"
     assert len(str(default_control_path("x" * 200 + ".toml", environ={}))) < 100
+
+
+async def test_a_connection_handed_to_another_server_is_served_there(
+    target: PythonWorkload, socket_dir: Path, server: ControlServer
+) -> None:
+    """What ``fabric run --workers`` does between its parent and a worker: the front
+    server checks the client and reads its first invoke, then passes the connection
+    to the back server, which answers it and everything after it."""
+    parent_end, child_end = channel()
+    kept: list[socket.socket] = []  # the front's duplicates, as the parent keeps them
+
+    def handoff(line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        sock = writer.get_extra_info("socket")
+        keep = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(sock.fileno()))
+        send_connection(parent_end, len(kept), keep.fileno(), line)
+        kept.append(keep)
+        return True
+
+    front = ControlServer(target, socket_dir / "front.sock", handoff=handoff)
+    await front.start()
+    gone = asyncio.Event()
+    receiver = ConnectionReceiver(
+        asyncio.get_running_loop(), child_end.detach(), server.adopt, gone.set
+    )
+    try:
+        async with asyncio.timeout(10):
+            assert await remote_invoke(front.path, "shop", "adder", "add", [1, 2]) == {
+                "export": "add", "sum": 3,
+            }  # fmt: skip
+            reader, writer = await connect(front.path)
+            for n in (3, 4):
+                line = {"type": "invoke", "workload": "shop", "component": "adder", "args": [n]}
+                writer.write(msgspec.json.encode(line) + b"\n")
+                assert msgspec.json.decode(await reader.readline())["result"]["sum"] == n
+            # the back server answered all three; the front only passed two connections on
+            assert (front.statistics().handed_off, front.statistics().requests) == (2, 0)
+            assert server.statistics().requests == 3
+            # the first connection is over: the back server says so
+            await eventually(lambda: closed_ids(parent_end) == [0])
+            # closing the back server ends the second connection for its client, although
+            # the front still holds a duplicate of it
+            await server.close()
+            assert await reader.readline() == b""
+            writer.close()
+    finally:
+        receiver.close()
+        for keep in kept:
+            keep.close()
+        parent_end.close()
+        await front.close()
+    assert not gone.is_set()

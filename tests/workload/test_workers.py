@@ -119,10 +119,12 @@ port = 8080
     return manifest
 
 
-def start(tmp_path: Path, job_guest: Path, cli_guest: Path, workers: str = "2") -> Running:
+def start(
+    tmp_path: Path, job_guest: Path, cli_guest: Path, workers: str = "2", **extra_env: str
+) -> Running:
     port, metrics_port = free_port(), free_port()
     manifest = write_manifest(tmp_path, job_guest, port, metrics_port, cli_guest)
-    env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
+    env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"), **extra_env)
     log = tmp_path / "fabric.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
@@ -372,3 +374,68 @@ def test_a_command_streams_its_output_through_the_parent(running: Running) -> No
     p = fabric("invoke", "who", "cli", "run", '["exit", "3"]', env=running.env)
     assert (p.returncode, p.stdout) == (1, "exiting=3\n")
     assert all(w["routed"] >= 1 for w in running.status()["workers"])
+
+
+def _control_exchange(path: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send requests over one control connection; the replies, in order."""
+    replies = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(60)
+        conn.connect(path)
+        stream = conn.makefile("rwb")
+        for line in lines:
+            stream.write(json.dumps(line).encode() + b"\n")
+            stream.flush()
+            replies.append(json.loads(stream.readline()))
+    return replies
+
+
+def _job_invocations(report: dict[str, Any]) -> list[int]:
+    return [
+        w["report"]["workloads"][0]["components"][0]["invocations"] for w in report["workers"]
+    ]
+
+
+def test_a_control_connection_is_served_by_one_worker(running: Running) -> None:
+    before = running.status()
+    invoke = {"type": "invoke", "workload": "who", "component": "job", "export": "run"}
+    big = "x" * 100_000  # a first request too long to pass along: the parent relays it
+    replies = _control_exchange(
+        running.env["FABRIC_CONTROL"],
+        [{**invoke, "args": [f"ok:{i}"]} for i in range(3)]
+        + [{"type": "status"}, {**invoke, "args": ["err:no"]}],
+    )
+    assert [r["result"] for r in replies[:3]] == [{"ok": f"job-ok:{i}"} for i in range(3)]
+    assert replies[3]["type"] == "status-reply"
+    assert replies[4]["result"] == {"err": "job-err:no"}
+    (relayed,) = _control_exchange(running.env["FABRIC_CONTROL"], [{**invoke, "args": [big]}])
+    assert relayed["result"] == {"err": f"job-unknown:{big}"}
+
+    after = running.status()
+    # the connection went to one worker, which ran its four invocations
+    pairs = zip(_job_invocations(after), _job_invocations(before), strict=True)
+    gained = [a - b for a, b in pairs]
+    assert sorted(gained) in ([0, 5], [1, 4]), gained
+    assert sum(w["routed"] for w in after["workers"]) - sum(
+        w["routed"] for w in before["workers"]
+    ) == 2  # one connection handed over, one request relayed
+    assert all(w["in_flight"] == 0 for w in after["workers"])  # both connections are over
+
+
+def test_the_parent_relays_when_handing_over_is_off(
+    tmp_path: Path, job_guest: Path, cli_guest: Path
+) -> None:
+    run = start(tmp_path, job_guest, cli_guest, FABRIC_WORKERS_HANDOFF="0")
+    try:
+        for i in range(4):
+            p = fabric("invoke", "who", "job", "run", json.dumps([f"ok:{i}"]), env=run.env)
+            assert p.returncode == 0, p.stderr
+            assert json.loads(p.stdout) == {"ok": f"job-ok:{i}"}
+        p = fabric("invoke", "who", "cli", "run", '["streams", "10"]', env=run.env)
+        assert p.returncode == 0 and p.stderr == "stderr=hello from stderr\n", p.stderr
+        workers = run.status()["workers"]
+        assert sum(w["routed"] for w in workers) == 5
+        assert all(w["routed"] >= 1 for w in workers)
+    finally:
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=60) == 0

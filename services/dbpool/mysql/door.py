@@ -42,6 +42,9 @@ class MySQLDoorStats(msgspec.Struct, frozen=True, kw_only=True):
     #: transactions rolled back because their client went away
     transactions_abandoned: int
     prepared_statements: int
+    #: bytes read from / written to clients
+    bytes_received: int = 0
+    bytes_sent: int = 0
     #: commands received, by name ("query", "stmt_execute", ...)
     commands: dict[str, int]
     #: ERR packets sent by the front door itself, by error number
@@ -61,6 +64,8 @@ class MySQLFrontDoor:
         self._releases: set[asyncio.Task[None]] = set()
         self._closing = False
         self._clients_total = 0
+        self._bytes_received = 0
+        self._bytes_sent = 0
         self._clients_rejected = 0
         self._auth_failures = 0
         self._abandoned = 0
@@ -90,6 +95,8 @@ class MySQLFrontDoor:
             log.exception("mysql front door: session failed")
         finally:
             del self._sessions[session]
+            self._bytes_received += session.bytes_received
+            self._bytes_sent += session.bytes_sent
             if session.accepted:
                 self._clients_total += 1
 
@@ -179,6 +186,8 @@ class MySQLFrontDoor:
             transactions_open=sum(1 for s in accepted if s.in_transaction),
             transactions_abandoned=self._abandoned,
             prepared_statements=sum(len(s.statements) for s in accepted),
+            bytes_received=self._bytes_received + sum(s.bytes_received for s in self._sessions),
+            bytes_sent=self._bytes_sent + sum(s.bytes_sent for s in self._sessions),
             commands=dict(self._commands),
             errors=dict(self._errors),
         )

@@ -121,6 +121,8 @@ class MySQLSession:
         self.writer = writer
         self.external = writer.get_extra_info("peer_external") is not False
         self.accepted = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
         self.user = ""
         self.database = ""
         self.autocommit = True
@@ -194,6 +196,7 @@ class MySQLSession:
                 self.reading = False
             if not data:
                 return None
+            self.bytes_received += len(data)
             self._packets.feed(data)
 
     async def _discard(self, n: int) -> None:
@@ -205,11 +208,13 @@ class MySQLSession:
                     data = await self.reader.read(min(n, READ_SIZE))
                     if not data:
                         return
+                    self.bytes_received += len(data)
                     n -= len(data)
 
     async def _send(self, data: bytes | memoryview) -> None:
         try:
             self.writer.write(data)
+            self.bytes_sent += len(data)
             async with asyncio.timeout(self.config.write_timeout):
                 await self.writer.drain()
         except Exception as exc:

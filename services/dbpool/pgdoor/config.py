@@ -51,6 +51,11 @@ class PostgresFrontDoorConfig(
     pool_mode: Literal["transaction"] = "transaction"
     #: named prepared statements one client may hold
     max_prepared_statements: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1000
+    #: channels one client may LISTEN on
+    max_listen_channels: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 100
+    #: notification bytes the front door may hold for one client (while a reply to
+    #: it is relayed, or while it lags in reading); past it the client is disconnected
+    max_notification_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 1 << 20
 
     def __post_init__(self) -> None:
         if not self.users:

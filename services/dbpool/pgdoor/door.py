@@ -8,6 +8,12 @@ session leased from the database's `pools.PgWirePool` for the length of a
 transaction (or one statement outside a transaction), the server's replies come
 back unchanged except where `relay.Relay` must step in. A CancelRequest carrying
 a client's key is forwarded to the server session that client holds.
+
+LISTEN/UNLISTEN are answered here and registered with the database's
+`notify.DatabaseListener`, whose dedicated server connection listens on the
+union of the clients' channels; its notifications are written to each listening
+client between the client's messages (held while a reply to the client is being
+relayed), within ``max_notification_bytes`` unread per client.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import contextlib
 import hmac
 import logging
 import secrets
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import msgspec
@@ -37,6 +43,7 @@ from pools import (
 from ..messages import DatabaseStats, Limits, PostgresFrontDoorStats
 from .admin import AdminConsole
 from .config import ADMIN_DATABASES, PostgresFrontDoorConfig, load_password
+from .notify import DatabaseListener
 from .relay import ProtocolViolation, Relay
 from .scram import MECHANISM, ScramError, ScramServer, ScramVerifier
 from .wire import (
@@ -116,16 +123,40 @@ class _In:
 
 
 class _Client:
-    __slots__ = ("database", "key", "lease", "pid", "relay", "unflushed", "user")
+    __slots__ = (
+        "busy",
+        "database",
+        "flusher",
+        "held",
+        "held_bytes",
+        "key",
+        "lease",
+        "pid",
+        "relay",
+        "task",
+        "unflushed",
+        "user",
+        "writer",
+    )
 
-    def __init__(self, pid: int, key: bytes, user: str, database: str, relay: Relay) -> None:
+    def __init__(
+        self, pid: int, key: bytes, user: str, database: str, relay: Relay, writer: Any
+    ) -> None:
         self.pid = pid
         self.key = key
         self.user = user
         self.database = database
         self.relay = relay
+        self.writer = writer
+        self.task = asyncio.current_task()
         self.lease: PgWireLease | None = None
         self.unflushed = 0  # bytes written to the client since the last drain
+        #: between reading a client's messages and writing the last reply to them:
+        #: notifications are held until then
+        self.busy = False
+        self.held: deque[bytes] = deque()
+        self.held_bytes = 0
+        self.flusher: asyncio.Task[None] | None = None
 
 
 class PgFrontDoor:
@@ -153,6 +184,11 @@ class PgFrontDoor:
         self.leases = 0
         self.transactions_abandoned = 0
         self.errors: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.listeners: dict[str, DatabaseListener] = {}
+        self.notifications_delivered = 0
+        self.notification_overflows = 0
         self.admin = AdminConsole(self)
 
     def __repr__(self) -> str:
@@ -176,6 +212,8 @@ class PgFrontDoor:
 
     async def close(self, grace: float = 5.0) -> None:
         self._closing = True
+        listeners = list(self.listeners.values())
+        await asyncio.gather(*(lst.stop() for lst in listeners), return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -212,6 +250,11 @@ class PgFrontDoor:
         finally:
             if client is not None:
                 self._clients.pop(client.pid, None)
+                listener = self.listeners.get(client.database)
+                if listener is not None:
+                    listener.drop(client.pid)
+                if client.flusher is not None:
+                    client.flusher.cancel()
                 await self._give_back(client, abandon=True)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -272,8 +315,9 @@ class PgFrontDoor:
         relay = Relay(
             max_message_size=self.limits.max_frame_size,
             max_statements=self.config.max_prepared_statements,
+            max_channels=self.config.max_listen_channels,
         )
-        client = _Client(pid, key, user_name, database, relay)
+        client = _Client(pid, key, user_name, database, relay, writer)
         if params.get("application_name"):
             server_params["application_name"] = params["application_name"]
         out = [auth_request(0)]
@@ -376,6 +420,7 @@ class PgFrontDoor:
         data = inp.take()
         while True:
             if not data:
+                self._release_held(client)
                 if client.lease is not None:
                     try:  # idle holding a server session (in a transaction): bounded
                         async with asyncio.timeout(idle_limit):
@@ -388,6 +433,8 @@ class PgFrontDoor:
                     data = await reader.read(_READ)
                 if not data:
                     return
+                self.bytes_received += len(data)
+            client.busy = True
             has_messages = relay.feed_client(data)
             data = b""
             if not has_messages:
@@ -395,6 +442,13 @@ class PgFrontDoor:
             lease = client.lease
             if lease is None and relay.only_terminate:
                 return  # a goodbye needs no server session
+            if lease is None and relay.local_only:  # LISTEN/UNLISTEN: no session needed
+                relay.route(None)
+                await self._apply_listens(client)
+                self._write(client, bytes(relay.to_client))
+                relay.to_client.clear()
+                await self._drain(client, writer, write_timeout)
+                continue
             if lease is None:
                 try:
                     lease = await pool.acquire_session()
@@ -408,14 +462,17 @@ class PgFrontDoor:
                 self.leases += 1
             conn = lease.connection
             out = relay.route(conn)
+            if relay.listen_changes:
+                await self._apply_listens(client)
             if relay.to_client:
-                writer.write(bytes(relay.to_client))
-                client.unflushed += len(relay.to_client)
+                self._write(client, bytes(relay.to_client))
                 relay.to_client.clear()
             if out:
                 conn.writer.write(out)
             if relay.awaiting_server:
                 await self._pump(client, conn, writer, write_timeout)
+            if relay.listen_changes:  # made at a COMMIT
+                await self._apply_listens(client)
             await self._drain(client, writer, write_timeout)
             if relay.terminated:
                 return
@@ -435,11 +492,90 @@ class PgFrontDoor:
                 conn.writer.close()
                 raise _ServerLost
             out = relay.feed_server(chunk)
+            if relay.listen_changes:  # listening before the client hears it is
+                await self._apply_listens(client)
             if out:
-                writer.write(out)
-                client.unflushed += len(out)
+                self._write(client, out)
                 if relay.awaiting_server:
                     await self._drain(client, writer, write_timeout)
+
+    def _write(self, client: _Client, data: bytes) -> None:
+        client.writer.write(data)
+        client.unflushed += len(data)
+        self.bytes_sent += len(data)
+
+    # ---------------------------------------------------------- LISTEN/NOTIFY
+
+    async def _apply_listens(self, client: _Client) -> None:
+        changes, client.relay.listen_changes = client.relay.listen_changes, []
+        listener = self.listeners.get(client.database)
+        if listener is None:
+            if all(verb == "unlisten" for verb, _ in changes):
+                return
+            listener = DatabaseListener(
+                client.database, self.database_configs[client.database], self._deliver
+            )
+            self.listeners[client.database] = listener
+        await listener.change(client.pid, changes)
+
+    def _deliver(self, listeners: frozenset[Hashable], note: bytes) -> None:
+        """A notification for every client in ``listeners``: queued for the client,
+        written by its flusher while the client waits for its next message."""
+        limit = self.config.max_notification_bytes
+        for pid in listeners:
+            client = self._clients.get(pid) if isinstance(pid, int) else None
+            if client is None:
+                continue
+            client.held.append(note)
+            client.held_bytes += len(note)
+            if client.held_bytes > limit:
+                self._overflow(client)
+            elif not client.busy:
+                self._flush_notifications(client)
+
+    def _release_held(self, client: _Client) -> None:
+        """The client's reply is complete: its notifications may be written again."""
+        client.busy = False
+        self._flush_notifications(client)
+
+    def _flush_notifications(self, client: _Client) -> None:
+        if client.held and not client.busy and client.flusher is None:
+            client.flusher = asyncio.create_task(self._flush(client))
+
+    async def _flush(self, client: _Client) -> None:
+        """Write the queued notifications, then wait for the client to take them;
+        they count against its limit until it has. A reply to the client under way
+        stops it (the relay loop starts it again after the reply)."""
+        try:
+            while client.held and not client.busy and client.pid in self._clients:
+                notes = list(client.held)
+                client.held.clear()
+                size = sum(map(len, notes))
+                self._write(client, b"".join(notes))
+                self.notifications_delivered += len(notes)
+                try:
+                    await client.writer.drain()
+                except (ConnectionError, OSError):
+                    return
+                client.held_bytes -= size
+        finally:
+            client.flusher = None
+
+    def _overflow(self, client: _Client) -> None:
+        """The client does not read its notifications: it is disconnected."""
+        self.notification_overflows += 1
+        client.held.clear()
+        client.held_bytes = 0
+        if not client.busy:
+            self._refuse(
+                client.writer,
+                "53400",
+                "terminating connection: more than "
+                f"{self.config.max_notification_bytes} bytes of notifications not read",
+            )
+        self._clients.pop(client.pid, None)
+        if client.task is not None:
+            client.task.cancel()
 
     @staticmethod
     async def _drain(client: _Client, writer: Any, write_timeout: float) -> None:
@@ -488,11 +624,32 @@ class PgFrontDoor:
             clients_active=sum(1 for c in self._clients.values() if c.lease is not None),
             transactions_abandoned=self.transactions_abandoned,
             errors=dict(self.errors),
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            prepared_statements=sum(len(c.relay.statements) for c in self._clients.values()),
+            listeners=sum(lst.registry.listener_count() for lst in self.listeners.values()),
+            listen_channels=sum(len(lst.registry.channels) for lst in self.listeners.values()),
+            listen_connections=sum(1 for lst in self.listeners.values() if lst.connected),
+            notifications_received=sum(
+                lst.notifications_received for lst in self.listeners.values()
+            ),
+            notifications_delivered=self.notifications_delivered,
+            notification_overflows=self.notification_overflows,
             databases={
                 name: msgspec.convert(pool.statistics(), DatabaseStats, from_attributes=True)
                 for name, pool in self.pools.items()
             },
         )
+
+
+def _unread(writer: Any) -> int:
+    """Bytes written to a client that it has not taken yet (a socket's write buffer,
+    or the outbound buffer of a virtual network stream)."""
+    transport = getattr(writer, "transport", None)
+    if transport is not None:
+        return int(transport.get_write_buffer_size())
+    end = getattr(writer, "end", None)
+    return int(getattr(end, "outbound_buffered", 0))
 
 
 class _ServerLost(Exception):

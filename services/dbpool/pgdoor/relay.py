@@ -9,7 +9,11 @@ Bytes are forwarded as they came, except where transaction pooling needs a chang
   Describe, whose ParseComplete is swallowed) on a session that lacks it; a Parse
   of a statement the session already has, and a Close of a named statement, are
   answered here (ParseComplete, CloseComplete) in their place in the reply stream;
-* statements transaction mode cannot serve are refused with an ErrorResponse.
+* statements transaction mode cannot serve are refused with an ErrorResponse;
+* a simple query that is one LISTEN or UNLISTEN statement is answered here
+  (CommandComplete and ReadyForQuery in its place) and queued in
+  `listen_changes` for the front door's channel registry (listen.py); inside a
+  transaction it waits for the COMMIT (a ROLLBACK forgets it), as PostgreSQL does.
 
 To put synthesized replies in their place, the relay keeps one entry per message
 sent that the server answers, and walks the server's replies message by message;
@@ -31,6 +35,7 @@ from typing import Protocol
 
 from pools import PgConnection
 
+from .listen import ALL, parse_listen
 from .wire import CLOSE_COMPLETE, I32, PARSE_COMPLETE, error_response, message
 
 __all__ = ["ProtocolViolation", "Relay", "SessionState"]
@@ -72,7 +77,10 @@ _DIRTY_TAG_PREFIXES = (
 )
 _FORGET_ALL_TAGS = (b"DISCARD ALL", b"DEALLOCATE ALL")
 #: statements refused in transaction mode (first keyword of a simple query)
-REFUSED_KEYWORDS = (b"LISTEN", b"PREPARE")
+REFUSED_KEYWORDS = (b"PREPARE",)
+#: statements answered by the front door itself (first keyword of a simple query)
+LISTEN_KEYWORDS = (b"LISTEN", b"UNLISTEN")
+_SPECIAL_KEYWORDS = REFUSED_KEYWORDS + LISTEN_KEYWORDS
 #: server-side statements one session keeps before the pool deallocates them all
 SERVER_PREPARED_LIMIT = PgConnection.PREPARED_LIMIT
 
@@ -97,7 +105,7 @@ class SessionState(Protocol):
 
 
 class _Entry:
-    __slots__ = ("client_name", "kind", "mode", "payload", "server_name")
+    __slots__ = ("action", "client_name", "kind", "mode", "payload", "server_name")
 
     def __init__(
         self,
@@ -112,6 +120,8 @@ class _Entry:
         self.payload = payload
         self.client_name = client_name
         self.server_name = server_name
+        #: a LISTEN/UNLISTEN answered here: ("listen" | "unlisten", channel)
+        self.action: tuple[str, str] | None = None
 
     @property
     def special(self) -> bool:
@@ -124,9 +134,23 @@ _PLAIN = {k: _Entry(k) for k in _ENDS}  # shared: plain entries carry no state
 class Relay:
     """One client's side of transaction pooling (see the module docstring)."""
 
-    def __init__(self, *, max_message_size: int, max_statements: int = 1000) -> None:
+    def __init__(
+        self, *, max_message_size: int, max_statements: int = 1000, max_channels: int = 100
+    ) -> None:
         self.max_message_size = max_message_size
         self.max_statements = max_statements
+        self.max_channels = max_channels
+        #: channels the client listens on (changes applied or due to be applied)
+        self.channels: set[str] = set()
+        #: LISTEN/UNLISTEN changes for the front door to apply, oldest first
+        self.listen_changes: list[tuple[str, str]] = []
+        #: changes made inside the open transaction: applied at COMMIT
+        self._listen_pending: list[tuple[str, str]] = []
+        self._channels_pending: set[str] = set()
+        #: portals (and the unnamed statement) that run LISTEN/UNLISTEN: their
+        #: Parse, Bind and Describe go to the server, their Execute is answered here
+        self._portals: dict[bytes, tuple[str, str]] = {}
+        self._unnamed_action: tuple[str, str] | None = None
         #: the client's named statements: name -> (server name, Parse body after the name)
         self.statements: dict[bytes, tuple[bytes, bytes]] = {}
         #: transaction status of the last ReadyForQuery relayed
@@ -180,6 +204,15 @@ class Relay:
         return not self._entries and not self._msgs and not self._batch_open
 
     @property
+    def local_only(self) -> bool:
+        """The framed client messages are simple queries answered here (LISTEN,
+        UNLISTEN): no server session is needed for them."""
+        return bool(self._msgs) and all(
+            kind == 0x51 and _keyword(self._mbuf, start) in LISTEN_KEYWORDS
+            for kind, start, _ in self._msgs
+        ) and not self._entries and not self._batch_open and self.status == b"I"
+
+    @property
     def only_terminate(self) -> bool:
         """The framed client messages are just a Terminate."""
         return len(self._msgs) == 1 and self._msgs[0][0] == 0x58
@@ -210,7 +243,7 @@ class Relay:
         self._mbuf = buf
         return bool(msgs)
 
-    def route(self, session: SessionState) -> bytes:
+    def route(self, session: SessionState | None) -> bytes:
         """The bytes to send to ``session`` for the framed client messages; replies
         made here that are due at once are appended to `to_client`."""
         self.session = session
@@ -219,7 +252,7 @@ class Relay:
         # Fast path: one simple query (pgbench -S, psql).
         if len(msgs) == 1 and msgs[0][0] == 0x51 and not self._cbuf and not self._batch_open:
             kind, start, end = msgs[0]
-            if not _refused(buf, start):
+            if _keyword(buf, start) is None:
                 self._push(_PLAIN[_SYNC])
                 return buf if start == 5 and end == len(buf) else buf[start - 5 : end]
         out: list[bytes] = []
@@ -239,8 +272,12 @@ class Relay:
         raw = buf[start - 5 : end]
         if kind == 0x51:  # Query (it also ends an extended-protocol batch)
             self._batch_open = False
-            if _refused(buf, start):
-                word = buf[start:end].lstrip().split(None, 1)[0].upper().decode(errors="replace")
+            keyword = _keyword(buf, start)
+            if keyword in LISTEN_KEYWORDS:
+                self._listen_query(buf[start:end], keyword)
+                return
+            if keyword is not None:
+                word = keyword.decode()
                 self._synth_error(
                     "0A000",
                     f"{word} is not supported in transaction pooling mode",
@@ -262,6 +299,7 @@ class Relay:
             portal_end = buf.index(b"\0", start, end)
             name_end = buf.index(b"\0", portal_end + 1, end)
             name = buf[portal_end + 1 : name_end]
+            self._bind_portal(buf[start:portal_end], name)
             if not name:
                 self._push(_PLAIN[_ONE])
                 out.append(raw)
@@ -287,12 +325,20 @@ class Relay:
             out.append(message(b"D", b"S" + server + b"\0"))
         elif kind == 0x45:  # Execute
             self._batch_open = True
+            action = self._portals.get(buf[start : buf.index(b"\0", start, end)])
+            if action is not None:  # a LISTEN/UNLISTEN portal: answered here
+                entry = _Entry(_EXECUTE, _SYNTH)
+                entry.action = action
+                self._push(entry)
+                return
             self._push(_PLAIN[_EXECUTE])
             out.append(raw)
         elif kind == 0x43:  # Close
             self._batch_open = True
             what = buf[start : start + 1]
             name = buf[start + 1 : end - 1]
+            if what == b"P":
+                self._portals.pop(name, None)
             if what == b"S" and name:
                 # the server-side statement stays on its session, for whoever needs it
                 self.statements.pop(name, None)
@@ -317,10 +363,78 @@ class Relay:
         else:
             raise ProtocolViolation("08P01", f"invalid frontend message type {kind}")
 
+    def _listen_query(self, sql: bytes, keyword: bytes) -> None:
+        action = parse_listen(sql)
+        if action is None:
+            self._synth_error(
+                "0A000",
+                f"{keyword.decode()} must be the only statement of its query, "
+                "with one channel name, in transaction pooling mode",
+                cycle_end=True,
+            )
+            return
+        entry = _Entry(_SYNC, _SYNTH)
+        entry.action = action
+        self._push(entry)
+
+    def _bind_portal(self, portal: bytes, statement: bytes) -> None:
+        if statement:
+            known = self.statements.get(statement)
+            action = None
+            if known is not None:
+                rest = known[1]
+                action = _listen_action(rest, 0, len(rest))
+        else:
+            action = self._unnamed_action
+        if action is None:
+            self._portals.pop(portal, None)
+        else:
+            self._portals[portal] = action
+
+    def _listen_reply(self, action: tuple[str, str]) -> bytes:
+        """The reply to a LISTEN/UNLISTEN answered here, given the transaction
+        status its turn came in; the change is queued (or held until COMMIT)."""
+        verb, channel = action
+        if self.status == b"E":
+            return error_response(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+        if verb == "listen" and channel not in self.channels | self._channels_pending:
+            if len(self.channels | self._channels_pending) >= self.max_channels:
+                return error_response(
+                    "54000", f"more than {self.max_channels} channels listened on by one client"
+                )
+        if self.status == b"T":
+            self._listen_pending.append(action)
+            if verb == "listen":
+                self._channels_pending.add(channel)
+        else:
+            self._apply_listen(action)
+        return message(b"C", verb.upper().encode() + b"\0")
+
+    def _apply_listen(self, action: tuple[str, str]) -> None:
+        verb, channel = action
+        if verb == "listen":
+            self.channels.add(channel)
+        elif channel == ALL:
+            self.channels.clear()
+        else:
+            self.channels.discard(channel)
+        self.listen_changes.append(action)
+
+    def _end_transaction(self, committed: bool) -> None:
+        pending, self._listen_pending = self._listen_pending, []
+        self._channels_pending.clear()
+        if committed:
+            for action in pending:
+                self._apply_listen(action)
+
     def _parse(self, buf: bytes, start: int, end: int, raw: bytes, out: list[bytes]) -> None:
         name_end = buf.index(b"\0", start, end)
         name = buf[start:name_end]
         if not name:
+            self._unnamed_action = _listen_action(buf, name_end + 1, end)
             self._push(_PLAIN[_ONE])
             out.append(raw)
             return
@@ -398,12 +512,14 @@ class Relay:
         entries = self._entries
         while entries and entries[0].mode == _SYNTH:
             entry = self._pop()
-            self.to_client += entry.payload
-            if entry.payload[:1] == b"E":
-                if entry.kind == _SYNC:
-                    self.to_client += message(b"Z", self.status)
-                else:
-                    self._fail_batch()
+            payload = entry.payload
+            if entry.action is not None:
+                payload = self._listen_reply(entry.action)
+            self.to_client += payload
+            if entry.kind == _SYNC:
+                self.to_client += message(b"Z", self.status)
+            elif payload[:1] == b"E":
+                self._fail_batch()
 
     def _fail_batch(self) -> None:
         """An error ended the batch: what the server skips until Sync has no reply."""
@@ -513,6 +629,10 @@ class Relay:
 
     def _ready(self, status: bytes) -> None:
         self.status = status
+        if status == b"I":
+            self._portals.clear()  # portals end with their transaction
+            if self._listen_pending:
+                self._end_transaction(False)  # ended without a COMMIT tag
         if self.session is not None:
             self.session.status = status
         self._skip = False
@@ -524,6 +644,11 @@ class Relay:
             self._forget(entry)
 
     def _note(self, kind: int, data: bytes, start: int, end: int) -> None:
+        if self._listen_pending and kind == 0x43:
+            if data[start:end].startswith(b"COMMIT\0"):
+                self._end_transaction(True)
+            elif data[start:end].startswith(b"ROLLBACK\0"):
+                self._end_transaction(False)
         session = self.session
         if session is None:
             return
@@ -543,8 +668,17 @@ class Relay:
 _ENDS_ORD = {k: frozenset(v) for k, v in _ENDS.items()}
 
 
-def _refused(buf: bytes, start: int) -> bool:
+def _listen_action(buf: bytes, start: int, end: int) -> tuple[str, str] | None:
+    """The LISTEN/UNLISTEN of a Parse's query text (``buf[start:end]`` begins with it)."""
+    if _keyword(buf, start) not in LISTEN_KEYWORDS:
+        return None
+    return parse_listen(buf[start : buf.index(b"\0", start, end)])
+
+
+def _keyword(buf: bytes, start: int) -> bytes | None:
+    """The first keyword of a query when it is one the relay refuses or answers."""
     head = buf[start : start + 24].lstrip().upper()
-    if not head.startswith(REFUSED_KEYWORDS):
-        return False
-    return head.split(None, 1)[0].rstrip(b";\0") in REFUSED_KEYWORDS
+    if not head.startswith(_SPECIAL_KEYWORDS):
+        return None
+    word = head.split(None, 1)[0].rstrip(b";\0")
+    return word if word in _SPECIAL_KEYWORDS else None
