@@ -13,7 +13,10 @@ Every route serves the same private scram cluster (`benches.env.BenchEnv`):
   connections;
 * ``fabric-ingress``: the dbpool service's front door on a workload's virtual
   port, published on a host port by an ingress rule (the way a workload serves
-  it), scram-sha-256, 20 server connections;
+  it), scram-sha-256, 20 server connections; the ingress hands each connection
+  to the front door as the real socket's streams (the fast path);
+* ``fabric-splice``: the same, with the rule's fast path off (``direct=False``):
+  every byte crosses the splice task and a virtual pipe;
 * ``fabric-tcp``: the same front door listening on a host socket directly (what
   the ingress hop costs).
 
@@ -39,7 +42,7 @@ from typing import Any
 
 from benches.env import BenchEnv, PgTarget
 
-ROUTES = ("direct", "pgbouncer-tx", "fabric-ingress", "fabric-tcp")
+ROUTES = ("direct", "pgbouncer-tx", "fabric-ingress", "fabric-splice", "fabric-tcp")
 _TPS = re.compile(rb"tps = ([0-9.]+)")
 
 
@@ -57,9 +60,11 @@ async def pgbench(target: PgTarget, *args: str, check: bool = True) -> bytes:
 
 
 @asynccontextmanager
-async def fabric_front_door(pg: PgTarget, *, ingress: bool) -> AsyncIterator[PgTarget]:
+async def fabric_front_door(
+    pg: PgTarget, *, ingress: bool, direct: bool = True
+) -> AsyncIterator[PgTarget]:
     """The dbpool service with a front door for ``pg``, on a virtual port published
-    by an ingress rule (``ingress``) or on a host socket."""
+    by an ingress rule (``ingress``; ``direct``: its fast path) or on a host socket."""
     from fabric.net import IngressRule, NetworkPolicy, VirtualNetwork
     from pools import DatabaseConfig
     from services.dbpool.pgdoor import PostgresFrontDoorConfig, PostgresUser
@@ -83,7 +88,8 @@ async def fabric_front_door(pg: PgTarget, *, ingress: bool) -> AsyncIterator[PgT
                            password=pg.password, database=pg.database)  # fmt: skip
         return
     net = VirtualNetwork(
-        "bench", NetworkPolicy(ingress=(IngressRule(port=6432, max_connections=1000),))
+        "bench",
+        NetworkPolicy(ingress=(IngressRule(port=6432, max_connections=1000, direct=direct),)),
     )
 
     async def start_server(handler: Any, /, *, host: str, port: int) -> Any:
@@ -110,12 +116,14 @@ async def run(
         await pgbench(pg, "-i", "-q", "-s", "1")
         async with (
             fabric_front_door(pg, ingress=True) as via_ingress,
+            fabric_front_door(pg, ingress=True, direct=False) as via_splice,
             fabric_front_door(pg, ingress=False) as via_tcp,
         ):
             targets = {
                 "direct": pg,
                 "pgbouncer-tx": bouncer,
                 "fabric-ingress": via_ingress,
+                "fabric-splice": via_splice,
                 "fabric-tcp": via_tcp,
             }
             for connect in modes:

@@ -327,6 +327,20 @@ def print_status(report: Any) -> None:
                 (s.last_error or "")[:60],
             )
         console.print(table)
+        if wl.ingress:
+            it = Table(title_justify="left")
+            for col in ("ingress", "active", "max", "connections", "direct", "refused"):
+                it.add_column(col)
+            for r in wl.ingress:
+                it.add_row(
+                    f"{r.host}:{r.host_port} -> :{r.port}",
+                    str(r.active),
+                    str(r.max_connections),
+                    str(r.connections),
+                    str(r.direct),
+                    f"{r.refused} ({r.over_limit} over limit)",
+                )
+            console.print(it)
         if wl.components:
             ct = Table(title_justify="left")
             for col in (

@@ -19,7 +19,13 @@ from .errors import (
     oserror_from_error_code,
 )
 from .names import NameResolver, ResolveAddressStream
-from .network import GuestNetwork, GuestStatistics, NetworkCore, NetworkStatistics
+from .network import (
+    GuestNetwork,
+    GuestStatistics,
+    IngressStatistics,
+    NetworkCore,
+    NetworkStatistics,
+)
 from .pipe import DEFAULT_HIGH_WATER, PipeEnd, PipeStatistics, pipe_pair
 from .policy import (
     EgressRule,
@@ -64,6 +70,7 @@ __all__ = [
     "IncomingDatagramStream",
     "IngressRule",
     "IngressServer",
+    "IngressStatistics",
     "IpAddress",
     "IpAddressFamily",
     "NameResolver",

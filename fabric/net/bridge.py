@@ -17,6 +17,22 @@ Ingress
     per allowed connection (its own and the accepted one), separate from
     every other guest's.
 
+Ingress fast path
+    When the rule's virtual port is served by a native listener
+    (`VirtualNetwork.start_server`) and the rule has `direct` (the
+    default), the connection is not spliced: the listener's handler runs
+    on the real socket's own `asyncio.StreamReader` and an
+    `IngressStreamWriter` (an `asyncio.StreamWriter`), so bytes go from the
+    kernel to the service with no pump task and no pipe. What the rule
+    promises holds the same way: the connection counts against
+    `max_connections`, it is charged two sockets of the rule's budget, the
+    policy check of a connect to the port runs first, and closing the
+    server (workload stop) cancels the handler and resets the connection.
+    The service sees the real client's address as `peername` (the splice
+    shows the bridge's virtual address instead), `peer_guest`
+    `ingress:<port>` and `peer_external` True as through the splice, and
+    `ingress_direct` True. Wasm listeners are always spliced.
+
 `splice` copies each direction with backpressure (`await drain()` after
 every chunk, so neither side buffers more than its high-water mark plus one
 chunk), forwards a half-close as a half-close (`write_eof`), and turns a
@@ -28,16 +44,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import error_code_from_oserror
-from .network import GuestNetwork, NetworkCore
+from .errors import SocketError, error_code_from_oserror
+from .network import GuestNetwork, IngressStatistics, NetworkCore
 from .pipe import PipeEnd
 from .policy import EgressRule, IngressRule, Role
-from .streams import VirtualStreamReader, VirtualStreamWriter, open_connection
+from .streams import (
+    VirtualServer,
+    VirtualStreamReader,
+    VirtualStreamWriter,
+    native_server,
+    open_connection,
+)
 from .tcp import ConnectAttempt
 
-__all__ = ["IngressServer", "run_egress", "splice"]
+__all__ = ["IngressServer", "IngressStreamWriter", "run_egress", "splice"]
 
 logger = logging.getLogger("fabric.net")
 
@@ -153,6 +175,24 @@ async def run_egress(
     return True
 
 
+class IngressStreamWriter(asyncio.StreamWriter):
+    """The writer a native service gets on the ingress fast path: the real
+    connection's `asyncio.StreamWriter`, plus the extra information a
+    virtual connection carries (`peer_guest`, `peer_external`)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, extra: dict[str, Any]
+    ) -> None:
+        transport = writer.transport
+        super().__init__(transport, transport.get_protocol(), reader, asyncio.get_running_loop())
+        self._fabric_extra = extra
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name in self._fabric_extra:
+            return self._fabric_extra[name]
+        return super().get_extra_info(name, default)
+
+
 class IngressServer:
     """A real listener that forwards every connection to a virtual port."""
 
@@ -165,6 +205,7 @@ class IngressServer:
         self.connections = 0
         self.refused = 0
         self.over_limit = 0  # clients reset because `max_connections` were being forwarded
+        self.direct = 0  # of `connections`: handed to a native listener (no splice)
 
     async def start(self) -> None:
         self._guest = self.network.attach(
@@ -216,6 +257,17 @@ class IngressServer:
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._guest is not None
+        if self.rule.direct:
+            try:
+                server = native_server(self._guest, self.rule.port)
+            except OSError as exc:
+                self.refused += 1
+                logger.info("ingress %s -> :%d refused: %s", self.port, self.rule.port, exc)
+                writer.transport.abort()
+                return
+            if server is not None:
+                await self._serve_direct(server, reader, writer)
+                return
         try:
             v_reader, v_writer = await open_connection(self._guest, self.rule.port)
         except OSError as exc:
@@ -234,6 +286,38 @@ class IngressServer:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
+    async def _serve_direct(
+        self, server: VirtualServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The fast path: run the native listener's handler on the real streams."""
+        assert self._guest is not None
+        budget = self._guest.budget
+        try:
+            budget.take(2)  # the client's socket and the accepted one, as spliced
+        except SocketError as exc:
+            self.refused += 1
+            logger.info("ingress %s -> :%d refused: %s", self.port, self.rule.port, exc)
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self.direct += 1
+        self.network.count_connection()
+        direct = IngressStreamWriter(
+            reader,
+            writer,
+            {"peer_guest": self._guest.name, "peer_external": True, "ingress_direct": True},
+        )
+        try:
+            await server.serve_direct(reader, direct)
+        except BaseException:
+            writer.transport.abort()  # reset, as the splice does
+            raise
+        finally:
+            budget.give_back(2)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -248,10 +332,23 @@ class IngressServer:
         if self._guest is not None:
             self._guest.close()
 
+    def statistics(self) -> IngressStatistics:
+        return IngressStatistics(
+            port=self.rule.port,
+            host=self.rule.host,
+            host_port=self.port if self._server is not None and self._server.sockets else 0,
+            active=len(self._tasks),
+            max_connections=self.rule.max_connections,
+            connections=self.connections,
+            direct=self.direct,
+            refused=self.refused,
+            over_limit=self.over_limit,
+        )
+
     def __repr__(self) -> str:
         where = f"{self.rule.host}:{self.port}" if self._server else "not started"
         return (
             f"<IngressServer {where} -> :{self.rule.port} active={len(self._tasks)}"
             f"/{self.rule.max_connections} connections={self.connections}"
-            f" refused={self.refused}>"
+            f" direct={self.direct} refused={self.refused}>"
         )

@@ -37,7 +37,13 @@ from .readiness import Notifier, wait_until
 from .tcp import ConnectAttempt, Listener, TcpSocket, _Pending
 from .udp import UdpSocket
 
-__all__ = ["GuestNetwork", "GuestStatistics", "NetworkCore", "NetworkStatistics"]
+__all__ = [
+    "GuestNetwork",
+    "GuestStatistics",
+    "IngressStatistics",
+    "NetworkCore",
+    "NetworkStatistics",
+]
 
 logger = logging.getLogger("fabric.net")
 
@@ -62,6 +68,20 @@ class GuestStatistics(msgspec.Struct, frozen=True):
     budget_refused: int = 0
 
 
+class IngressStatistics(msgspec.Struct, frozen=True):
+    """One ingress rule's listener (`bridge.IngressServer.statistics`)."""
+
+    port: int  # the virtual port
+    host: str
+    host_port: int
+    active: int  # connections open now
+    max_connections: int
+    connections: int  # forwarded since start
+    direct: int  # of `connections`: handed to a native listener (the fast path)
+    refused: int  # nothing listening, policy, budget, or over the limit
+    over_limit: int
+
+
 class NetworkStatistics(msgspec.Struct, frozen=True):
     """A snapshot of one workload's network."""
 
@@ -80,6 +100,7 @@ class NetworkStatistics(msgspec.Struct, frozen=True):
     ingress_servers: int
     datagrams_delivered: int
     datagrams_dropped: int
+    ingress: tuple[IngressStatistics, ...] = ()  # one per ingress rule (`VirtualNetwork`)
 
 
 class GuestNetwork:
@@ -377,6 +398,10 @@ class NetworkCore:
         attempt = ConnectAttempt()
         attempt.succeed(client_end)
         return attempt
+
+    def count_connection(self) -> None:
+        """Count a connection made without a pipe (the ingress fast path)."""
+        self._connections += 1
 
     def _connect_egress(self, rule: EgressRule) -> ConnectAttempt:
         attempt = ConnectAttempt()

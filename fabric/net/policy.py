@@ -108,6 +108,11 @@ class IngressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     opened with `SO_REUSEPORT`, so several processes (the workers of
     `fabric run --workers N`) share the host port and the kernel spreads
     connections between them.
+
+    With `direct` (the default), a connection to a port a native service
+    listens on (`VirtualNetwork.start_server`) is handed to that service
+    as the real socket's asyncio streams instead of being spliced into a
+    virtual pipe; `direct=False` always splices.
     """
 
     port: int
@@ -115,6 +120,7 @@ class IngressRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     max_connections: int = DEFAULT_MAX_INGRESS_CONNECTIONS
     reuse_port: bool = False
+    direct: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.port <= 0xFFFF or not 0 <= self.host_port <= 0xFFFF:

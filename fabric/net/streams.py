@@ -7,6 +7,14 @@ same `TcpSocket`s, listeners and pipes the WASI binding hands to guests, so
 a native service and a wasm guest are peers on one loopback, and the same
 policy, port table and socket cap apply to both.
 
+A `VirtualServer` also serves connections the ingress bridge hands it
+directly (`serve_direct`): a real `asyncio.StreamReader`/`StreamWriter`
+pair on the accepted host socket, so a native service behind an ingress
+rule reads the kernel's bytes with no splice and no pipe in between. Its
+handler therefore gets either kind of stream (both have the same methods).
+`native_server` finds the server behind a virtual port, after the policy
+check a connect to that port would pass.
+
 Failures are the `OSError`s asyncio raises (`ConnectionRefusedError`,
 `ConnectionResetError`, `PermissionError`, `OSError(EADDRINUSE)`, ...),
 translated from error codes in `errors.oserror_from_error_code`.
@@ -18,18 +26,20 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from .address import IpAddress, SocketAddress
 from .errors import ErrorCode, SocketError, StreamClosed, oserror_from_error_code
 from .network import GuestNetwork
 from .pipe import PipeEnd
-from .tcp import TcpInputStream, TcpOutputStream, TcpSocket
+from .policy import SocketAddrUse
+from .tcp import Listener, TcpInputStream, TcpOutputStream, TcpSocket
 
 __all__ = [
     "VirtualServer",
     "VirtualStreamReader",
     "VirtualStreamWriter",
+    "native_server",
     "open_connection",
     "start_server",
 ]
@@ -40,6 +50,7 @@ READ_CHUNK = 64 * 1024
 DEFAULT_LIMIT = 64 * 1024  # asyncio's default line-length limit
 
 Handler = Callable[["VirtualStreamReader", "VirtualStreamWriter"], Awaitable[None]]
+DirectHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class VirtualStreamReader:
@@ -338,6 +349,30 @@ async def start_server(
     return server
 
 
+def native_server(guest: GuestNetwork, port: int, host: str = "127.0.0.1") -> VirtualServer | None:
+    """The native server `guest` would reach by connecting to `host:port`, if any.
+
+    Runs the policy check of that connect (`PermissionError` if refused);
+    None when nothing, or a guest (a wasm listener), listens there."""
+    ip = _addresses(guest, host)[0]
+    addr = SocketAddress.of(ip, port)
+    try:
+        guest.admit()
+        guest.check(addr, SocketAddrUse.TCP_CONNECT)
+    except SocketError as exc:
+        raise _oserror(exc) from None
+    if guest.network.egress_route(addr) is not None:
+        return None
+    binding = guest.network.tcp_ports.find(port, guest)
+    listener = binding.endpoint if binding is not None else None
+    if not isinstance(listener, Listener) or listener.closed:
+        return None
+    owner = listener.owner
+    if isinstance(owner, VirtualServer) and owner.is_serving():
+        return owner
+    return None
+
+
 class _SocketInfo:
     """What `Server.sockets` lists: enough to ask for the bound address."""
 
@@ -362,8 +397,12 @@ class VirtualServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = False
         self.accepted = 0
+        self.direct = 0  # of `accepted`: real connections handed over by ingress
 
     def _start(self) -> None:
+        listener = self._sock.listener
+        if listener is not None:
+            listener.owner = self
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     async def _accept_loop(self) -> None:
@@ -400,6 +439,29 @@ class VirtualServer:
             logger.exception("virtual server %s: handler failed", self._address)
             writer.close()
 
+    async def serve_direct(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Run the handler, in the calling task, on a real connection (the
+        ingress fast path). Counted like an accepted connection; the caller
+        owns the transport (closes it when this returns)."""
+        self.accepted += 1
+        self.direct += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            await cast(DirectHandler, self._handler)(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()
+            raise
+        except Exception:
+            logger.exception("virtual server %s: handler failed", self._address)
+            writer.close()
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
     @property
     def port(self) -> int:
         return self._address.port
@@ -424,6 +486,9 @@ class VirtualServer:
         if self._closed:
             return
         self._closed = True
+        listener = self._sock.listener
+        if listener is not None:
+            listener.owner = None
         self._sock.close()
         if self._accept_task is not None:
             self._accept_task.cancel()
@@ -455,5 +520,5 @@ class VirtualServer:
         state = "closed" if self._closed else "serving"
         return (
             f"<VirtualServer {self._address} {state} accepted={self.accepted}"
-            f" handlers={len(self._handlers)}>"
+            f" direct={self.direct} handlers={len(self._handlers)}>"
         )

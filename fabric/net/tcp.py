@@ -255,6 +255,7 @@ class Listener:
         "local",
         "notifier",
         "options",
+        "owner",
         "queue",
         "refused",
     )
@@ -268,6 +269,10 @@ class Listener:
         self.closed = False
         self.accepted = 0
         self.refused = 0
+        # Who serves this listener in the host process (a native
+        # `streams.VirtualServer`), so the ingress bridge can hand it real
+        # connections directly; None for a guest's listener.
+        self.owner: object | None = None
 
     def options_snapshot(self) -> TcpOptions:
         return msgspec.structs.replace(self.options)
@@ -533,6 +538,11 @@ class TcpSocket:
             raise
         self._listener = listener
         self._state = nxt
+
+    @property
+    def listener(self) -> Listener | None:
+        """The accept queue of a listening socket (None before `finish-listen`)."""
+        return self._listener
 
     def accept(self) -> tuple[TcpSocket, TcpInputStream, TcpOutputStream]:
         self._require("accept")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import msgspec
+
 from . import streams
 from .bridge import IngressServer, run_egress
-from .network import GuestNetwork, NetworkCore
+from .network import GuestNetwork, NetworkCore, NetworkStatistics
 from .pipe import PipeEnd
 from .policy import EgressRule
 from .streams import VirtualServer, VirtualStreamReader, VirtualStreamWriter
@@ -73,3 +75,8 @@ class VirtualNetwork(NetworkCore):
     @property
     def ingress_servers(self) -> list[IngressServer]:
         return [s for s in self._ingress if isinstance(s, IngressServer)]
+
+    def statistics(self) -> NetworkStatistics:
+        """The core's statistics plus each ingress listener's counters."""
+        ingress = tuple(s.statistics() for s in self.ingress_servers)
+        return msgspec.structs.replace(super().statistics(), ingress=ingress)

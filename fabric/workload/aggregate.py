@@ -12,7 +12,9 @@ report keep working:
 * services: ``restarts`` and ``exits`` are summed, ``state`` is the common
   state, or the least healthy one when the workers differ, ``stats`` holds
   each worker's stats under ``"worker I"``, and each metric family a service
-  offers holds every worker's samples, told apart by a ``worker`` label.
+  offers holds every worker's samples, told apart by a ``worker`` label;
+* ingress rules: counters are summed per virtual port (the workers share
+  the host port).
 
 Each worker's own report stays available in ``StatusReport.workers``.
 """
@@ -21,6 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import msgspec
+
+from fabric.net import IngressStatistics
 
 from .status import (
     ComponentStatus,
@@ -60,7 +66,28 @@ def _workload(name: str, parts: list[tuple[int, WorkloadStatus]]) -> WorkloadSta
         name=name,
         services=tuple(_service(group) for group in services),
         components=tuple(_component([c for _, c in group]) for group in components),
+        ingress=_ingress([r for _, wl in parts for r in wl.ingress]),
     )
+
+
+def _ingress(rules: list[IngressStatistics]) -> tuple[IngressStatistics, ...]:
+    by_port: dict[int, IngressStatistics] = {}
+    for r in rules:
+        seen = by_port.get(r.port)
+        by_port[r.port] = (
+            r
+            if seen is None
+            else msgspec.structs.replace(
+                seen,
+                active=seen.active + r.active,
+                max_connections=seen.max_connections + r.max_connections,
+                connections=seen.connections + r.connections,
+                direct=seen.direct + r.direct,
+                refused=seen.refused + r.refused,
+                over_limit=seen.over_limit + r.over_limit,
+            )
+        )
+    return tuple(by_port.values())
 
 
 def _grouped(items: Iterable[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:

@@ -477,6 +477,7 @@ class WorkloadRuntime:
             name=self.name,
             services=self.supervisor.statistics().services,
             components=tuple(e.statistics() for e in self.components.values()),
+            ingress=self.network.statistics().ingress,
         )
 
     def __repr__(self) -> str:

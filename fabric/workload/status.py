@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from fabric.net import IngressStatistics
+
 __all__ = [
     "LATENCY_BOUNDS",
     "ComponentStatus",
@@ -136,6 +138,7 @@ class WorkloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     services: tuple[ServiceStatus, ...] = ()
     components: tuple[ComponentStatus, ...] = ()
+    ingress: tuple[IngressStatistics, ...] = ()  # one per ingress rule (docs/network.md)
 
 
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True):

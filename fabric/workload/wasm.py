@@ -40,6 +40,7 @@ class WorkloadHost(Protocol):
     network: VirtualNetwork
     emit: Callable[[str], None]
 
+
 _log = logging.getLogger("fabric.guest")
 
 Invoke = Callable[[str, Sequence[Any]], Awaitable[Any]]

@@ -175,6 +175,12 @@ def test_ingress_connections_reach_every_worker(running: Running) -> None:
     report = running.status()
     assert {w["pid"] for w in report["workers"]} == pids
     assert running.proc.pid not in pids  # the parent holds no workload
+    # the native service got every connection on the ingress fast path;
+    # `fabric status` adds up the workers' ingress counters
+    (rule,) = report["workloads"][0]["ingress"]
+    assert rule["port"] == 8080 and rule["connections"] == rule["direct"] == 200
+    per_worker = [w["report"]["workloads"][0]["ingress"][0] for w in report["workers"]]
+    assert all(r["direct"] >= 1 for r in per_worker)
 
 
 def test_invoke_and_status_across_workers(running: Running) -> None:
