@@ -172,6 +172,13 @@ class Session:
         self.accepted = False
         self.requests = 0
         self._last_activity = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._read_task: asyncio.Task[Any] | None = None
+        self._idled_out = False
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._drain_task: asyncio.Task[Any] | None = None
+        self._drain_since = 0.0
+        self._write_stalled = False
         self._peer = writer.get_extra_info("peername")
         # False only for a peer on the workload's own virtual network (not ingress)
         self._peer_external = writer.get_extra_info("peer_external")
@@ -313,22 +320,42 @@ class Session:
             await self._dispatch(ev)
 
     async def _read(self) -> bytes | None:
-        """Bytes from the client (b"" at EOF), or None once it has idled out."""
-        idle = self._limits.idle_timeout
-        while True:
-            remaining = self._last_activity + idle - time.monotonic()
-            try:
-                async with asyncio.timeout(max(remaining, 0.0)):
-                    data = await self._reader.read(READ_SIZE)
-            except TimeoutError:
-                if self.in_flight:
-                    self._last_activity = time.monotonic()
-                    continue
-                if time.monotonic() - self._last_activity >= idle:
-                    return None
-                continue
-            self._last_activity = time.monotonic()
-            return data
+        """Bytes from the client (b"" at EOF), or None once it has idled out.
+
+        One idle timer per idle period, not one per read: the timer checks the
+        time of the last activity when it fires and re-arms itself while the
+        client is active or has requests in flight."""
+        if self._idle_timer is None:
+            delay = self._last_activity + self._limits.idle_timeout - time.monotonic()
+            self._idle_timer = asyncio.get_running_loop().call_later(
+                max(delay, 0.0), self._idle_check
+            )
+        task = self._read_task = asyncio.current_task()
+        try:
+            data = await self._reader.read(READ_SIZE)
+        except asyncio.CancelledError:
+            if self._idled_out and task is not None and task.uncancel() == 0:
+                return None
+            raise
+        finally:
+            self._read_task = None
+        self._last_activity = time.monotonic()
+        return data
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        task = self._read_task
+        if task is None:
+            return  # not waiting for the client: the next read arms the timer
+        now = time.monotonic()
+        if self.in_flight:
+            self._last_activity = now
+        remaining = self._last_activity + self._limits.idle_timeout - now
+        if remaining > 0:
+            self._idle_timer = asyncio.get_running_loop().call_later(remaining, self._idle_check)
+            return
+        self._idled_out = True
+        task.cancel()
 
     # --------------------------------------------------------------- dispatching
 
@@ -603,9 +630,23 @@ class Session:
                 return
             self._writer.write(data)
             del data
+            # One write timer armed at a time, not a timeout scope per write:
+            # most drains return at once.
+            self._drain_since = time.monotonic()
+            if self._write_timer is None:
+                self._write_timer = asyncio.get_running_loop().call_later(
+                    self._limits.write_timeout, self._write_check
+                )
+            task = self._drain_task = asyncio.current_task()
             try:
-                async with asyncio.timeout(self._limits.write_timeout):
+                try:
                     await self._writer.drain()
+                except asyncio.CancelledError:
+                    if self._write_stalled and task is not None and task.uncancel() == 0:
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    self._drain_task = None
             except TimeoutError:
                 # The client stopped reading its replies: give up on it, so the
                 # leases its waiting requests hold go back to their pools.
@@ -619,6 +660,18 @@ class Session:
                     )
                 self._abort()
                 raise ConnectionResetError("write_timeout") from None
+
+    def _write_check(self) -> None:
+        self._write_timer = None
+        task = self._drain_task
+        if task is None:
+            return  # no write waiting: the next one arms the timer
+        remaining = self._drain_since + self._limits.write_timeout - time.monotonic()
+        if remaining > 0:
+            self._write_timer = asyncio.get_running_loop().call_later(remaining, self._write_check)
+            return
+        self._write_stalled = True
+        task.cancel()
 
     def _abort(self) -> None:
         transport = getattr(self._writer, "transport", None)
@@ -643,6 +696,12 @@ class Session:
         self._writer.close()
 
     async def _teardown(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         if self._conn.state is not State.CLOSED:
             self._conn.close("closed", "")
         for task in list(self._tasks):
