@@ -7,6 +7,7 @@ component and run it: ``run_command`` for a ``wasi:cli/run`` component,
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -91,14 +92,27 @@ class Runtime:
         self.guests_run += 1
         store = Store(self.engine, ctx, max_memory=max_memory)
         try:
-            inst = await store.instantiate(linker or self.linker, component, timeout=timeout)
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            result: Any = await inst.call(export, timeout=remaining)
+            if deadline is None:
+                return await self._run_export(store, component, export, linker)
+            # One deadline scope for instantiate and the call, not one each.
+            store.hold_deadline(deadline)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await self._run_export(store, component, export, linker)
+            except TimeoutError as e:
+                raise store.deadline_exceeded() from e
+        finally:
+            store.close()
+
+    async def _run_export(
+        self, store: Store, component: Component, export: str, linker: Linker | None
+    ) -> int:
+        try:
+            inst = await store.instantiate(linker or self.linker, component)
+            result: Any = await inst.call(export)
             return 0 if isinstance(result, Ok) else 1
         except GuestExit as e:
             return e.code
-        finally:
-            store.close()
 
     def close(self) -> None:
         self.engine.close()

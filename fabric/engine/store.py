@@ -78,6 +78,7 @@ class Store:
         self._pending: tuple[Signature, Any, HostFunc] | None = None
         self._outcome: tuple[bool, Any] | None = None
         self._busy = False
+        self._held_deadline: float | None = None
         self.calls = 0
         self.host_calls = 0
         self.continuation = continuation_template(self.id)
@@ -151,12 +152,26 @@ class Store:
             self.failure_where = where
 
     # -- driving ----------------------------------------------------------------
+    def hold_deadline(self, deadline: float | None) -> None:
+        """Let the caller hold one deadline scope (``asyncio.timeout_at(deadline)``)
+        around several calls (instantiate, then the export): the calls check the
+        deadline at epoch ticks but open no scope of their own.  A TimeoutError
+        of the caller's scope goes through ``deadline_exceeded``."""
+        self._held_deadline = deadline
+
+    def deadline_exceeded(self) -> BaseException:
+        """The error for a deadline reached in the caller's scope (the store is dead)."""
+        self.dead = True
+        self.record_host_failure(DeadlineExceeded("guest ran past its deadline"), "deadline")
+        assert self.failure is not None
+        return self.failure
+
     async def _drive(self, fut: Any) -> None:
         # One deadline scope for the whole call, not one per host coroutine:
         # most host calls finish without waiting, and a scope costs a timer.
         deadline = self.deadline
         try:
-            if deadline is None:
+            if deadline is None or self._held_deadline is not None:
                 await self._poll(fut)
             else:
                 # At the deadline the scope cancels whatever the call awaits (a
@@ -207,7 +222,10 @@ class Store:
             raise EngineError("a store runs one call at a time")
         self._busy = True
         self.calls += 1
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        if self._held_deadline is not None:
+            self.deadline = self._held_deadline
+        else:
+            self.deadline = None if timeout is None else time.monotonic() + timeout
         try:
             await self._drive(start)
         finally:

@@ -77,6 +77,28 @@ async def test_spinning_guest_is_stopped_and_loop_stays_responsive(runtime: Runt
     assert beats >= 5  # the loop kept running while the guest spun
 
 
+async def test_run_command_deadline_while_guest_waits(
+    runtime: Runtime, cli_guest: Path
+) -> None:
+    # The guest sleeps in a host call (no epoch tick can stop it): the one
+    # deadline of run_command ends it, the store is closed, the caller gets
+    # DeadlineExceeded.
+    comp = runtime.load(cli_guest)
+    out = bytearray()
+    with pytest.raises(DeadlineExceeded):
+        await runtime.run_command(
+            comp,
+            WasiCtx(WasiConfig(args=["app", "sleep", "5000"]), stdout=out.extend),
+            timeout=0.3,
+        )
+    assert b"slept_ms" not in out
+    ok = bytearray()
+    code = await runtime.run_command(
+        comp, WasiCtx(WasiConfig(args=["app", "sleep", "10"]), stdout=ok.extend), timeout=30
+    )
+    assert code == 0 and b"slept_ms=10" in ok
+
+
 async def test_trap_carries_backtrace_and_other_guest_continues(
     runtime: Runtime, cli_guest: Path
 ) -> None:
