@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["DatabaseConfig", "PoolStats", "QueryResult", "RowSink", "StreamResult"]
+__all__ = [
+    "DatabaseConfig",
+    "PoolStats",
+    "QueryResult",
+    "RowSink",
+    "StreamResult",
+    "tag_count",
+]
 
 _DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
@@ -88,6 +95,15 @@ class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True):
     def resolved_port(self) -> int:
         """The port to connect to: ``port``, or the default port of ``kind``."""
         return self.port if self.port is not None else _DEFAULT_PORTS[self.kind]
+
+
+def tag_count(tag: bytes | str | None, default: int) -> int:
+    """Row count from a PostgreSQL command tag: 'SELECT 3', 'INSERT 0 1', 'UPDATE 2';
+    ``default`` for a tag without one ('CREATE TABLE') or none at all."""
+    if not tag:
+        return default
+    tail = tag.rsplit(None, 1)[-1]
+    return int(tail) if tail.isdigit() else default
 
 
 class QueryResult(msgspec.Struct, frozen=True):

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ._config import DatabaseConfig, QueryResult, RowSink, StreamResult
+from ._config import DatabaseConfig, QueryResult, RowSink, StreamResult, tag_count
 from ._errors import ConnectionLost, DatabaseError, PoolError
 from ._lease import Lease
 from ._pool import Pool
@@ -321,11 +321,6 @@ def _data_row(body: bytes) -> tuple[str | None, ...]:
     return tuple(values)
 
 
-def _count(tag: str, default: int) -> int:
-    tail = tag.rsplit(None, 1)[-1] if tag else ""
-    return int(tail) if tail.isdigit() else default
-
-
 async def send_cancel(host: str, port: int, pid: int, key: bytes, timeout: float = 5.0) -> None:
     """Ask the server to cancel what session ``pid`` runs (a new connection, no reply)."""
     async with asyncio.timeout(timeout):
@@ -356,7 +351,7 @@ class PgWireLease(Lease):
             columns, rows, tag = await conn.extended_query(sql, params)
         else:
             columns, rows, tag = await conn.simple_query(sql)
-        return QueryResult(columns=columns, rows=list(rows), rowcount=_count(tag, len(rows)))
+        return QueryResult(columns=columns, rows=list(rows), rowcount=tag_count(tag, len(rows)))
 
     async def _stream(
         self,
@@ -381,7 +376,7 @@ class PgWireLease(Lease):
             total = 0
             for params in params_seq:
                 _, _, tag = await conn.extended_query(sql, params)
-                total += _count(tag, 0)
+                total += tag_count(tag, 0)
             return total
 
         return await self._all_or_nothing(run)

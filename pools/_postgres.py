@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import asyncpg
 from asyncpg.cursor import Cursor
 
-from ._config import QueryResult, RowSink, StreamResult
+from ._config import QueryResult, RowSink, StreamResult, tag_count
 from ._errors import ConnectionLost, DatabaseError, PoolError, ResultTooLarge
 from ._lease import Lease
 from ._pg_read import ONE_TRIP_BYTES, GuardedConnection, install_guard, read_once
@@ -36,14 +36,6 @@ _RESET_EXTRA = "SET SESSION AUTHORIZATION DEFAULT;\nDISCARD TEMP;\nDISCARD SEQUE
 # SQLSTATEs that mean the session is gone: class 08 (connection exception) and the
 # 57P0x operator interventions (admin shutdown / pg_terminate_backend, crash, starting up).
 _LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
-
-
-def _status_count(status: bytes | str | None, default: int) -> int:
-    """Row count from a command tag: 'SELECT 3', 'INSERT 0 1', 'UPDATE 2', 'CREATE TABLE'."""
-    if not status:
-        return default
-    tail = status.rsplit(None, 1)[-1]
-    return int(tail) if tail.isdigit() else default
 
 
 class PostgresLease(Lease):
@@ -70,7 +62,7 @@ class PostgresLease(Lease):
         return QueryResult(
             columns=columns,
             rows=[tuple(row) for row in rows],
-            rowcount=_status_count(status, len(rows)),
+            rowcount=tag_count(status, len(rows)),
         )
 
     async def _stream(
@@ -94,7 +86,7 @@ class PostgresLease(Lease):
             _, status, _ = await conn._execute(  # type: ignore[attr-defined]
                 sql, tuple(params), 0, None, return_status=True
             )
-            return StreamResult([], _status_count(status, 0))
+            return StreamResult([], tag_count(status, 0))
         # A cursor (a named portal) needs a transaction: the lease's, or one of its own.
         own_transaction = not conn.is_in_transaction()
         if own_transaction:
@@ -146,7 +138,7 @@ class PostgresLease(Lease):
             stmt = await self._conn._prepare(sql, use_cache=True)  # type: ignore[attr-defined]
             columns = [attr.name for attr in stmt.get_attributes()]
             if not columns:  # no result set (DML, DDL)
-                return StreamResult([], _status_count(status, 0))
+                return StreamResult([], tag_count(status, 0))
         total = len(records)
         start = 0
         want = chunk_rows
@@ -156,7 +148,7 @@ class PostgresLease(Lease):
             want = await sink(columns, chunk) or want
         if not completed or total > max_rows:
             raise ResultTooLarge(f"the result has more than {max_rows} rows", rows=total)
-        return StreamResult(columns, _status_count(status, total))
+        return StreamResult(columns, tag_count(status, total))
 
     async def _execute_many(self, sql: str, params_seq: Sequence[Sequence[Any]]) -> int:
         # One round trip per parameter set, so the affected-row count is exact; asyncpg's
@@ -169,7 +161,7 @@ class PostgresLease(Lease):
                 _, status, _ = await conn._execute(  # type: ignore[attr-defined]
                     sql, tuple(params), 0, None, return_status=True
                 )
-                total += _status_count(status, 0)
+                total += tag_count(status, 0)
             return total
 
         return await self._all_or_nothing(run)
