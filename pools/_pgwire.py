@@ -95,6 +95,19 @@ class PgConnection:
         "writer",
     )
 
+    @classmethod
+    async def open(cls, cfg: DatabaseConfig) -> PgConnection:
+        """Connect to ``cfg``'s server and log in, within ``cfg.connect_timeout``."""
+        async with asyncio.timeout(cfg.connect_timeout):
+            reader, writer = await asyncio.open_connection(cfg.host, cfg.resolved_port)
+            conn = cls(reader, writer, cfg.host, cfg.resolved_port)
+            try:
+                await conn.startup(cfg)
+            except BaseException:
+                conn.terminate()
+                raise
+        return conn
+
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int
     ) -> None:
@@ -434,15 +447,7 @@ class PgWirePool(Pool):
         return lease
 
     async def _connect(self) -> PgConnection:
-        cfg = self._config
-        async with asyncio.timeout(cfg.connect_timeout):
-            reader, writer = await asyncio.open_connection(cfg.host, cfg.resolved_port)
-            conn = PgConnection(reader, writer, cfg.host, cfg.resolved_port)
-            try:
-                await conn.startup(cfg)
-            except BaseException:
-                conn.terminate()
-                raise
+        conn = await PgConnection.open(self._config)
         if not self.server_params:
             self.server_params = dict(conn.params)
         return conn

@@ -172,15 +172,7 @@ class DatabaseListener:
         cfg = msgspec.structs.replace(
             self.config, application_name=f"{self.config.application_name or 'fabric'} listen"
         )
-        async with asyncio.timeout(cfg.connect_timeout):
-            reader, writer = await asyncio.open_connection(cfg.host, cfg.resolved_port)
-            conn = PgConnection(reader, writer, cfg.host, cfg.resolved_port)
-            try:
-                await conn.startup(cfg)
-            except BaseException:
-                conn.terminate()
-                raise
-        return conn
+        return await PgConnection.open(cfg)
 
     async def _read(self, conn: PgConnection) -> None:
         while True:
