@@ -31,6 +31,14 @@ ECHO_PORT = 7
 ROUNDS = 100
 
 
+async def net_guest() -> Path:
+    """The net test guest (``tests/guests/net``, with PyMySQL), from the build cache
+    or built, off the loop."""
+    return await asyncio.to_thread(
+        build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
+    )
+
+
 class _VirtualEcho:
     """Native peers on one virtual network: one connection per concurrent worker."""
 
@@ -146,9 +154,7 @@ class _GuestRounds:
         self.workload: WorkloadRuntime | None = None
 
     async def setup(self) -> None:
-        guest = await asyncio.to_thread(
-            build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
-        )
+        guest = await net_guest()
         host_port = _free_port()
         wl: dict[str, Any] = {
             "name": "bench-net",

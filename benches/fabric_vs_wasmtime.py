@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from benches.errors import ContenderSkipped
+from benches.fabric_net import net_guest
 from benches.registry import Registry
-from fabric.build import build_python_guest, cache_dir, stage_packages
+from fabric.build import cache_dir
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
-NET_GUEST = ROOT / "tests" / "guests" / "net"
 ECHO_PORT = 7
 ROUNDS = 500
 BULK_BYTES = 1 << 20
@@ -84,12 +84,6 @@ def _elapsed_ns(stdout: str, stderr: str, check: tuple[str, str]) -> int:
     return int(facts["elapsed_us"]) * 1000
 
 
-async def _net_guest() -> Path:
-    return await asyncio.to_thread(
-        build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
-    )
-
-
 class _Cli:
     """Server and clients as ``wasmtime run`` processes over kernel loopback."""
 
@@ -110,7 +104,7 @@ class _Cli:
             binary = wasmtime_cli()
         except FileNotFoundError as exc:
             raise ContenderSkipped(str(exc)) from None
-        guest = await _net_guest()
+        guest = await net_guest()
         cwasm = cache_dir() / "cwasm" / f"{guest.stem}-{binary.stat().st_size}.cwasm"
         if not cwasm.is_file():
             cwasm.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +162,7 @@ class _Fabric:
         raise NotImplementedError
 
     async def setup(self) -> None:
-        guest = await _net_guest()
+        guest = await net_guest()
         wl: dict[str, Any] = {
             "name": "bench-vs-cli",
             "services": [

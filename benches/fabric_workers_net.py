@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from benches.errors import ContenderSkipped
+from benches.fabric_net import net_guest
 from benches.fabric_workers import cpu_per_op, cpu_seconds, roles, start_fabric, stop_fabric
 from benches.registry import Registry
-from fabric.build import build_python_guest, stage_packages
 
-ROOT = Path(__file__).resolve().parent.parent
-NET_GUEST = ROOT / "tests" / "guests" / "net"
 ECHO_PORT = 7
 ROUNDS = 4
 SCENARIO = "loopback-workers"
@@ -58,9 +56,7 @@ class IngressEcho:
         self._cpu_start: dict[str, float] = {}
 
     async def setup(self) -> None:
-        guest = await asyncio.to_thread(
-            build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
-        )
+        guest = await net_guest()
         self.port = _free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="fabric-workers-net-"))
         manifest = self.directory / "echo.toml"

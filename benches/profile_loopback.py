@@ -31,13 +31,12 @@ from typing import Any
 
 import uvloop
 
+from benches.fabric_net import net_guest
 from benches.profile_invocation import HostCallCounter
-from fabric.build import build_python_guest, stage_packages
 from fabric.workload import manifest_from_dict
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
-NET_GUEST = ROOT / "tests" / "guests" / "net"
 PORT = 7
 PATHS = ("rtt", "bulk")
 
@@ -150,9 +149,7 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
 
 
 async def main(args: argparse.Namespace) -> None:
-    guest = await asyncio.to_thread(
-        build_python_guest, NET_GUEST, extra_paths=[stage_packages(["pymysql"])]
-    )
+    guest = await net_guest()
     manifest = manifest_from_dict(_manifest(guest), path="<profile>", base_dir=str(ROOT))
     fabric = Fabric(manifest, emit=lambda line: None)
     await fabric.start()
