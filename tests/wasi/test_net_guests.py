@@ -262,9 +262,9 @@ async def test_peer_dropped_mid_stream(runtime: Runtime, net_wasm: Path) -> None
     # wasi-libc turns last-operation-failed into EPIPE for send() and EIO for
     # recv() (docs/network.md, "Differences from wasmtime", last paragraph).
     assert writer.trapped
-    assert "BrokenPipeError" in writer.stderr
+    assert "BrokenPipeError" in writer.stderr, writer.stderr
     assert reader.trapped
-    assert "OSError: [Errno 29] I/O error" in reader.stderr
+    assert "OSError: [Errno 29] I/O error" in reader.stderr, reader.stderr
 
 
 async def test_udp_echo(runtime: Runtime, net_wasm: Path) -> None:
