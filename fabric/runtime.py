@@ -85,9 +85,12 @@ class Runtime:
         timeout: float | None = None,
         max_memory: int | None = None,
         linker: Linker | None = None,
+        export: str | None = None,
     ) -> int:
-        """Run ``wasi:cli/run`` and return the exit code (traps raise ``GuestTrap``)."""
-        export = run_export(component)
+        """Run ``wasi:cli/run`` and return the exit code (traps raise ``GuestTrap``).
+        ``export`` is the component's `run_export`, when the caller knows it."""
+        if export is None:
+            export = run_export(component)
         deadline = None if timeout is None else time.monotonic() + timeout
         self.guests_run += 1
         store = Store(self.engine, ctx, max_memory=max_memory)
