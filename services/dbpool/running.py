@@ -58,19 +58,20 @@ class StatementRunner(SessionIO):
         if pool is None:
             await self._respond(req, self._unknown_db(req.id, req.db))
             return
-        await self._parallel.acquire()
+        if not self._parallel.take_now():
+            await self._parallel.take()
         release: asyncio.Future[None] | None = None
         try:
             release = await self._run_statement(pool, req)
         finally:
             # The statement keeps its parallel slot until its lease is back.
             if release is None or release.done():
-                self._parallel.release()
+                self._parallel.give()
             else:
                 release.add_done_callback(self._parallel_back)
 
     def _parallel_back(self, _: object) -> None:
-        self._parallel.release()
+        self._parallel.give()
 
     def _slot_back(self, _: object) -> None:
         self._free_slot()

@@ -56,6 +56,7 @@ from .protocol import (
     StatsReply,
 )
 from .session_io import READ_SIZE, SessionHost, StreamReader, StreamWriter, Txn, error_reply
+from .slots import within
 from .transactions import Transactions
 
 __all__ = ["Session", "SessionHost", "StreamReader", "StreamWriter", "error_reply"]
@@ -79,15 +80,20 @@ class Session(Transactions):
 
     async def _handshake(self) -> bool:
         conn = self._conn
+        deadline = time.monotonic() + self._limits.handshake_timeout
         try:
-            async with asyncio.timeout(self._limits.handshake_timeout):
-                while True:
-                    ev = conn.next_event()
-                    if isinstance(ev, ClientHello):
-                        break
-                    if isinstance(ev, ConnectionClosed):
-                        return False
-                    conn.receive_data(await self._reader.read(READ_SIZE))
+            while True:
+                ev = conn.next_event()
+                if isinstance(ev, ClientHello):
+                    break
+                if isinstance(ev, ConnectionClosed):
+                    return False
+                # each read gets what is left of the one time limit (usually
+                # the hello arrives in the first)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                conn.receive_data(await within(self._reader.read(READ_SIZE), left))
         except TimeoutError:
             self._server.count_error("handshake_timeout")
             return False
@@ -176,9 +182,10 @@ class Session(Transactions):
             if isinstance(ev, ConnectionClosed):
                 return
             assert not isinstance(ev, ClientHello)
-            await self._slots.acquire()
+            if not self._slots.take_now():
+                await self._slots.take()
             if self._lost:  # a reply could not be written: the client is gone
-                self._slots.release()
+                self._slots.give()
                 return
             self.in_flight += 1
             self.requests += 1
@@ -291,7 +298,6 @@ class Session(Transactions):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             self._writer.close()
-            async with asyncio.timeout(5.0):
-                await self._writer.wait_closed()
+            await within(self._writer.wait_closed(), 5.0)
         except (ConnectionError, OSError, TimeoutError):
             pass
