@@ -70,6 +70,7 @@ class Session(Transactions):
     # ------------------------------------------------------------------ main loop
 
     async def run(self) -> None:
+        self._task = asyncio.current_task()  # the read loop's: handshake, reads, teardown
         try:
             if await self._handshake():
                 await self._serve()
@@ -93,7 +94,7 @@ class Session(Transactions):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                conn.receive_data(await within(self._reader.read(READ_SIZE), left))
+                conn.receive_data(await within(self._reader.read(READ_SIZE), left, self._task))
         except TimeoutError:
             self._server.count_error("handshake_timeout")
             return False
@@ -202,7 +203,7 @@ class Session(Transactions):
             self._idle_timer = asyncio.get_running_loop().call_later(
                 max(delay, 0.0), self._idle_check
             )
-        task = self._read_task = asyncio.current_task()
+        task = self._read_task = self._task
         try:
             data = await self._reader.read(READ_SIZE)
         except asyncio.CancelledError:
@@ -264,7 +265,7 @@ class Session(Transactions):
                 await self._respond(req, Done(rid))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -298,6 +299,6 @@ class Session(Transactions):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             self._writer.close()
-            await within(self._writer.wait_closed(), 5.0)
+            await within(self._writer.wait_closed(), 5.0, self._task)
         except (ConnectionError, OSError, TimeoutError):
             pass

@@ -160,6 +160,7 @@ class SessionIO:
         self.requests = 0
         self._last_activity = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None  # the session's own (its read loop)
         self._read_task: asyncio.Task[Any] | None = None
         self._idled_out = False
         self._write_timer: asyncio.TimerHandle | None = None

@@ -73,10 +73,14 @@ def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
     task.cancel()
 
 
-async def within(aw: Awaitable[T], delay: float) -> T:
-    """Await ``aw``; raise TimeoutError if it takes more than ``delay`` seconds."""
-    task = asyncio.current_task()
-    assert task is not None
+async def within(
+    aw: Awaitable[T], delay: float, task: asyncio.Task[Any] | None = None
+) -> T:
+    """Await ``aw``; raise TimeoutError if it takes more than ``delay`` seconds.
+    ``task`` is the running task, when the caller knows it."""
+    if task is None:
+        task = asyncio.current_task()
+        assert task is not None
     cancelling = task.cancelling()
     expired: list[bool] = []
     timer = asyncio.get_running_loop().call_later(delay, _expire, task, expired)
