@@ -69,8 +69,10 @@ class Session(Transactions):
 
     # ------------------------------------------------------------------ main loop
 
-    async def run(self) -> None:
-        self._task = asyncio.current_task()  # the read loop's: handshake, reads, teardown
+    async def run(self, task: asyncio.Task[Any] | None = None) -> None:
+        """Serve the client; ``task`` is the running task, when the caller knows it."""
+        # the read loop's task: the handshake, the reads and the teardown run in it
+        self._task = task if task is not None else asyncio.current_task()
         try:
             if await self._handshake():
                 await self._serve()
