@@ -1,18 +1,20 @@
 """Where one pooled ``SELECT 1`` invocation spends fabric's time.
 
 Starts a workload with the dbpool service (PostgreSQL, default trust auth at
-127.0.0.1:5432, database ``test``) and three components: the hand-written
-WAT round trip (``wat``), the WAT component using the typed sql import
-(``sql-wat``), the componentize-py dbbench guest in a fresh
-instance per invocation (``py``) and the same guest reusing warm instances
-and its dbpool connection (``py-reuse``).  For each path it runs warm-up
+127.0.0.1:5432, database ``test``) and its components: the smallest command
+component, whose ``run`` returns at once (``tiny``: fabric's own cost of a
+fresh-instance invocation), the hand-written WAT round trip (``wat``), the
+WAT component using the typed sql import (``sql-wat``), the componentize-py
+dbbench guest in a fresh instance per invocation (``py``) and the same guest
+reusing warm instances and its dbpool connection (``py-reuse``).  For each path it runs warm-up
 invocations, then ``--n`` invocations one after another under cProfile, and
 prints per invocation: wall and process CPU time without the profiler,
 wall time under it, Python function calls, host calls by WIT
 function, and the top functions by own time and by cumulative time.
 
-    python -m benches.profile_invocation                 # all three paths
+    python -m benches.profile_invocation                 # every path
     python -m benches.profile_invocation --path wat -n 500 --top 30
+    python -m benches.profile_invocation --path wat --dump /tmp/prof   # keep the .pstats
     python -m benches.profile_invocation --reply-before-release off --reset after-transactions
 """
 
@@ -40,8 +42,9 @@ from fabric.workload.runtime import Fabric, WorkloadRuntime
 ROOT = Path(__file__).resolve().parent.parent
 WAT_SELECT1 = ROOT / "tests" / "guests" / "wat" / "dbpool_select1.wat"
 WAT_SQL_SELECT1 = ROOT / "tests" / "guests" / "wat" / "sql_select1.wat"
+WAT_TINY = ROOT / "tests" / "guests" / "wat" / "tiny.wat"
 PORT = 7000
-PATHS = ("wat", "sql-wat", "py", "py-reuse")
+PATHS = ("tiny", "wat", "sql-wat", "py", "py-reuse")
 
 
 def _manifest(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,6 +81,7 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 ],
                 "components": [
+                    {"name": "tiny", "wasm": str(build_wat_guest(WAT_TINY))},
                     {"name": "wat", "wasm": wat},
                     {"name": "sql-wat", "wasm": sql_wat},
                     {"name": "py", "wasm": py},
@@ -93,6 +97,8 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _arguments(path: str) -> list[str]:
+    if path == "tiny":
+        return []
     if path in ("wat", "sql-wat"):
         return [str(PORT), "pg"]
     mode = "pooled-keep" if path == "py-reuse" else "pooled"
@@ -137,7 +143,33 @@ def _short(name: str) -> str:
     return name.split("/", 1)[-1].split("@", 1)[0] + "#" + name.rsplit("#", 1)[-1]
 
 
-async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top: int) -> None:
+def _module(filename: str) -> str:
+    """A profile entry's file as a short module label (repository-relative, or the package)."""
+    root = str(ROOT) + "/"
+    if filename.startswith(root):
+        return filename[len(root) :]
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1]
+    if filename.startswith("<") or "/" not in filename:
+        return filename  # a builtin: "~" or "<frozen ...>"
+    return "stdlib:" + filename.rsplit("/", 1)[1]
+
+
+def by_module(stats: pstats.Stats, n: int) -> list[tuple[str, float, float]]:
+    """(module, Python calls per invocation, own µs per invocation), most calls first."""
+    calls: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    raw = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, _name), (_cc, nc, tt, _ct, _callers) in raw.items():
+        key = _module(filename)
+        calls[key] += nc
+        own[key] += tt
+    return [(k, calls[k] / n, own[k] / n * 1e6) for k, _ in calls.most_common()]
+
+
+async def profile_path(
+    wl: WorkloadRuntime, path: str, n: int, warmup: int, top: int, dump: Path | None = None
+) -> None:
     args = _arguments(path)
     for _ in range(warmup):
         await _invoke(wl, path, args)
@@ -170,6 +202,11 @@ async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top:
     print(f"host calls per invocation: {host / n:.1f}")
     for name, count in counter.counts.most_common():
         print(f"  {count / n:6.1f}  {_short(name)}")
+    print("--- Python calls per invocation by module (own time under the profiler)")
+    for module, module_calls, us in by_module(stats, n)[:top]:
+        print(f"  {module_calls:7.1f}  {us:7.1f} µs  {module}")
+    if dump is not None:  # the directory is made before the loop starts
+        stats.dump_stats(str(dump / f"{path}.pstats"))
     for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
         out = io.StringIO()
         pstats.Stats(prof, stream=out).strip_dirs().sort_stats(key).print_stats(top)
@@ -179,13 +216,15 @@ async def profile_path(wl: WorkloadRuntime, path: str, n: int, warmup: int, top:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.dump is not None:
+        args.dump.mkdir(parents=True, exist_ok=True)
     manifest = manifest_from_dict(_manifest(args), path="<profile>", base_dir=str(ROOT))
     fabric = Fabric(manifest, emit=lambda line: None)
     await fabric.start()
     try:
         wl = fabric.workloads["profile"]
         for path in args.path or PATHS:
-            await profile_path(wl, path, args.n, args.warmup, args.top)
+            await profile_path(wl, path, args.n, args.warmup, args.top, args.dump)
     finally:
         await fabric.stop()
 
@@ -196,6 +235,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=200, help="profiled invocations per path")
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--dump", type=Path, default=None, help="write each path's profile to DIR/PATH.pstats"
+    )
     p.add_argument(
         "--reset",
         choices=("always", "after-transactions"),

@@ -37,6 +37,12 @@ def run_export(component: Component) -> str:
     )
 
 
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    """A run's deadline: cancel the task running it (`Runtime.run_command`)."""
+    expired.append(True)
+    task.cancel()
+
+
 class Runtime:
     """One engine and one WASI linker shared by every guest of the process."""
 
@@ -85,22 +91,39 @@ class Runtime:
         timeout: float | None = None,
         max_memory: int | None = None,
         linker: Linker | None = None,
+        export: str | None = None,
     ) -> int:
-        """Run ``wasi:cli/run`` and return the exit code (traps raise ``GuestTrap``)."""
-        export = run_export(component)
+        """Run ``wasi:cli/run`` and return the exit code (traps raise ``GuestTrap``).
+        ``export`` is the component's `run_export`, when the caller knows it."""
+        if export is None:
+            export = run_export(component)
         deadline = None if timeout is None else time.monotonic() + timeout
         self.guests_run += 1
         store = Store(self.engine, ctx, max_memory=max_memory)
         try:
             if deadline is None:
                 return await self._run_export(store, component, export, linker)
-            # One deadline scope for instantiate and the call, not one each.
+            # One deadline for instantiate and the call, not one each: a timer
+            # that cancels this task (what asyncio.timeout_at does, without
+            # its scope object and frames on every invocation).
             store.hold_deadline(deadline)
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            expired: list[bool] = []
+            timer = asyncio.get_running_loop().call_at(deadline, _expire, task, expired)
             try:
-                async with asyncio.timeout_at(deadline):
-                    return await self._run_export(store, component, export, linker)
-            except TimeoutError as e:
-                raise store.deadline_exceeded() from e
+                code = await self._run_export(store, component, export, linker)
+            except BaseException as e:
+                if expired and task.uncancel() <= cancelling:
+                    if isinstance(e, asyncio.CancelledError):
+                        raise store.deadline_exceeded() from None
+                raise
+            finally:
+                timer.cancel()
+            if expired:
+                task.uncancel()
+            return code
         finally:
             store.close()
 

@@ -25,6 +25,12 @@ __all__ = ["Pool"]
 _MIN_TIMER_DELAY = 0.005  # never re-arm the maintenance timer closer than this
 
 
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    """A reset's time limit passed: cancel the task running it."""
+    expired.append(True)
+    task.cancel()
+
+
 class Pool(abc.ABC):
     """A pool of connections to one database, lent out as :class:`Lease` objects."""
 
@@ -310,16 +316,33 @@ class Pool(abc.ABC):
         return True
 
     async def _reset_and_return(self, slot: Slot[Any]) -> None:
+        assert self._loop is not None
         ok = False
+        # The reset's time limit: a timer that cancels this task (what
+        # asyncio.timeout does, without a scope object on every release).
+        task = asyncio.current_task()
+        assert task is not None
+        expired: list[bool] = []
+        timer = self._loop.call_later(self._config.connect_timeout, _expire, task, expired)
         try:
-            async with asyncio.timeout(self._config.connect_timeout):
-                await self._reset(slot.conn)
+            await self._reset(slot.conn)
             ok = True
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise
+            # the reset ran past its time: the connection is closed below
         except Exception:
             pass  # the connection is closed below and replaced on demand
         finally:
-            self._state.release(slot, self._now(), reuse=ok, failed=not ok)
-            self._step()
+            timer.cancel()
+            now = self._now()
+            self._state.release(slot, now, reuse=ok, failed=not ok)
+            if (
+                not ok
+                or self._timer is None
+                or not self._state.quiet_return(slot, self._timer_at, now)
+            ):
+                self._step()
 
     def _step(self) -> None:
         now = self._now()

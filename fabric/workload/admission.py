@@ -6,7 +6,9 @@ free), WAIT (queued, with a ticket) or REJECT (limit and queue both full);
 ``abandon(ticket)`` drops a waiter that gave up.  ``Admission`` wraps it for
 asyncio: ``async with admission.slot(): ...`` runs the body in a slot, waits in
 FIFO order when all slots are busy, and raises ``Overloaded`` at once when the
-queue is full, so an overload is an error, never a hang.  It also counts
+queue is full, so an overload is an error, never a hang (``enter_now`` /
+``enter`` and ``leave`` are the same without a context manager, for the
+invocation path).  It also counts
 invocations, errors and rejections, keeps latency samples for p50/p99 and
 counts every latency into the buckets of a histogram (``LATENCY_BOUNDS``).
 For shutdown, ``close()`` refuses new invocations (``ShuttingDown``) and
@@ -126,8 +128,9 @@ class Admission:
         self._buckets = [0] * (len(LATENCY_BOUNDS) + 1)  # every latency since start
         self._latency_sum = 0.0
         self.closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: wait_idle() callers, woken when nothing runs any more (no Event to
+        #: clear and set around every invocation)
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     @property
     def name(self) -> str:
@@ -136,6 +139,30 @@ class Admission:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the component's slots for the body; ``Overloaded`` if none can come."""
+        arrived = self.enter_now()
+        if arrived is None:
+            arrived = await self.enter()
+        try:
+            yield
+        except BaseException:
+            self.leave(arrived, failed=True)
+            raise
+        self.leave(arrived, failed=False)
+
+    def enter_now(self) -> float | None:
+        """Take a free slot without waiting: the arrival time to hand to `leave`,
+        or None when none is free (then ``await enter()``, which queues or refuses)."""
+        core = self.core
+        if self.closed or core.running >= core.limit or core.waiting:
+            return None
+        arrived = self._clock()
+        core.arrive()
+        self._wait.append(self._clock() - arrived)
+        return arrived
+
+    async def enter(self) -> float:
+        """Take a slot, waiting in FIFO order when all are busy: the arrival time
+        to hand to `leave`.  Raises ``ShuttingDown`` or ``Overloaded``."""
         if self.closed:
             raise ShuttingDown(f"component {self.core.name!r} takes no new invocations")
         arrived = self._clock()
@@ -143,7 +170,6 @@ class Admission:
         if decision is Decision.REJECT:
             self.rejected += 1
             raise self.core.overloaded()
-        self._idle.clear()
         if decision is Decision.WAIT:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._granted[ticket] = waiter
@@ -155,20 +181,19 @@ class Admission:
                 raise
             finally:
                 self._granted.pop(ticket, None)
-        admitted = self._clock()
-        self._wait.append(admitted - arrived)
-        try:
-            yield
-        except BaseException:
+        self._wait.append(self._clock() - arrived)
+        return arrived
+
+    def leave(self, arrived: float, *, failed: bool) -> None:
+        """The invocation admitted at ``arrived`` ended (``failed``: with an exception)."""
+        if failed:
             self.errors += 1
-            raise
-        finally:
-            self.invocations += 1
-            elapsed = self._clock() - arrived
-            self._latency.append(elapsed)
-            self._buckets[bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
-            self._latency_sum += elapsed
-            self._release()
+        self.invocations += 1
+        elapsed = self._clock() - arrived
+        self._latency.append(elapsed)
+        self._buckets[bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+        self._latency_sum += elapsed
+        self._release()
 
     def close(self) -> None:
         """Refuse new invocations with ``ShuttingDown``; admitted and queued ones go on."""
@@ -176,14 +201,21 @@ class Admission:
 
     async def wait_idle(self) -> None:
         """Return once nothing runs or waits (bound it with ``asyncio.timeout`` for a grace)."""
-        await self._idle.wait()
+        if self.core.running == 0:
+            return
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(idle)
+        await idle
 
     def _release(self) -> None:
         while True:
             ticket = self.core.finish()
             if ticket is None:
-                if self.core.running == 0:
-                    self._idle.set()
+                if self.core.running == 0 and self._idle_waiters:
+                    waiters, self._idle_waiters = self._idle_waiters, []
+                    for idle in waiters:
+                        if not idle.done():
+                            idle.set_result(None)
                 return
             waiter = self._granted.get(ticket)
             if waiter is not None and not waiter.done():

@@ -99,6 +99,7 @@ class _ComponentEntry:
         self.admission = Admission(spec.name, spec.concurrency, spec.queue)
         self.seq = 0
         self.instances = 0  # instances created (names their network attachments)
+        self.preopens = preopens(spec.dirs)  # copied into each invocation's WasiConfig
         self.pool: InstancePool | None = None
         if spec.reuse is not None:
             self.pool = InstancePool(
@@ -322,90 +323,119 @@ class WorkloadRuntime:
             raise NotFound(f"workload {self.name!r} has no component {component!r}")
         if export in ("run", "wasi:cli/run") and _is_command(entry.component):
             export = None  # run the command with ``args`` as its arguments
+        argv: list[str] = [component]
+        if export is None:
+            argv.extend(map(str, args))
+            if "\0" in "".join(argv):
+                raise WorkloadError(f"{component}: an argument contains a NUL byte")
+        admission = entry.admission
+        arrived = admission.enter_now()
+        if arrived is None:
+            arrived = await admission.enter()
+        try:
+            result = await self._invoke_admitted(
+                entry, component, export, args, argv, resolved=resolved, output=output
+            )
+        except BaseException:
+            admission.leave(arrived, failed=True)
+            raise
+        admission.leave(arrived, failed=False)
+        return result
+
+    async def _invoke_admitted(
+        self,
+        entry: _ComponentEntry,
+        component: str,
+        export: str | None,
+        args: Sequence[Any],
+        argv: list[str],
+        *,
+        resolved: bool,
+        output: OutputFactory | None,
+    ) -> Any:
+        """`invoke` once admitted: ``argv`` is the command's arguments (its name
+        alone for an export call)."""
         spec = entry.spec
-        if export is None and any("\0" in str(arg) for arg in args):
-            raise WorkloadError(f"{component}: an argument contains a NUL byte")
-        async with entry.admission.slot():
-            entry.seq += 1
-            guest = f"{component}#{entry.seq}"
-            prefix = f"{self.name}/{guest}"
-            out = bytearray()
-            err = bytearray()
-            logged = LineSink(prefix, self.emit)
+        entry.seq += 1
+        guest = f"{component}#{entry.seq}"
+        prefix = f"{self.name}/{guest}"
+        out = bytearray()
+        err = bytearray()
+        logged = LineSink(prefix, self.emit)
 
-            def tee_err(data: bytes) -> None:
-                if export is None:  # an export call returns its result, not its output
-                    err.extend(data)
-                logged(data)
+        def tee_err(data: bytes) -> None:
+            if export is None:  # an export call returns its result, not its output
+                err.extend(data)
+            logged(data)
 
-            def keep_out(data: bytes) -> None:
-                if export is None:
-                    out.extend(data)
+        def keep_out(data: bytes) -> None:
+            if export is None:
+                out.extend(data)
 
-            def command_result(code: int) -> dict[str, Any]:
-                return {
-                    "exit_code": code,
-                    "stdout": out.decode("utf-8", "replace"),
-                    "stderr": err.decode("utf-8", "replace"),
-                }
+        def command_result(code: int) -> dict[str, Any]:
+            return {
+                "exit_code": code,
+                "stdout": out.decode("utf-8", "replace"),
+                "stderr": err.decode("utf-8", "replace"),
+            }
 
-            argv = [component, *(str(a) for a in args)] if export is None else [component]
-            config = WasiConfig(args=argv, env=dict(spec.env), preopens=preopens(spec.dirs))
-            if entry.pool is not None:
-                try:
-                    result = await self._invoke_pooled(
-                        entry,
-                        entry.pool,
-                        export,
-                        args,
-                        config,
-                        prefix,
-                        keep_out,  # a warm instance's output is returned whole, not streamed
-                        tee_err,
-                        resolved=resolved,
-                    )
-                finally:
-                    logged.flush()
-                return result if export is not None else command_result(result)
-            guest_net = self.network.attach(guest, Role.COMPONENT)
-            ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, sockets=guest_net)
-            if output is not None and export is None:
-                ctx.stdout = output("stdout", None)
-                ctx.stderr = output("stderr", logged)
-            max_memory = int(spec.max_memory) if spec.max_memory else None
-            timeout = float(spec.timeout)
+        config = WasiConfig(args=argv, env=dict(spec.env), preopens=list(entry.preopens))
+        if entry.pool is not None:
             try:
-                if export is None:
-                    code = await self.runtime.run_command(
-                        entry.component,
-                        ctx,
-                        timeout=timeout,
-                        max_memory=max_memory,
-                        linker=entry.linker,
-                    )
-                    return command_result(code)
-                path = export if resolved else resolve_export(entry.component, export)
-                deadline = time.monotonic() + timeout
-                inst = await self.runtime.instantiate(
-                    entry.component,
-                    ctx,
-                    max_memory=max_memory,
-                    timeout=timeout,
-                    linker=entry.linker,
+                result = await self._invoke_pooled(
+                    entry,
+                    entry.pool,
+                    export,
+                    args,
+                    config,
+                    prefix,
+                    keep_out,  # a warm instance's output is returned whole, not streamed
+                    tee_err,
+                    resolved=resolved,
                 )
-                try:
-                    return await inst.call(
-                        path, *args, timeout=max(deadline - time.monotonic(), 0.0)
-                    )
-                except GuestExit as e:
-                    raise WorkloadError(
-                        f"{component} exited with code {e.code} during {path}"
-                    ) from None
-                finally:
-                    inst.store.close()
             finally:
                 logged.flush()
-                guest_net.close()
+            return result if export is not None else command_result(result)
+        guest_net = self.network.attach(guest, Role.COMPONENT)
+        ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, sockets=guest_net)
+        if output is not None and export is None:
+            ctx.stdout = output("stdout", None)
+            ctx.stderr = output("stderr", logged)
+        max_memory = int(spec.max_memory) if spec.max_memory else None
+        timeout = float(spec.timeout)
+        try:
+            if export is None:
+                code = await self.runtime.run_command(
+                    entry.component,
+                    ctx,
+                    timeout=timeout,
+                    max_memory=max_memory,
+                    linker=entry.linker,
+                    export=entry.run_export,
+                )
+                return command_result(code)
+            path = export if resolved else resolve_export(entry.component, export)
+            deadline = time.monotonic() + timeout
+            inst = await self.runtime.instantiate(
+                entry.component,
+                ctx,
+                max_memory=max_memory,
+                timeout=timeout,
+                linker=entry.linker,
+            )
+            try:
+                return await inst.call(
+                    path, *args, timeout=max(deadline - time.monotonic(), 0.0)
+                )
+            except GuestExit as e:
+                raise WorkloadError(
+                    f"{component} exited with code {e.code} during {path}"
+                ) from None
+            finally:
+                inst.store.close()
+        finally:
+            logged.flush()
+            guest_net.close()
 
     async def _invoke_pooled(
         self,

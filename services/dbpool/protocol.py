@@ -234,6 +234,23 @@ for _table in (_SERVER_TRANSITIONS, _CLIENT_TRANSITIONS):
             _moves["eof"] = State.CLOSED
             _moves["error"] = State.ERROR
 
+
+# The same tables with each move's target carrying its own moves, so a
+# transition looks up nothing by state (an Enum member hashes in Python).
+_Moves = dict[str, tuple[State, "_Moves"]]
+
+
+def _linked(table: dict[State, dict[str, State]]) -> dict[State, _Moves]:
+    linked: dict[State, _Moves] = {state: {} for state in table}
+    for state, moves in table.items():
+        for event, new in moves.items():
+            linked[state][event] = (new, linked[new])
+    return linked
+
+
+_SERVER_MOVES = _linked(_SERVER_TRANSITIONS)
+_CLIENT_MOVES = _linked(_CLIENT_TRANSITIONS)
+
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
@@ -254,10 +271,11 @@ def _decoder(in_type: Any) -> msgspec.msgpack.Decoder[Any]:
 
 class _Connection(Generic[_In, _Out]):
     _role: str
-    _table: dict[State, dict[str, State]]
+    _table: dict[State, _Moves]
 
     def __init__(self, state: State, in_type: Any, max_frame_size: int) -> None:
         self.state = state
+        self._moves = self._table[state]  # the moves out of ``state``
         self.max_frame_size = max_frame_size
         self._buf = bytearray()
         self._eof = False
@@ -268,10 +286,10 @@ class _Connection(Generic[_In, _Out]):
         return f"<{type(self).__name__} {self.state.name} buffered={len(self._buf)}>"
 
     def _do(self, event: str) -> None:
-        new = self._table[self.state].get(event)
-        if new is None:
+        move = self._moves.get(event)
+        if move is None:
             raise LocalProtocolError(self._role, self.state, event)
-        self.state = new
+        self.state, self._moves = move
 
     def _fail(self, exc: RemoteProtocolError) -> RemoteProtocolError:
         self._do("error")
@@ -338,7 +356,7 @@ class ServerConnection(_Connection[Request, Response]):
     """Server side of one client connection."""
 
     _role = "server"
-    _table = _SERVER_TRANSITIONS
+    _table = _SERVER_MOVES
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -434,7 +452,7 @@ class ClientConnection(_Connection[Response, Request]):
     """Client side: ``hello()`` first, then ``send`` requests and read responses."""
 
     _role = "client"
-    _table = _CLIENT_TRANSITIONS
+    _table = _CLIENT_MOVES
 
     def __init__(self, *, version: int = PROTOCOL_VERSION, max_frame_size: int = 2**32 - 1):
         super().__init__(State.START, Response, max_frame_size)

@@ -58,15 +58,34 @@ class StatementRunner(SessionIO):
         if pool is None:
             await self._respond(req, self._unknown_db(req.id, req.db))
             return
-        async with self._parallel:
-            await self._run_statement(pool, req)
+        if not self._parallel.take_now():
+            await self._parallel.take()
+        release: asyncio.Future[None] | None = None
+        try:
+            release = await self._run_statement(pool, req)
+        finally:
+            # The statement keeps its parallel slot until its lease is back.
+            if release is None or release.done():
+                self._parallel.give()
+            else:
+                release.add_done_callback(self._parallel_back)
 
-    async def _run_statement(self, pool: Pool, req: Query | ExecuteMany) -> None:
+    def _parallel_back(self, _: object) -> None:
+        self._parallel.give()
+
+    def _slot_back(self, _: object) -> None:
+        self._free_slot()
+
+    async def _run_statement(
+        self, pool: Pool, req: Query | ExecuteMany
+    ) -> asyncio.Future[None] | None:
+        """Run one statement on a lease of its own and respond; returns the
+        lease's release (None when no lease was had)."""
         try:
             lease = await pool.acquire()
         except PoolError as exc:
             await self._respond(req, error_reply(req.id, exc))
-            return
+            return None
         discard = True
         resp: Response | Reply | None = None
         try:
@@ -91,11 +110,12 @@ class StatementRunner(SessionIO):
                 await asyncio.shield(release)
         # The request keeps its in-flight slot until the lease is back, so one
         # client never holds more than max_in_flight leases, releasing or not.
+        # The task does not wait for it: the release frees the slot when done.
         try:
             await self._respond(req, resp, free_slot=False)
         finally:
-            try:
-                if not release.done():
-                    await asyncio.shield(release)
-            finally:
+            if release.done():
                 self._free_slot()
+            else:
+                release.add_done_callback(self._slot_back)
+        return release

@@ -69,9 +69,9 @@ class DbPoolServer:
     async def handle_connection(self, reader: StreamReader, writer: StreamWriter) -> None:
         """Serve one client until it disconnects; never raises for client behaviour."""
         session = Session(self, reader, writer)
-        self._sessions[session] = asyncio.current_task()
+        task = self._sessions[session] = asyncio.current_task()
         try:
-            await session.run()
+            await session.run(task)
         except Exception:
             log.exception("dbpool: session failed")
         finally:

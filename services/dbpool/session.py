@@ -56,6 +56,7 @@ from .protocol import (
     StatsReply,
 )
 from .session_io import READ_SIZE, SessionHost, StreamReader, StreamWriter, Txn, error_reply
+from .slots import within
 from .transactions import Transactions
 
 __all__ = ["Session", "SessionHost", "StreamReader", "StreamWriter", "error_reply"]
@@ -68,7 +69,10 @@ class Session(Transactions):
 
     # ------------------------------------------------------------------ main loop
 
-    async def run(self) -> None:
+    async def run(self, task: asyncio.Task[Any] | None = None) -> None:
+        """Serve the client; ``task`` is the running task, when the caller knows it."""
+        # the read loop's task: the handshake, the reads and the teardown run in it
+        self._task = task if task is not None else asyncio.current_task()
         try:
             if await self._handshake():
                 await self._serve()
@@ -79,15 +83,20 @@ class Session(Transactions):
 
     async def _handshake(self) -> bool:
         conn = self._conn
+        deadline = time.monotonic() + self._limits.handshake_timeout
         try:
-            async with asyncio.timeout(self._limits.handshake_timeout):
-                while True:
-                    ev = conn.next_event()
-                    if isinstance(ev, ClientHello):
-                        break
-                    if isinstance(ev, ConnectionClosed):
-                        return False
-                    conn.receive_data(await self._reader.read(READ_SIZE))
+            while True:
+                ev = conn.next_event()
+                if isinstance(ev, ClientHello):
+                    break
+                if isinstance(ev, ConnectionClosed):
+                    return False
+                # each read gets what is left of the one time limit (usually
+                # the hello arrives in the first)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                conn.receive_data(await within(self._reader.read(READ_SIZE), left, self._task))
         except TimeoutError:
             self._server.count_error("handshake_timeout")
             return False
@@ -176,9 +185,10 @@ class Session(Transactions):
             if isinstance(ev, ConnectionClosed):
                 return
             assert not isinstance(ev, ClientHello)
-            await self._slots.acquire()
+            if not self._slots.take_now():
+                await self._slots.take()
             if self._lost:  # a reply could not be written: the client is gone
-                self._slots.release()
+                self._slots.give()
                 return
             self.in_flight += 1
             self.requests += 1
@@ -195,7 +205,7 @@ class Session(Transactions):
             self._idle_timer = asyncio.get_running_loop().call_later(
                 max(delay, 0.0), self._idle_check
             )
-        task = self._read_task = asyncio.current_task()
+        task = self._read_task = self._task
         try:
             data = await self._reader.read(READ_SIZE)
         except asyncio.CancelledError:
@@ -257,7 +267,7 @@ class Session(Transactions):
                 await self._respond(req, Done(rid))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -291,7 +301,6 @@ class Session(Transactions):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
             self._writer.close()
-            async with asyncio.timeout(5.0):
-                await self._writer.wait_closed()
+            await within(self._writer.wait_closed(), 5.0, self._task)
         except (ConnectionError, OSError, TimeoutError):
             pass

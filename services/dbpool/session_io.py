@@ -37,6 +37,7 @@ from .protocol import (
     Stats,
 )
 from .results import Reply, ReplyBuffer
+from .slots import Slots
 
 __all__ = [
     "REQUEST_KINDS",
@@ -146,9 +147,9 @@ class SessionIO:
         self._writer = writer
         self._limits = server.limits
         self._conn = ServerConnection(server.limits)
-        self._slots = asyncio.Semaphore(server.limits.max_in_flight)
-        self._parallel = asyncio.Semaphore(server.limits.max_parallel)
-        self._write_lock = asyncio.Lock()
+        self._slots = Slots(server.limits.max_in_flight)
+        self._parallel = Slots(server.limits.max_parallel)
+        self._write_lock = Slots(1)  # one response written (and drained) at a time
         self._tasks: set[asyncio.Task[None]] = set()
         self._txn: Txn | None = None  # the transaction new requests are routed to
         self.txns: set[Txn] = set()  # transactions whose worker is still alive
@@ -159,6 +160,7 @@ class SessionIO:
         self.requests = 0
         self._last_activity = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None  # the session's own (its read loop)
         self._read_task: asyncio.Task[Any] | None = None
         self._idled_out = False
         self._write_timer: asyncio.TimerHandle | None = None
@@ -236,14 +238,17 @@ class SessionIO:
 
     def _free_slot(self) -> None:
         self.in_flight -= 1
-        self._slots.release()
+        self._slots.give()
 
     async def _write(self, data: bytes | bytearray) -> None:
         await self._write_out([data])
 
     async def _write_out(self, out: list[bytes | bytearray]) -> None:
         """Write ``out``'s one item (taken out of the list) and wait for the drain."""
-        async with self._write_lock:
+        lock = self._write_lock
+        if not lock.take_now():
+            await lock.take()
+        try:
             data = out.pop()
             if not data:
                 return
@@ -279,6 +284,8 @@ class SessionIO:
                     )
                 self._abort()
                 raise ConnectionResetError("write_timeout") from None
+        finally:
+            lock.give()
 
     def _write_check(self) -> None:
         self._write_timer = None

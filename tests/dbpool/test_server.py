@@ -133,6 +133,28 @@ async def test_garbage_and_wrong_versions_at_the_door(env: Env) -> None:
     assert stats.errors == {"bad_magic": 1, "unsupported_version": 1}
 
 
+async def test_a_hello_sent_too_slowly_is_closed_within_one_handshake_limit() -> None:
+    # One byte of the hello at a time, each well within the limit: the limit is
+    # for the whole hello, so the server closes before the hello is complete.
+    async with make_env("postgres", limits=Limits(handshake_timeout=0.5)) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        closed = asyncio.ensure_future(reader.read())  # done at the server's close
+        hello = ClientConnection().hello()
+        sent = 0
+        async with asyncio.timeout(GUARD):
+            while sent < len(hello) - 1 and not closed.done():
+                writer.write(hello[sent : sent + 1])
+                sent += 1
+                await asyncio.sleep(0.2)
+            assert await closed == b""
+        assert sent < len(hello) - 1
+        writer.close()
+        await env.settled()
+        stats = env.service.statistics()
+        assert stats.errors == {"handshake_timeout": 1}
+        assert stats.clients_total == 0
+
+
 async def test_max_clients_refuses_the_extra_client(kind: str) -> None:
     async with make_env(kind, limits=Limits(max_clients=1)) as env:
         first = await connect(env.port)
@@ -335,6 +357,7 @@ async def test_the_service_on_the_virtual_network(pg_env: Env) -> None:
 
         assert await asyncio.gather(*(client(i) for i in range(10))) == list(range(10))
         await eventually(lambda: service.statistics().clients_connected == 0)
+        await service.settled()  # the last replies may come before their leases are back
         stats = service.statistics()
         assert stats.clients_total == 10
         assert stats.databases["main"].in_use == 0

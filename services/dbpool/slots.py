@@ -1,0 +1,97 @@
+"""Small asyncio primitives for a session's hot path.
+
+`Slots` is a counting semaphore whose uncontended take is a plain method
+call (``take_now``), not a coroutine: a session takes an in-flight slot and
+a parallel slot for every request, and ``asyncio.Semaphore.acquire`` costs
+several Python frames even when a slot is free.  `within` bounds an
+awaitable in time with one timer that cancels the task (what
+``asyncio.timeout`` does, without its scope object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+__all__ = ["Slots", "within"]
+
+T = TypeVar("T")
+
+
+class Slots:
+    """A FIFO counting semaphore: ``take_now()`` or ``await take()``, then ``give()``."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take_now(self) -> bool:
+        """Take a slot if one is free and nobody waits for one."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting in FIFO order for one to be given back."""
+        if self.take_now():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.give()  # handed a slot just before the cancellation: pass it on
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass  # already passed over by give()
+            raise
+
+    def give(self) -> None:
+        """Give a slot back: straight to the oldest waiter, if any."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+    def __repr__(self) -> str:
+        return f"<Slots free={self.free} waiting={len(self._waiters)}>"
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
+
+
+async def within(
+    aw: Awaitable[T], delay: float, task: asyncio.Task[Any] | None = None
+) -> T:
+    """Await ``aw``; raise TimeoutError if it takes more than ``delay`` seconds.
+    ``task`` is the running task, when the caller knows it."""
+    if task is None:
+        task = asyncio.current_task()
+        assert task is not None
+    cancelling = task.cancelling()
+    expired: list[bool] = []
+    timer = asyncio.get_running_loop().call_later(delay, _expire, task, expired)
+    try:
+        result = await aw
+    except BaseException as exc:
+        if expired and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
+            raise TimeoutError from None
+        raise
+    finally:
+        timer.cancel()
+    if expired:
+        task.uncancel()
+    return result
