@@ -43,6 +43,18 @@ AsyncFuncCallback = _b.wasmtime_component_func_async_callback_t
 ContinuationCallback = _b.wasmtime_func_async_continuation_callback_t
 Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 ResourceDestructor = _b.wasmtime_component_resource_destructor_t
+# The same callbacks with every pointer as a plain address (``c_void_p``):
+# ctypes then hands the host-call trampolines ints instead of building a
+# pointer object per argument, and the codecs read and write the values at
+# those addresses (``lift_at`` / ``lower_at``).
+_P = ctypes.c_void_p
+RawFuncCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, _P, _P, _P, _P, ctypes.c_size_t, _P, ctypes.c_size_t
+)
+RawAsyncFuncCallback = ctypes.CFUNCTYPE(
+    None, _P, _P, _P, _P, ctypes.c_size_t, _P, ctypes.c_size_t, _P, _P
+)
+RawResourceDestructor = ctypes.CFUNCTYPE(ctypes.c_size_t, _P, _P, ctypes.c_uint32)
 EpochCallback = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
     CONTEXT_P,
@@ -92,6 +104,56 @@ resource_any_to_host = _b._wasmtime_component_resource_any_to_host
 resource_any_owned = _b._wasmtime_component_resource_any_owned
 resource_any_delete = _b._wasmtime_component_resource_any_delete
 
+
+def _raw(name: str, restype: Any, argtypes: list[Any]) -> Any:
+    """A fresh function object for ``name`` (not wasmtime-py's shared one)
+    with pointers taken and returned as addresses."""
+    fn = lib[name]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+# Addresses in, addresses out: no pointer objects on the host-call path.
+raw_any_to_host = _raw("wasmtime_component_resource_any_to_host", _P, [_P, _P, _P])
+raw_host_to_any = _raw("wasmtime_component_resource_host_to_any", _P, [_P, _P, _P])
+raw_host_new = _raw(
+    "wasmtime_component_resource_host_new", _P, [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32]
+)
+raw_host_rep = _raw("wasmtime_component_resource_host_rep", ctypes.c_uint32, [_P])
+raw_host_delete = _raw("wasmtime_component_resource_host_delete", None, [_P])
+raw_val_new = _raw("wasmtime_component_val_new", _P, [_P])
+raw_context_get_data = _raw("wasmtime_context_get_data", _P, [_P])
+
+
+def _host_rep_offset() -> int | None:
+    """Where wasmtime 50 keeps a ``resource_host_t``'s rep (and its type right
+    after), checked on two live values; ``None`` (call ``host_rep``) if not."""
+    probes = ((True, 0x5A5A1234, 0x77), (False, 0x0BADF00D, 0x1234))
+    for offset in (8,):
+        ok = True
+        for owned, rep, tag in probes:
+            host = raw_host_new(owned, rep, tag)
+            try:
+                ok = (
+                    ok
+                    and raw_host_rep(host) == rep
+                    and (
+                        ctypes.c_uint32.from_address(host + offset).value == rep
+                        and ctypes.c_uint32.from_address(host + offset + 4).value == tag
+                    )
+                )
+            finally:
+                raw_host_delete(host)
+        if ok:
+            return offset
+    return None
+
+
+#: offset of the rep inside a ``wasmtime_component_resource_host_t``, read
+#: without a call when the layout checked out (``None``: call ``host_rep``)
+HOST_REP_OFFSET = _host_rep_offset()
+
 # --- linker -----------------------------------------------------------------
 linker_new = _b._wasmtime_component_linker_new
 linker_delete = _b._wasmtime_component_linker_delete
@@ -103,6 +165,29 @@ linker_instance_add_resource = _b._wasmtime_component_linker_instance_add_resour
 linker_instance_delete = _b._wasmtime_component_linker_instance_delete
 linker_instantiate_async = _b._wasmtime_component_linker_instantiate_async
 LINKER_INSTANCE_P = ctypes.POINTER(_b.wasmtime_component_linker_instance_t)
+raw_linker_instance_add_func = _raw(
+    "wasmtime_component_linker_instance_add_func",
+    ERROR_P,
+    [LINKER_INSTANCE_P, ctypes.c_char_p, ctypes.c_size_t, RawFuncCallback, _P, Finalizer],
+)
+raw_linker_instance_add_func_async = _raw(
+    "wasmtime_component_linker_instance_add_func_async",
+    ERROR_P,
+    [LINKER_INSTANCE_P, ctypes.c_char_p, ctypes.c_size_t, RawAsyncFuncCallback, _P, Finalizer],
+)
+raw_linker_instance_add_resource = _raw(
+    "wasmtime_component_linker_instance_add_resource",
+    ERROR_P,
+    [
+        LINKER_INSTANCE_P,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(_b.wasmtime_component_resource_type_t),
+        RawResourceDestructor,
+        _P,
+        Finalizer,
+    ],
+)
 
 # --- store, calls -----------------------------------------------------------
 store_new = _b._wasmtime_store_new

@@ -137,13 +137,14 @@ class Store:
             if not ok and not isinstance(value, Err):
                 raise value
             if sig.result is not None:
-                sig.result.lower(value, results[0], self)
+                sig.result.lower_at(value, results, self)
         except BaseException as e:
             # After suspension there is no error channel: keep the real error
             # and hand wasmtime a value of the wrong kind so the call fails.
             self.record_host_failure(e, hf.qualname)
             if sig.result is not None:
-                results[0].kind = c.K_U32 if sig.result.kind == c.K_BOOL else c.K_BOOL
+                kind = c.K_U32 if sig.result.kind == c.K_BOOL else c.K_BOOL
+                c.VAL.from_address(results).kind = kind
         return True
 
     def record_host_failure(self, exc: BaseException, where: str) -> None:

@@ -53,9 +53,16 @@ def _zero(ptr: Any, n: int, size: int) -> None:
 
 
 _VAL = c.VAL
-_any_to_host = c.resource_any_to_host
-_host_rep = c.resource_host_rep
-_host_delete = c.resource_host_delete
+_VAL_at = c.VAL.from_address
+_ptr_at = ctypes.c_void_p.from_address
+_size_at = ctypes.c_size_t.from_address
+_u32_at = ctypes.c_uint32.from_address
+_any_to_host = c.raw_any_to_host
+_host_to_any = c.raw_host_to_any
+_host_new = c.raw_host_new
+_host_rep = c.raw_host_rep
+_host_delete = c.raw_host_delete
+_REP_OFFSET = c.HOST_REP_OFFSET
 
 
 class Ok:
@@ -143,6 +150,15 @@ class Codec:
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         raise NotImplementedError
 
+    # The host-call trampolines hand codecs the address of a 32-byte value
+    # (a parameter, the result slot); codecs on the hot path read and write
+    # it in place, the others go through the ctypes structure.
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        return self.lift(_VAL_at(addr), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        self.lower(value, _VAL_at(addr), scope)
+
 
 class BoolCodec(Codec):
     kind = c.K_BOOL
@@ -158,9 +174,13 @@ class BoolCodec(Codec):
 class IntCodec(Codec):
     def __init__(self, kind: int, field: str, lo: int, hi: int) -> None:
         self.kind, self.field, self.lo, self.hi = kind, field, lo, hi
+        self._at = _INT_AT[field]
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         return getattr(val.of, self.field)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        return self._at(addr + 8).value
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -222,10 +242,13 @@ class BytesCodec(Codec):
         self._template = bytearray()
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        n = val.of.list.size
+        return self.lift_at(ctypes.addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        n = _size_at(addr + 8).value  # of.list.size, then of.list.data
         if n == 0:
             return b""
-        base = c.addr(val.of.list.data)
+        base = _size_at(addr + 16).value
         if n <= self._CHUNK:
             return _string_at(base, 32 * n)[8::32]
         parts = []
@@ -432,40 +455,56 @@ class ResourceCodec(Codec):
 
     def __init__(self, owned: bool) -> None:
         self.owned = owned
-        # The out-parameter of every lift (lifts never interleave): no
-        # pointer object and no byref() per call.
-        self._host = c.RESOURCE_HOST_P()
-        self._host_ref = _byref(self._host)
+        # The out-parameter of every lift and lower (they never interleave):
+        # no pointer object and no byref() per call.
+        self._slot = ctypes.c_void_p()
+        self._slot_ref = _byref(self._slot)
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        host = self._host
-        err = _any_to_host(scope.ctx(), val.of.resource, self._host_ref)
+        return self.lift_at(ctypes.addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        err = _any_to_host(scope.ctx(), _ptr_at(addr + 8).value, self._slot_ref)
         if err:
-            msg, _ = c.take_error(err)
+            msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"not a host resource: {msg}")
-        rep = _host_rep(host)
+        host: Any = self._slot.value  # set: wasmtime reported no error
+        rep = _host_rep(host) if _REP_OFFSET is None else _u32_at(host + _REP_OFFSET).value
         _host_delete(host)
         # An own handle moved to the host: the guest's table no longer holds it.
         return scope.take(rep) if self.owned else scope.lookup(rep)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, ctypes.addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         if not self.owned:
             raise TypeError("a host cannot return a borrowed handle")
         if not isinstance(value, HostResource):
             raise TypeError(f"expected a host resource, got {type(value).__name__}")
         rep = scope.insert(value)
-        host = c.resource_host_new(True, rep, value.resource_tag)
-        out = c.RESOURCE_ANY_P()
+        host = _host_new(True, rep, value.resource_tag)
         try:
-            err = c.resource_host_to_any(scope.ctx(), host, _byref(out))
+            err = _host_to_any(scope.ctx(), host, self._slot_ref)
         finally:
-            c.resource_host_delete(host)
+            _host_delete(host)
         if err:
-            msg, _ = c.take_error(err)
+            msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"cannot hand resource to guest: {msg}")
-        val.kind = c.K_RESOURCE
-        val.of.resource = out
+        _VAL_at(addr).kind = c.K_RESOURCE
+        _ptr_at(addr + 8).value = self._slot.value
 
+
+_INT_AT = {
+    "s8": ctypes.c_int8.from_address,
+    "u8": ctypes.c_uint8.from_address,
+    "s16": ctypes.c_int16.from_address,
+    "u16": ctypes.c_uint16.from_address,
+    "s32": ctypes.c_int32.from_address,
+    "u32": ctypes.c_uint32.from_address,
+    "s64": ctypes.c_int64.from_address,
+    "u64": ctypes.c_uint64.from_address,
+}
 
 _INTS = {
     wt.S8: (c.K_S8, "s8", -(2**7), 2**7 - 1),
