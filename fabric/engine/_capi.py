@@ -105,25 +105,48 @@ resource_any_owned = _b._wasmtime_component_resource_any_owned
 resource_any_delete = _b._wasmtime_component_resource_any_delete
 
 
-def _raw(name: str, restype: Any, argtypes: list[Any]) -> Any:
+# The same library loaded as a ``PyDLL``: its functions keep the GIL. Only
+# for short calls that never run wasm or wait (value and resource plumbing
+# on the host-call path): releasing and taking the GIL again costs more than
+# they do. ``call_future_poll`` runs guests and must release it (the epoch
+# ticker thread needs it).
+_pylib = ctypes.PyDLL(lib._name, handle=lib._handle)
+
+
+def _raw(name: str, restype: Any, argtypes: list[Any], *, keep_gil: bool = False) -> Any:
     """A fresh function object for ``name`` (not wasmtime-py's shared one)
-    with pointers taken and returned as addresses."""
-    fn = lib[name]
+    with the given prototype (pointers usually taken and returned as addresses)."""
+    fn = _pylib[name] if keep_gil else lib[name]
     fn.restype = restype
     fn.argtypes = argtypes
     return fn
 
 
 # Addresses in, addresses out: no pointer objects on the host-call path.
-raw_any_to_host = _raw("wasmtime_component_resource_any_to_host", _P, [_P, _P, _P])
-raw_host_to_any = _raw("wasmtime_component_resource_host_to_any", _P, [_P, _P, _P])
+raw_any_to_host = _raw("wasmtime_component_resource_any_to_host", _P, [_P, _P, _P], keep_gil=True)
+raw_host_to_any = _raw("wasmtime_component_resource_host_to_any", _P, [_P, _P, _P], keep_gil=True)
 raw_host_new = _raw(
-    "wasmtime_component_resource_host_new", _P, [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32]
+    "wasmtime_component_resource_host_new",
+    _P,
+    [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32],
+    keep_gil=True,
 )
-raw_host_rep = _raw("wasmtime_component_resource_host_rep", ctypes.c_uint32, [_P])
-raw_host_delete = _raw("wasmtime_component_resource_host_delete", None, [_P])
-raw_val_new = _raw("wasmtime_component_val_new", _P, [_P])
-raw_context_get_data = _raw("wasmtime_context_get_data", _P, [_P])
+raw_host_rep = _raw("wasmtime_component_resource_host_rep", ctypes.c_uint32, [_P], keep_gil=True)
+raw_host_delete = _raw("wasmtime_component_resource_host_delete", None, [_P], keep_gil=True)
+raw_val_new = _raw("wasmtime_component_val_new", _P, [_P], keep_gil=True)
+raw_context_get_data = _raw("wasmtime_context_get_data", _P, [_P], keep_gil=True)
+raw_vallist_new = _raw(
+    "wasmtime_component_vallist_new", None, [_P, ctypes.c_size_t, _P], keep_gil=True
+)
+raw_vallist_new_uninit = _raw(
+    "wasmtime_component_vallist_new_uninit", None, [_P, ctypes.c_size_t], keep_gil=True
+)
+raw_byte_vec_new = _raw(
+    "wasm_byte_vec_new", None, [_P, ctypes.c_size_t, ctypes.c_char_p], keep_gil=True
+)
+#: ``memmove`` / ``memset`` keeping the GIL (ctypes' own release it)
+memmove = ctypes.PYFUNCTYPE(_P, _P, _P, ctypes.c_size_t)(ctypes._memmove_addr)  # type: ignore[attr-defined]
+memset = ctypes.PYFUNCTYPE(_P, _P, ctypes.c_int, ctypes.c_size_t)(ctypes._memset_addr)  # type: ignore[attr-defined]
 
 
 def _host_rep_offset() -> int | None:

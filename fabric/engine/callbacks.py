@@ -291,7 +291,7 @@ def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
 
 _Coroutine = types.CoroutineType
 _get_data = c.raw_context_get_data
-_memmove = ctypes.memmove
+_memmove = c.memmove
 _ptr_at = ctypes.c_void_p.from_address
 _CONT_SIZE = ctypes.sizeof(c.CONTINUATION)
 _SYNC = c.RawFuncCallback(_sync_trampoline)

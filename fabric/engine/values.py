@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import struct
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wasmtime.component import _types as wt
@@ -42,14 +43,15 @@ if TYPE_CHECKING:
 
 _string_at = ctypes.string_at
 _byref = ctypes.byref
-_memset = ctypes.memset
+_memset = c.memset
+_memmove = c.memmove
 
 
-def _zero(ptr: Any, n: int, size: int) -> None:
+def _zero(addr: int, n: int, size: int) -> None:
     # Uninitialised elements become Bool(false) (or empty names), so that a
     # lowering that fails half-way leaves a value wasmtime can safely drop.
     if n:
-        _memset(c.addr(ptr), 0, n * size)
+        _memset(addr, 0, n * size)
 
 
 _VAL = c.VAL
@@ -57,6 +59,12 @@ _VAL_at = c.VAL.from_address
 _ptr_at = ctypes.c_void_p.from_address
 _size_at = ctypes.c_size_t.from_address
 _u32_at = ctypes.c_uint32.from_address
+_addressof = ctypes.addressof
+_val_new = c.raw_val_new
+_vallist_new = c.raw_vallist_new
+_byte_vec_new = c.raw_byte_vec_new
+#: kind, is_ok, payload pointer: the first 24 bytes of a result value
+_RESULT_HEAD = struct.Struct("<B7x?7xQ").pack
 _any_to_host = c.raw_any_to_host
 _host_to_any = c.raw_host_to_any
 _host_new = c.raw_host_new
@@ -132,7 +140,7 @@ class ResourceScope(Protocol):
 
 
 def _set_name(target: Any, data: bytes) -> None:
-    c.byte_vec_new(_byref(target), len(data), data)
+    _byte_vec_new(_addressof(target), len(data), data)
 
 
 def _get_name(name: Any) -> str:
@@ -159,6 +167,13 @@ class Codec:
     def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         self.lower(value, _VAL_at(addr), scope)
 
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        """``value`` lowered into a value wasmtime allocated (an option's,
+        result's or variant's payload); its address."""
+        tmp = _VAL()
+        self.lower(value, tmp, scope)
+        return _val_new(_byref(tmp))  # type: ignore[no-any-return]
+
 
 class BoolCodec(Codec):
     kind = c.K_BOOL
@@ -175,12 +190,26 @@ class IntCodec(Codec):
     def __init__(self, kind: int, field: str, lo: int, hi: int) -> None:
         self.kind, self.field, self.lo, self.hi = kind, field, lo, hi
         self._at = _INT_AT[field]
+        # the whole 32-byte value: kind, padding, the integer, padding
+        self._pack = struct.Struct(f"<B7x{_INT_FORMAT[field]}").pack
+        self._pad = b"\0" * (24 - struct.calcsize(_INT_FORMAT[field]))
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         return getattr(val.of, self.field)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
         return self._at(addr + 8).value
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        packed = self._pack(self.kind, value)
+        _memmove(addr, packed, len(packed))
+
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        return _val_new(self._pack(self.kind, value) + self._pad)  # type: ignore[no-any-return]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -229,7 +258,7 @@ class StringCodec(Codec):
         # str.encode always yields valid UTF-8 (lone surrogates raise here).
         data = value.encode("utf-8")
         val.kind = c.K_STRING
-        c.byte_vec_new(_byref(val.of.string), len(data), data)
+        _byte_vec_new(_addressof(val) + 8, len(data), data)
 
 
 class BytesCodec(Codec):
@@ -240,6 +269,7 @@ class BytesCodec(Codec):
 
     def __init__(self) -> None:
         self._template = bytearray()
+        self._template_addr = 0
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         return self.lift_at(ctypes.addressof(val), scope)
@@ -258,20 +288,25 @@ class BytesCodec(Codec):
         return b"".join(parts)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         n = len(value)
-        val.kind = c.K_LIST
+        _memmove(addr, _LIST_KIND, 1)
         if n == 0:
-            c.vallist_new(_byref(val.of.list), 0, None)
+            _vallist_new(addr + 8, 0, None)
             return
         tmpl = self._template
         if len(tmpl) < 32 * n:
             size = 1 << max(12, math.ceil(math.log2(n)))
             tmpl = bytearray(32 * size)
             tmpl[0::32] = bytes([c.K_U8]) * size
+            # The template is never resized (a bigger one replaces it), so
+            # its address stays valid while it is exported here.
+            self._template_addr = _addressof((ctypes.c_char * len(tmpl)).from_buffer(tmpl))
             self._template = tmpl
         tmpl[8 : 32 * n : 32] = value
-        arr = (_VAL * n).from_buffer(tmpl)
-        c.vallist_new(_byref(val.of.list), n, arr)
+        _vallist_new(addr + 8, n, self._template_addr)
 
 
 class ListCodec(Codec):
@@ -287,14 +322,17 @@ class ListCodec(Codec):
         return [lift(data[i], scope) for i in range(lst.size)]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         items = list(value)
-        val.kind = c.K_LIST
-        c.vallist_new_uninit(_byref(val.of.list), len(items))
-        data = val.of.list.data
+        _memmove(addr, _LIST_KIND, 1)
+        c.raw_vallist_new_uninit(addr + 8, len(items))
+        data = _size_at(addr + 16).value
         _zero(data, len(items), 32)
-        lower = self.elem.lower
+        lower = self.elem.lower_at
         for i, item in enumerate(items):
-            lower(item, data[i], scope)
+            lower(item, data + 32 * i, scope)
 
 
 class RecordCodec(Codec):
@@ -313,7 +351,7 @@ class RecordCodec(Codec):
         val.kind = c.K_RECORD
         c.valrecord_new_uninit(_byref(val.of.record), len(self.fields))
         data = val.of.record.data
-        _zero(data, len(self.fields), 48)
+        _zero(_size_at(_addressof(val) + 16).value, len(self.fields), 48)
         for i, (name, raw, codec) in enumerate(self.fields):
             entry = data[i]
             _set_name(entry.name, raw)
@@ -334,15 +372,9 @@ class TupleCodec(Codec):
         val.kind = c.K_TUPLE
         c.valtuple_new_uninit(_byref(val.of.tuple), len(self.elems))
         data = val.of.tuple.data
-        _zero(data, len(self.elems), 32)
+        _zero(_size_at(_addressof(val) + 16).value, len(self.elems), 32)
         for i, codec in enumerate(self.elems):
             codec.lower(value[i], data[i], scope)
-
-
-def _box(codec: Codec, value: Any, scope: ResourceScope) -> Any:
-    tmp = _VAL()
-    codec.lower(value, tmp, scope)
-    return c.val_new(_byref(tmp))
 
 
 class VariantCodec(Codec):
@@ -366,8 +398,9 @@ class VariantCodec(Codec):
         except KeyError:
             raise ValueError(f"unknown variant case {name!r}") from None
         val.kind = c.K_VARIANT
-        _set_name(val.of.variant.discriminant, raw)
-        val.of.variant.val = _box(codec, payload, scope) if codec is not None else None
+        addr = _addressof(val)
+        _byte_vec_new(addr + 8, len(raw), raw)  # of.variant.discriminant
+        _ptr_at(addr + 24).value = codec.box(payload, scope) if codec is not None else None
 
 
 class EnumCodec(Codec):
@@ -401,7 +434,8 @@ class OptionCodec(Codec):
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         val.kind = c.K_OPTION
-        val.of.option = None if value is None else _box(self.payload, value, scope)
+        boxed = None if value is None else self.payload.box(value, scope)
+        _ptr_at(_addressof(val) + 8).value = boxed
 
 
 class ResultCodec(Codec):
@@ -417,15 +451,21 @@ class ResultCodec(Codec):
         return Err(self.err.lift(r.val.contents, scope) if self.err and r.val else None)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
-        val.kind = c.K_RESULT
-        r = val.of.result
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        # The payload first: if it fails, the value is left as it was.
         if isinstance(value, Err):
-            r.is_ok = False
-            r.val = _box(self.err, value.value, scope) if self.err else None
+            codec = self.err
+            boxed = 0 if codec is None else codec.box(value.value, scope)
+            _memmove(addr, _RESULT_HEAD(c.K_RESULT, False, boxed), 24)
+            return
+        codec = self.ok
+        if codec is None:
+            boxed = 0
         else:
-            payload = value.value if isinstance(value, Ok) else value
-            r.is_ok = True
-            r.val = _box(self.ok, payload, scope) if self.ok else None
+            boxed = codec.box(value.value if isinstance(value, Ok) else value, scope)
+        _memmove(addr, _RESULT_HEAD(c.K_RESULT, True, boxed), 24)
 
 
 class FlagsCodec(Codec):
@@ -443,7 +483,7 @@ class FlagsCodec(Codec):
         val.kind = c.K_FLAGS
         c.valflags_new_uninit(_byref(val.of.flags), len(names))
         data = val.of.flags.data
-        _zero(data, len(names), 16)
+        _zero(_size_at(_addressof(val) + 16).value, len(names), 16)
         for i, name in enumerate(names):
             _set_name(data[i], self.names[name])
 
@@ -495,6 +535,17 @@ class ResourceCodec(Codec):
         _ptr_at(addr + 8).value = self._slot.value
 
 
+_LIST_KIND = bytes([c.K_LIST])
+_INT_FORMAT = {
+    "s8": "b",
+    "u8": "B",
+    "s16": "h",
+    "u16": "H",
+    "s32": "i",
+    "u32": "I",
+    "s64": "q",
+    "u64": "Q",
+}
 _INT_AT = {
     "s8": ctypes.c_int8.from_address,
     "u8": ctypes.c_uint8.from_address,
