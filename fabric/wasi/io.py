@@ -108,9 +108,10 @@ def _check_pollables(pollables: list[Pollable]) -> None:
 
 def poll_now(pollables: list[Pollable]) -> list[int] | Awaitable[list[int]]:
     """``poll``: the ready indexes at once, or a coroutine that waits for one."""
-    _check_pollables(pollables)
+    if not pollables or len(pollables) > 0xFFFFFFFF:
+        _check_pollables(pollables)
     ready = [i for i, p in enumerate(pollables) if p._ready()]
-    return ready or _poll_wait(pollables)
+    return ready or _poll_wait(pollables, checked=True)
 
 
 async def poll(pollables: list[Pollable]) -> list[int]:
@@ -118,11 +119,14 @@ async def poll(pollables: list[Pollable]) -> list[int]:
     return await _poll_wait(pollables)
 
 
-async def _poll_wait(pollables: list[Pollable]) -> list[int]:
+async def _poll_wait(pollables: list[Pollable], *, checked: bool = False) -> list[int]:
+    """Wait until a pollable is ready; ``checked``: none was, just now."""
     while True:
-        ready = [i for i, p in enumerate(pollables) if p._ready()]
-        if ready:
-            return ready
+        if not checked:
+            ready = [i for i, p in enumerate(pollables) if p._ready()]
+            if ready:
+                return ready
+        checked = False
         if len(pollables) == 1:
             await pollables[0].block()
             continue
@@ -163,7 +167,7 @@ async def _wait_any(sources: list[Pollable], deadline_ns: int | None) -> None:
         if timer is not None:
             timer.cancel()
         if not waker.done():
-            waker.cancel()  # unregisters it from the sources it watches
+            waker.cancel()  # the sources it watches no longer count it
         for pending in tasks:
             pending.cancel()
 
