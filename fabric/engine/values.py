@@ -55,6 +55,7 @@ def _zero(addr: int, n: int, size: int) -> None:
 
 
 _VAL = c.VAL
+_VAL_SIZE = c.VAL_SIZE
 _VAL_at = c.VAL.from_address
 _ptr_at = ctypes.c_void_p.from_address
 _size_at = ctypes.c_size_t.from_address
@@ -151,6 +152,8 @@ class Codec:
     """Lifts and lowers one component type."""
 
     kind: int = -1
+    _scratch = 0  # address of the value ``box`` lowers into (0: none yet)
+    _scratch_val: Any = None
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         raise NotImplementedError
@@ -169,10 +172,19 @@ class Codec:
 
     def box(self, value: Any, scope: ResourceScope) -> int:
         """``value`` lowered into a value wasmtime allocated (an option's,
-        result's or variant's payload); its address."""
-        tmp = _VAL()
-        self.lower(value, tmp, scope)
-        return _val_new(_byref(tmp))  # type: ignore[no-any-return]
+        result's or variant's payload); its address.
+
+        Lowered first into this codec's own scratch value, which
+        ``val_new`` moves out of (a codec is a node of one type's tree, so
+        a box never nests inside a box of the same codec)."""
+        scratch = self._scratch
+        if not scratch:
+            self._scratch_val = _VAL()
+            scratch = self._scratch = _addressof(self._scratch_val)
+        else:
+            _memset(scratch, 0, _VAL_SIZE)
+        self.lower_at(value, scratch, scope)
+        return _val_new(scratch)  # type: ignore[no-any-return]
 
 
 class BoolCodec(Codec):
@@ -206,10 +218,14 @@ class IntCodec(Codec):
         packed = self._pack(self.kind, value)
         _memmove(addr, packed, len(packed))
 
-    def box(self, value: Any, scope: ResourceScope) -> int:
+    def packed(self, value: Any) -> bytes:
+        """The whole 32-byte value holding ``value``."""
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
             raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
-        return _val_new(self._pack(self.kind, value) + self._pad)  # type: ignore[no-any-return]
+        return self._pack(self.kind, value) + self._pad
+
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        return _val_new(self.packed(value))  # type: ignore[no-any-return]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -316,16 +332,30 @@ class ListCodec(Codec):
         self.elem = elem
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        lst = val.of.list
-        lift = self.elem.lift
-        data = lst.data
-        return [lift(data[i], scope) for i in range(lst.size)]
+        return self.lift_at(_addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        n = _size_at(addr + 8).value  # of.list.size, then of.list.data
+        if n == 0:
+            return []
+        data = _size_at(addr + 16).value
+        lift = self.elem.lift_at
+        if n == 1:
+            return [lift(data, scope)]
+        return [lift(data + 32 * i, scope) for i in range(n)]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         self.lower_at(value, _addressof(val), scope)
 
     def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         items = list(value)
+        elem = self.elem
+        if type(elem) is IntCodec:
+            # Integers: the whole list packed here, copied by wasmtime at once.
+            packed = b"".join([elem.packed(item) for item in items])
+            _memmove(addr, _LIST_KIND, 1)
+            _vallist_new(addr + 8, len(items), packed if items else None)
+            return
         _memmove(addr, _LIST_KIND, 1)
         c.raw_vallist_new_uninit(addr + 8, len(items))
         data = _size_at(addr + 16).value
