@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 _string_at = ctypes.string_at
 _byref = ctypes.byref
 _memset = c.memset
-_memmove = c.memmove
 
 
 def _zero(addr: int, n: int, size: int) -> None:
@@ -64,8 +63,41 @@ _addressof = ctypes.addressof
 _val_new = c.raw_val_new
 _vallist_new = c.raw_vallist_new
 _byte_vec_new = c.raw_byte_vec_new
-#: kind, is_ok, payload pointer: the first 24 bytes of a result value
-_RESULT_HEAD = struct.Struct("<B7x?7xQ").pack
+_u8_at = ctypes.c_uint8.from_address
+
+
+# Views of a value's leading fields, for writing them in place (a view from
+# an address costs less than a C call such as memmove).
+class _ResultHead(ctypes.Structure):
+    _fields_ = (
+        ("kind", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+        ("is_ok", ctypes.c_bool),
+        ("val", ctypes.c_void_p),
+    )
+
+
+class _PointerHead(ctypes.Structure):
+    """kind, then a pointer (a resource, an option's payload)."""
+
+    _fields_ = (("kind", ctypes.c_uint8), ("ptr", ctypes.c_void_p))
+
+
+class _ListHead(ctypes.Structure):
+    _fields_ = (
+        ("kind", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+        ("size", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+    )
+
+
+_list_at = _ListHead.from_address
+_ONE_BYTE = [bytes((i,)) for i in range(256)]
+#: the 32-byte ``u8`` value of each byte
+_U8_VALS = [bytes((c.K_U8,)) + bytes(7) + bytes((i,)) + bytes(23) for i in range(256)]
+_result_at = _ResultHead.from_address
+_pointer_at = _PointerHead.from_address
 _any_to_host = c.raw_any_to_host
 _host_to_any = c.raw_host_to_any
 _host_new = c.raw_host_new
@@ -204,6 +236,7 @@ class IntCodec(Codec):
         self._at = _INT_AT[field]
         # the whole 32-byte value: kind, padding, the integer, padding
         self._pack = struct.Struct(f"<B7x{_INT_FORMAT[field]}").pack
+        self._head_at = _INT_HEAD[field].from_address
         self._pad = b"\0" * (24 - struct.calcsize(_INT_FORMAT[field]))
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
@@ -215,8 +248,9 @@ class IntCodec(Codec):
     def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
             raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
-        packed = self._pack(self.kind, value)
-        _memmove(addr, packed, len(packed))
+        head = self._head_at(addr)
+        head.kind = self.kind
+        head.value = value
 
     def packed(self, value: Any) -> bytes:
         """The whole 32-byte value holding ``value``."""
@@ -291,10 +325,13 @@ class BytesCodec(Codec):
         return self.lift_at(ctypes.addressof(val), scope)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
-        n = _size_at(addr + 8).value  # of.list.size, then of.list.data
+        head = _list_at(addr)
+        n = head.size
         if n == 0:
             return b""
-        base = _size_at(addr + 16).value
+        base = head.data
+        if n == 1:  # one byte: read in place, no copy of its 32-byte value
+            return _ONE_BYTE[_u8_at(base + 8).value]
         if n <= self._CHUNK:
             return _string_at(base, 32 * n)[8::32]
         parts = []
@@ -308,9 +345,9 @@ class BytesCodec(Codec):
 
     def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         n = len(value)
-        _memmove(addr, _LIST_KIND, 1)
-        if n == 0:
-            _vallist_new(addr + 8, 0, None)
+        _u8_at(addr).value = c.K_LIST
+        if n <= 16:  # a few bytes: their prebuilt 32-byte values, joined
+            _vallist_new(addr + 8, n, b"".join([_U8_VALS[b] for b in value]) if n else None)
             return
         tmpl = self._template
         if len(tmpl) < 32 * n:
@@ -324,6 +361,15 @@ class BytesCodec(Codec):
         tmpl[8 : 32 * n : 32] = value
         _vallist_new(addr + 8, n, self._template_addr)
 
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        # ``lower_at`` writes the whole value (kind, size, data): no zeroing.
+        scratch = self._scratch
+        if not scratch:
+            self._scratch_val = _VAL()
+            scratch = self._scratch = _addressof(self._scratch_val)
+        self.lower_at(value, scratch, scope)
+        return _val_new(scratch)  # type: ignore[no-any-return]
+
 
 class ListCodec(Codec):
     kind = c.K_LIST
@@ -335,10 +381,11 @@ class ListCodec(Codec):
         return self.lift_at(_addressof(val), scope)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
-        n = _size_at(addr + 8).value  # of.list.size, then of.list.data
+        head = _list_at(addr)
+        n = head.size
         if n == 0:
             return []
-        data = _size_at(addr + 16).value
+        data = head.data
         lift = self.elem.lift_at
         if n == 1:
             return [lift(data, scope)]
@@ -353,10 +400,10 @@ class ListCodec(Codec):
         if type(elem) is IntCodec:
             # Integers: the whole list packed here, copied by wasmtime at once.
             packed = b"".join([elem.packed(item) for item in items])
-            _memmove(addr, _LIST_KIND, 1)
+            _u8_at(addr).value = c.K_LIST
             _vallist_new(addr + 8, len(items), packed if items else None)
             return
-        _memmove(addr, _LIST_KIND, 1)
+        _u8_at(addr).value = c.K_LIST
         c.raw_vallist_new_uninit(addr + 8, len(items))
         data = _size_at(addr + 16).value
         _zero(data, len(items), 32)
@@ -488,14 +535,20 @@ class ResultCodec(Codec):
         if isinstance(value, Err):
             codec = self.err
             boxed = 0 if codec is None else codec.box(value.value, scope)
-            _memmove(addr, _RESULT_HEAD(c.K_RESULT, False, boxed), 24)
+            head = _result_at(addr)
+            head.kind = c.K_RESULT
+            head.is_ok = False
+            head.val = boxed
             return
         codec = self.ok
         if codec is None:
             boxed = 0
         else:
             boxed = codec.box(value.value if isinstance(value, Ok) else value, scope)
-        _memmove(addr, _RESULT_HEAD(c.K_RESULT, True, boxed), 24)
+        head = _result_at(addr)
+        head.kind = c.K_RESULT
+        head.is_ok = True
+        head.val = boxed
 
 
 class FlagsCodec(Codec):
@@ -561,11 +614,11 @@ class ResourceCodec(Codec):
         if err:
             msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"cannot hand resource to guest: {msg}")
-        _VAL_at(addr).kind = c.K_RESOURCE
-        _ptr_at(addr + 8).value = self._slot.value
+        head = _pointer_at(addr)
+        head.kind = c.K_RESOURCE
+        head.ptr = self._slot.value
 
 
-_LIST_KIND = bytes([c.K_LIST])
 _INT_FORMAT = {
     "s8": "b",
     "u8": "B",
@@ -576,16 +629,26 @@ _INT_FORMAT = {
     "s64": "q",
     "u64": "Q",
 }
-_INT_AT = {
-    "s8": ctypes.c_int8.from_address,
-    "u8": ctypes.c_uint8.from_address,
-    "s16": ctypes.c_int16.from_address,
-    "u16": ctypes.c_uint16.from_address,
-    "s32": ctypes.c_int32.from_address,
-    "u32": ctypes.c_uint32.from_address,
-    "s64": ctypes.c_int64.from_address,
-    "u64": ctypes.c_uint64.from_address,
+_INT_TYPES = {
+    "s8": ctypes.c_int8,
+    "u8": ctypes.c_uint8,
+    "s16": ctypes.c_int16,
+    "u16": ctypes.c_uint16,
+    "s32": ctypes.c_int32,
+    "u32": ctypes.c_uint32,
+    "s64": ctypes.c_int64,
+    "u64": ctypes.c_uint64,
 }
+#: per integer field: a view of a value's kind and integer (at offset 8)
+_INT_HEAD: dict[str, type[ctypes.Structure]] = {
+    field: type(
+        f"_{field.capitalize()}Head",
+        (ctypes.Structure,),
+        {"_fields_": (("kind", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7), ("value", ty))},
+    )
+    for field, ty in _INT_TYPES.items()
+}
+_INT_AT = {field: ty.from_address for field, ty in _INT_TYPES.items()}
 
 _INTS = {
     wt.S8: (c.K_S8, "s8", -(2**7), 2**7 - 1),
