@@ -149,34 +149,6 @@ memmove = ctypes.PYFUNCTYPE(_P, _P, _P, ctypes.c_size_t)(ctypes._memmove_addr)  
 memset = ctypes.PYFUNCTYPE(_P, _P, ctypes.c_int, ctypes.c_size_t)(ctypes._memset_addr)  # type: ignore[attr-defined]
 
 
-def _host_rep_offset() -> int | None:
-    """Where wasmtime 50 keeps a ``resource_host_t``'s rep (and its type right
-    after), checked on two live values; ``None`` (call ``host_rep``) if not."""
-    probes = ((True, 0x5A5A1234, 0x77), (False, 0x0BADF00D, 0x1234))
-    for offset in (8,):
-        ok = True
-        for owned, rep, tag in probes:
-            host = raw_host_new(owned, rep, tag)
-            try:
-                ok = (
-                    ok
-                    and raw_host_rep(host) == rep
-                    and (
-                        ctypes.c_uint32.from_address(host + offset).value == rep
-                        and ctypes.c_uint32.from_address(host + offset + 4).value == tag
-                    )
-                )
-            finally:
-                raw_host_delete(host)
-        if ok:
-            return offset
-    return None
-
-
-#: offset of the rep inside a ``wasmtime_component_resource_host_t``, read
-#: without a call when the layout checked out (``None``: call ``host_rep``)
-HOST_REP_OFFSET = _host_rep_offset()
-
 # --- linker -----------------------------------------------------------------
 linker_new = _b._wasmtime_component_linker_new
 linker_delete = _b._wasmtime_component_linker_delete

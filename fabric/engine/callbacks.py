@@ -53,6 +53,8 @@ class HostCallStore(Protocol):
 
     data: Any
     cb_ctx: Any
+    cx: Any
+    idle_cx: Any
     deadline: float | None
     host_calls: int
     continuation: ctypes.Array[ctypes.c_char]
@@ -168,7 +170,7 @@ def _sync_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cb_ctx = ctx
+        store.cb_ctx = store.cx = ctx
         n = len(lifts)
         try:
             if n == 1:
@@ -192,6 +194,7 @@ def _sync_trampoline(
     finally:
         if store is not None:
             store.cb_ctx = None
+            store.cx = store.idle_cx
 
 
 def _async_trampoline(
@@ -223,7 +226,7 @@ def _async_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cb_ctx = ctx
+        store.cb_ctx = store.cx = ctx
         try:
             if len(lifts) == 1:
                 value = hf.impl(store.data, lifts[0](args, store))
@@ -245,6 +248,7 @@ def _async_trampoline(
         _ptr_at(err_ret).value = _fail(store, hf, e)
     finally:
         store.cb_ctx = None
+        store.cx = store.idle_cx
 
 
 def _continuation(env: int) -> bool:

@@ -67,6 +67,9 @@ class Store:
         c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NOOP_FIN)
         c.context_set_epoch_deadline(self._ctx, 1)
         self.cb_ctx: Any = None
+        #: the context codecs use: the callback's inside a host call, else the store's
+        self.cx: Any = self._ctx
+        self.idle_cx: Any = self._ctx
         self.deadline: float | None = None
         self.dead = False
         self.closed = False
@@ -86,7 +89,7 @@ class Store:
 
     # -- resource table (the ResourceScope protocol) --------------------------
     def ctx(self) -> Any:
-        return self.cb_ctx if self.cb_ctx is not None else self._ctx
+        return self.cx
 
     def lookup(self, rep: int) -> Any:
         try:

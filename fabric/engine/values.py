@@ -58,7 +58,6 @@ _VAL_SIZE = c.VAL_SIZE
 _VAL_at = c.VAL.from_address
 _ptr_at = ctypes.c_void_p.from_address
 _size_at = ctypes.c_size_t.from_address
-_u32_at = ctypes.c_uint32.from_address
 _addressof = ctypes.addressof
 _val_new = c.raw_val_new
 _vallist_new = c.raw_vallist_new
@@ -103,7 +102,6 @@ _host_to_any = c.raw_host_to_any
 _host_new = c.raw_host_new
 _host_rep = c.raw_host_rep
 _host_delete = c.raw_host_delete
-_REP_OFFSET = c.HOST_REP_OFFSET
 
 
 class Ok:
@@ -162,6 +160,9 @@ class HostResource:
 
 class ResourceScope(Protocol):
     """What codecs need from a store to move resources across the boundary."""
+
+    #: the context for resource conversions (what ``ctx()`` returns)
+    cx: Any
 
     def ctx(self) -> Any: ...
 
@@ -587,12 +588,12 @@ class ResourceCodec(Codec):
         return self.lift_at(ctypes.addressof(val), scope)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
-        err = _any_to_host(scope.ctx(), _ptr_at(addr + 8).value, self._slot_ref)
+        err = _any_to_host(scope.cx, _ptr_at(addr + 8).value, self._slot_ref)
         if err:
             msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"not a host resource: {msg}")
-        host: Any = self._slot.value  # set: wasmtime reported no error
-        rep = _host_rep(host) if _REP_OFFSET is None else _u32_at(host + _REP_OFFSET).value
+        host = self._slot.value
+        rep = _host_rep(host)
         _host_delete(host)
         # An own handle moved to the host: the guest's table no longer holds it.
         return scope.take(rep) if self.owned else scope.lookup(rep)
@@ -608,7 +609,7 @@ class ResourceCodec(Codec):
         rep = scope.insert(value)
         host = _host_new(True, rep, value.resource_tag)
         try:
-            err = _host_to_any(scope.ctx(), host, self._slot_ref)
+            err = _host_to_any(scope.cx, host, self._slot_ref)
         finally:
             _host_delete(host)
         if err:
