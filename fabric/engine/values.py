@@ -347,7 +347,7 @@ class BytesCodec(Codec):
     def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         n = len(value)
         _u8_at(addr).value = c.K_LIST
-        if n <= 16:  # a few bytes: their prebuilt 32-byte values, joined
+        if n <= 16 and type(value) is bytes:  # a few bytes: their prebuilt values, joined
             _vallist_new(addr + 8, n, b"".join([_U8_VALS[b] for b in value]) if n else None)
             return
         tmpl = self._template
