@@ -52,7 +52,7 @@ class HostCallStore(Protocol):
     """What the callbacks need of a store (``fabric.engine.store.Store``)."""
 
     data: Any
-    cb_ctx: Any
+    #: the context codecs use: the callback's during a host call, else ``idle_cx``
     cx: Any
     idle_cx: Any
     deadline: float | None
@@ -170,7 +170,7 @@ def _sync_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cb_ctx = store.cx = ctx
+        store.cx = ctx
         n = len(lifts)
         try:
             if n == 1:
@@ -193,7 +193,6 @@ def _sync_trampoline(
         return _fail(store, hf, e)
     finally:
         if store is not None:
-            store.cb_ctx = None
             store.cx = store.idle_cx
 
 
@@ -226,7 +225,7 @@ def _async_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cb_ctx = store.cx = ctx
+        store.cx = ctx
         try:
             if len(lifts) == 1:
                 value = hf.impl(store.data, lifts[0](args, store))
@@ -247,7 +246,6 @@ def _async_trampoline(
     except BaseException as e:
         _ptr_at(err_ret).value = _fail(store, hf, e)
     finally:
-        store.cb_ctx = None
         store.cx = store.idle_cx
 
 

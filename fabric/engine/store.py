@@ -66,7 +66,6 @@ class Store:
             c.store_limiter(self._ptr, max_memory, -1, -1, -1, -1)
         c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NOOP_FIN)
         c.context_set_epoch_deadline(self._ctx, 1)
-        self.cb_ctx: Any = None
         #: the context codecs use: the callback's inside a host call, else the store's
         self.cx: Any = self._ctx
         self.idle_cx: Any = self._ctx

@@ -77,7 +77,7 @@ class _ResultHead(ctypes.Structure):
 
 
 class _PointerHead(ctypes.Structure):
-    """kind, then a pointer (a resource, an option's payload)."""
+    """kind, then a pointer (a resource handle)."""
 
     _fields_ = (("kind", ctypes.c_uint8), ("ptr", ctypes.c_void_p))
 
