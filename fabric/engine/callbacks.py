@@ -283,11 +283,14 @@ def _fail(store: HostCallStore | None, hf: HostFunc | None, exc: BaseException) 
 
 
 def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
-    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use."""
+    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use.
+
+    Its finalizer is NULL (wasmtime calls it only when set): the store id
+    needs no cleanup, and a Python finalizer would be one more callback per
+    async host call."""
     cont: Any = c.CONTINUATION()
     cont.callback = _CONTINUATION
     cont.env = store_id
-    cont.finalizer = _NOOP_FINALIZER
     return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
 
 
