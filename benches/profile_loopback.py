@@ -21,8 +21,8 @@ function calls, and the top functions by own and cumulative time::
 ``--breakdown`` (no cProfile) times, per unit, the loop thread's CPU and
 each host function's steps: its parameters' lifts, its implementation and
 its result's lowering, plus the continuations of async calls (``resume``).
-Each timed step costs a wrapper and two clock reads (~0.1-0.2 us), so the
-parts add up to a bit more than without it.
+Each timed step costs a wrapper and two clock reads: the loop thread's CPU
+comes out ~20% above the unwrapped run's, and each part a bit above its own.
 """
 
 from __future__ import annotations
