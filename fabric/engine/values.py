@@ -588,7 +588,8 @@ class ResourceCodec(Codec):
         return self.lift_at(ctypes.addressof(val), scope)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
-        err = _any_to_host(scope.cx, _ptr_at(addr + 8).value, self._slot_ref)
+        # The pointer field itself as the argument: ctypes passes what it holds.
+        err = _any_to_host(scope.cx, _ptr_at(addr + 8), self._slot_ref)
         if err:
             msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"not a host resource: {msg}")
