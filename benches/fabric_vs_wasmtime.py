@@ -16,6 +16,14 @@ payload counted once, as in ``loopback-bulk``).
 The CLI runs a component precompiled once with ``wasmtime compile`` (the
 fabric side uses its own compile cache), so neither pays compilation per
 operation.
+
+``fabric-virtual`` runs every pair in the benchmark's own process, on one
+core, where the CLI's processes spread over every core.
+``fabric-workers-2-virtual`` (``guest-vs-cli-rtt`` only) is fabric the way a
+user runs it on two cores: ``fabric run --workers 2`` with the same manifest,
+each client invoked through the control socket (the parent hands each
+control connection to the least-loaded worker) and talking to the echo
+service of its own worker over that worker's virtual loopback.
 """
 
 from __future__ import annotations
@@ -23,17 +31,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from benches.errors import ContenderSkipped
 from benches.fabric_net import net_guest
+from benches.fabric_workers import cpu_per_op, cpu_seconds, roles, start_fabric, stop_fabric
 from benches.registry import Registry
 from fabric.build import cache_dir
 from fabric.workload import manifest_from_dict
+from fabric.workload.control import ErrorReply, Invoke, InvokeReply, Response, connect
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,6 +205,98 @@ class _Fabric:
             await self.fabric.stop()
 
 
+class _FabricWorkers:
+    """The same workload in a ``fabric run --workers N`` process: each client
+    invoked over a control connection of its own, kept open between ops."""
+
+    group = "fabric"
+    max_concurrency = 8
+    check: tuple[str, str] = ("", "")
+    workers = 2
+
+    def __init__(self, env: Any) -> None:
+        self.directory: Path | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.control: Path | None = None
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[asyncio.StreamWriter] = []
+        self._pids: dict[str, int] = {}
+        self._cpu_start: dict[str, float] = {}
+        self.ops = 0
+        self.port = ECHO_PORT
+        self.base_description = str(getattr(self, "description", ""))
+
+    def client_args(self) -> list[str]:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        guest = await net_guest()
+        self.directory = Path(tempfile.mkdtemp(prefix="fabric-vs-cli-workers-"))
+        manifest = self.directory / "bench.toml"
+        manifest.write_text(_workers_manifest(guest))
+        self.control = self.directory / "control.sock"
+        self.proc, report = await start_fabric(manifest, self.workers, self.control)
+        self._pids = roles(self.proc.pid, report)
+        self._cpu_start = cpu_seconds(self._pids)
+        self.line = _encoder.encode(
+            Invoke(workload="bench-vs-cli", component="client", args=self.client_args())
+        )
+        self.line += b"\n"
+
+    async def op(self) -> int:
+        assert self.control is not None
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await connect(self.control)
+            self._open.append(writer)
+        writer.write(self.line)
+        reply = _decoder.decode(await reader.readline())
+        if isinstance(reply, ErrorReply):
+            raise RuntimeError(f"{reply.kind}: {reply.message}")
+        if not isinstance(reply, InvokeReply):
+            raise RuntimeError(f"unexpected reply: {reply!r}")
+        self._idle.append((reader, writer))
+        self.ops += 1
+        result = reply.result
+        return _elapsed_ns(str(result.get("stdout", "")), str(result.get("stderr", "")), self.check)
+
+    async def teardown(self) -> None:
+        if self._pids and self.ops:
+            self.description = f"{self.base_description}; " + cpu_per_op(
+                self._pids, self._cpu_start, self.ops
+            )
+        for writer in self._open:
+            writer.close()
+        self._idle.clear()
+        if self.proc is not None:
+            await stop_fabric(self.proc)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Response)
+
+
+def _workers_manifest(guest: Path) -> str:
+    """The ``_Fabric`` workload as a manifest file for ``fabric run``."""
+    wasm = json.dumps(str(guest))  # a TOML basic string
+    return f"""
+[[workloads]]
+name = "bench-vs-cli"
+[[workloads.services]]
+name = "echo"
+wasm = {wasm}
+args = ["echo-server", "{ECHO_PORT}"]
+ports = [{ECHO_PORT}]
+[[workloads.components]]
+name = "client"
+wasm = {wasm}
+concurrency = 64
+"""
+
+
 class _Rounds:
     port: int
     check = ("rounds", str(ROUNDS))
@@ -218,6 +324,15 @@ class FabricRounds(_Rounds, _Fabric):
     description = f"fabric service + component, virtual loopback: {ROUNDS} one-byte round trips"
 
 
+class FabricWorkersRounds(_Rounds, _FabricWorkers):
+    name = "fabric-workers-2-virtual"
+    description = (
+        f"`fabric run --workers 2`, each client invoked over the control socket and "
+        f"talking to its worker's echo service, virtual loopback: {ROUNDS} one-byte "
+        f"round trips"
+    )
+
+
 class CliBulk(_Bulk, _Cli):
     name = "wasmtime-cli-bulk"
     description = "wasmtime run, kernel loopback: 1 MiB sent, echoed, read back"
@@ -243,6 +358,7 @@ def register(registry: Registry) -> None:
     )
     registry.add_contender("guest-vs-cli-rtt", CliRounds)
     registry.add_contender("guest-vs-cli-rtt", FabricRounds)
+    registry.add_contender("guest-vs-cli-rtt", FabricWorkersRounds)
     registry.add_scenario(
         "guest-vs-cli-bulk",
         title="Guest to guest vs the wasmtime CLI: 1 MiB echoed",

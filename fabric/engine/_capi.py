@@ -43,6 +43,18 @@ AsyncFuncCallback = _b.wasmtime_component_func_async_callback_t
 ContinuationCallback = _b.wasmtime_func_async_continuation_callback_t
 Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 ResourceDestructor = _b.wasmtime_component_resource_destructor_t
+# The same callbacks with every pointer as a plain address (``c_void_p``):
+# ctypes then hands the host-call trampolines ints instead of building a
+# pointer object per argument, and the codecs read and write the values at
+# those addresses (``lift_at`` / ``lower_at``).
+_P = ctypes.c_void_p
+RawFuncCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, _P, _P, _P, _P, ctypes.c_size_t, _P, ctypes.c_size_t
+)
+RawAsyncFuncCallback = ctypes.CFUNCTYPE(
+    None, _P, _P, _P, _P, ctypes.c_size_t, _P, ctypes.c_size_t, _P, _P
+)
+RawResourceDestructor = ctypes.CFUNCTYPE(ctypes.c_size_t, _P, _P, ctypes.c_uint32)
 EpochCallback = ctypes.CFUNCTYPE(
     ctypes.c_size_t,
     CONTEXT_P,
@@ -92,6 +104,51 @@ resource_any_to_host = _b._wasmtime_component_resource_any_to_host
 resource_any_owned = _b._wasmtime_component_resource_any_owned
 resource_any_delete = _b._wasmtime_component_resource_any_delete
 
+
+# The same library loaded as a ``PyDLL``: its functions keep the GIL. Only
+# for short calls that never run wasm or wait (value and resource plumbing
+# on the host-call path): releasing and taking the GIL again costs more than
+# they do. ``call_future_poll`` runs guests and must release it (the epoch
+# ticker thread needs it).
+_pylib = ctypes.PyDLL(lib._name, handle=lib._handle)
+
+
+def _raw(name: str, restype: Any, argtypes: list[Any], *, keep_gil: bool = False) -> Any:
+    """A fresh function object for ``name`` (not wasmtime-py's shared one)
+    with the given prototype (pointers usually taken and returned as addresses)."""
+    fn = _pylib[name] if keep_gil else lib[name]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+# Addresses in, addresses out: no pointer objects on the host-call path.
+raw_any_to_host = _raw("wasmtime_component_resource_any_to_host", _P, [_P, _P, _P], keep_gil=True)
+raw_host_to_any = _raw("wasmtime_component_resource_host_to_any", _P, [_P, _P, _P], keep_gil=True)
+raw_host_new = _raw(
+    "wasmtime_component_resource_host_new",
+    _P,
+    [ctypes.c_bool, ctypes.c_uint32, ctypes.c_uint32],
+    keep_gil=True,
+)
+raw_host_rep = _raw("wasmtime_component_resource_host_rep", ctypes.c_uint32, [_P], keep_gil=True)
+raw_host_delete = _raw("wasmtime_component_resource_host_delete", None, [_P], keep_gil=True)
+raw_val_new = _raw("wasmtime_component_val_new", _P, [_P], keep_gil=True)
+raw_context_get_data = _raw("wasmtime_context_get_data", _P, [_P], keep_gil=True)
+raw_vallist_new = _raw(
+    "wasmtime_component_vallist_new", None, [_P, ctypes.c_size_t, _P], keep_gil=True
+)
+raw_vallist_new_uninit = _raw(
+    "wasmtime_component_vallist_new_uninit", None, [_P, ctypes.c_size_t], keep_gil=True
+)
+raw_byte_vec_new = _raw(
+    "wasm_byte_vec_new", None, [_P, ctypes.c_size_t, ctypes.c_char_p], keep_gil=True
+)
+#: ``memmove`` / ``memset`` keeping the GIL (ctypes' own release it)
+memmove = ctypes.PYFUNCTYPE(_P, _P, _P, ctypes.c_size_t)(ctypes._memmove_addr)  # type: ignore[attr-defined]
+memset = ctypes.PYFUNCTYPE(_P, _P, ctypes.c_int, ctypes.c_size_t)(ctypes._memset_addr)  # type: ignore[attr-defined]
+
+
 # --- linker -----------------------------------------------------------------
 linker_new = _b._wasmtime_component_linker_new
 linker_delete = _b._wasmtime_component_linker_delete
@@ -103,6 +160,29 @@ linker_instance_add_resource = _b._wasmtime_component_linker_instance_add_resour
 linker_instance_delete = _b._wasmtime_component_linker_instance_delete
 linker_instantiate_async = _b._wasmtime_component_linker_instantiate_async
 LINKER_INSTANCE_P = ctypes.POINTER(_b.wasmtime_component_linker_instance_t)
+raw_linker_instance_add_func = _raw(
+    "wasmtime_component_linker_instance_add_func",
+    ERROR_P,
+    [LINKER_INSTANCE_P, ctypes.c_char_p, ctypes.c_size_t, RawFuncCallback, _P, Finalizer],
+)
+raw_linker_instance_add_func_async = _raw(
+    "wasmtime_component_linker_instance_add_func_async",
+    ERROR_P,
+    [LINKER_INSTANCE_P, ctypes.c_char_p, ctypes.c_size_t, RawAsyncFuncCallback, _P, Finalizer],
+)
+raw_linker_instance_add_resource = _raw(
+    "wasmtime_component_linker_instance_add_resource",
+    ERROR_P,
+    [
+        LINKER_INSTANCE_P,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(_b.wasmtime_component_resource_type_t),
+        RawResourceDestructor,
+        _P,
+        Finalizer,
+    ],
+)
 
 # --- store, calls -----------------------------------------------------------
 store_new = _b._wasmtime_store_new

@@ -52,7 +52,9 @@ class HostCallStore(Protocol):
     """What the callbacks need of a store (``fabric.engine.store.Store``)."""
 
     data: Any
-    cb_ctx: Any
+    #: the context codecs use: the callback's during a host call, else ``idle_cx``
+    cx: Any
+    idle_cx: Any
     deadline: float | None
     host_calls: int
     continuation: ctypes.Array[ctypes.c_char]
@@ -102,8 +104,8 @@ class HostFunc:
         sig = self.sig
         if sig is None:
             sig = self.sig = Signature.from_func_type(fty)
-            self.lower = None if sig.result is None else sig.result.lower
-            self.lifts = tuple(codec.lift for codec in sig.params)
+            self.lower = None if sig.result is None else sig.result.lower_at
+            self.lifts = tuple(codec.lift_at for codec in sig.params)
         return sig
 
     def bind(self, fty: Any) -> tuple[Callable[[Any, Any], Any], ...]:
@@ -133,19 +135,29 @@ def new_resource_tag() -> int:
 
 
 # --- the callbacks ------------------------------------------------------------
-def _lift_args(lifts: tuple[Callable[[Any, Any], Any], ...], args: Any, store: Any) -> Any:
+# Every pointer arrives as an address (``c_void_p``: an int, or None for NULL);
+# a parameter is the 32-byte value at ``args + 32 * i`` and the result is
+# written at ``results`` (``Codec.lift_at`` / ``Codec.lower_at``).
+_VAL_SIZE = c.VAL_SIZE
+
+
+def _lift_args(lifts: tuple[Callable[[Any, Any], Any], ...], args: int, store: Any) -> Any:
     n = len(lifts)
     if n == 0:
         return ()
     if n == 1:
-        return (lifts[0](args[0], store),)
+        return (lifts[0](args, store),)
     if n == 2:
-        return (lifts[0](args[0], store), lifts[1](args[1], store))
-    return [lift(args[i], store) for i, lift in enumerate(lifts)]
+        return (lifts[0](args, store), lifts[1](args + _VAL_SIZE, store))
+    return [lift(args + _VAL_SIZE * i, store) for i, lift in enumerate(lifts)]
+
+
+def _func_type(fty: int) -> Any:
+    return ctypes.cast(fty, c.FUNC_TYPE_P)
 
 
 def _sync_trampoline(
-    env: int, ctx: Any, fty: Any, args: Any, nargs: int, results: Any, nresults: int
+    env: int, ctx: int, fty: int, args: int, nargs: int, results: int, nresults: int
 ) -> int:
     hf = _HOST_FUNCS[env]
     # The store being polled (set by its driver before every poll): no
@@ -154,42 +166,46 @@ def _sync_trampoline(
     try:
         assert hf is not None
         if store is None:
-            store = STORES[c.context_get_data(ctx)]
+            store = STORES[_get_data(ctx)]
         lifts = hf.lifts
         if lifts is None:
-            lifts = hf.bind(fty)
-        store.cb_ctx = ctx
+            lifts = hf.bind(_func_type(fty))
+        store.cx = ctx
         n = len(lifts)
         try:
             if n == 1:
-                value = hf.impl(store.data, lifts[0](args[0], store))
+                value = hf.impl(store.data, lifts[0](args, store))
             elif n == 0:
                 value = hf.impl(store.data)
+            elif n == 2:
+                value = hf.impl(
+                    store.data, lifts[0](args, store), lifts[1](args + _VAL_SIZE, store)
+                )
             else:
                 value = hf.impl(store.data, *_lift_args(lifts, args, store))
         except Err as e:
             value = e
         lower = hf.lower
         if lower is not None:
-            lower(value, results[0], store)
+            lower(value, results, store)
         return 0
     except BaseException as e:
         return _fail(store, hf, e)
     finally:
         if store is not None:
-            store.cb_ctx = None
+            store.cx = store.idle_cx
 
 
 def _async_trampoline(
     env: int,
-    ctx: Any,
-    fty: Any,
-    args: Any,
+    ctx: int,
+    fty: int,
+    args: int,
     nargs: int,
-    results: Any,
+    results: int,
     nresults: int,
-    err_ret: Any,
-    cont_ret: Any,
+    err_ret: int,
+    cont_ret: int,
 ) -> None:
     # The continuation must be set before anything can fail: wasmtime calls it
     # (and its finalizer) even when the host call reports an error, and an
@@ -197,12 +213,10 @@ def _async_trampoline(
     # (callback, env = store id, finalizer).
     store = ACTIVE[0]
     if store is None:
-        store = STORES.get(_get_data(ctx))
+        store = STORES.get(_get_data(ctx) or 0)
     if store is None:
         _memmove(cont_ret, _ORPHAN_CONTINUATION, _CONT_SIZE)
-        err_ret[0] = ctypes.cast(
-            _fail(None, _HOST_FUNCS[env], LookupError("unknown store")), c.ERROR_P
-        )
+        _ptr_at(err_ret).value = _fail(None, _HOST_FUNCS[env], LookupError("unknown store"))
         return
     _memmove(cont_ret, store.continuation, _CONT_SIZE)
     hf = _HOST_FUNCS[env]
@@ -210,11 +224,13 @@ def _async_trampoline(
         assert hf is not None
         lifts = hf.lifts
         if lifts is None:
-            lifts = hf.bind(fty)
-        store.cb_ctx = ctx
-        pyargs = _lift_args(lifts, args, store)
+            lifts = hf.bind(_func_type(fty))
+        store.cx = ctx
         try:
-            value = hf.impl(store.data, *pyargs)
+            if len(lifts) == 1:
+                value = hf.impl(store.data, lifts[0](args, store))
+            else:
+                value = hf.impl(store.data, *_lift_args(lifts, args, store))
         except Err as e:
             value = e
         if type(value) is _Coroutine:
@@ -226,11 +242,11 @@ def _async_trampoline(
             store.host_calls += 1
             lower = hf.lower
             if lower is not None:
-                lower(value, results[0], store)
+                lower(value, results, store)
     except BaseException as e:
-        err_ret[0] = ctypes.cast(_fail(store, hf, e), c.ERROR_P)
+        _ptr_at(err_ret).value = _fail(store, hf, e)
     finally:
-        store.cb_ctx = None
+        store.cx = store.idle_cx
 
 
 def _continuation(env: int) -> bool:
@@ -244,11 +260,11 @@ def _noop_finalizer(env: int) -> None:
     return None
 
 
-def _destructor(env: int, ctx: Any, rep: int) -> int:
+def _destructor(env: int, ctx: int, rep: int) -> int:
     store = ACTIVE[0]
     try:
         if store is None:
-            store = STORES[c.context_get_data(ctx)]
+            store = STORES[_get_data(ctx)]
         obj = store.table_pop(rep)
         if obj is not None:
             obj.drop()
@@ -267,21 +283,25 @@ def _fail(store: HostCallStore | None, hf: HostFunc | None, exc: BaseException) 
 
 
 def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
-    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use."""
+    """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use.
+
+    Its finalizer is NULL (wasmtime calls it only when set): the store id
+    needs no cleanup, and a Python finalizer would be one more callback per
+    async host call."""
     cont: Any = c.CONTINUATION()
     cont.callback = _CONTINUATION
     cont.env = store_id
-    cont.finalizer = _NOOP_FINALIZER
     return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
 
 
 _Coroutine = types.CoroutineType
-_get_data = c.context_get_data
-_memmove = ctypes.memmove
+_get_data = c.raw_context_get_data
+_memmove = c.memmove
+_ptr_at = ctypes.c_void_p.from_address
 _CONT_SIZE = ctypes.sizeof(c.CONTINUATION)
-_SYNC = c.FuncCallback(_sync_trampoline)
-_ASYNC = c.AsyncFuncCallback(_async_trampoline)
+_SYNC = c.RawFuncCallback(_sync_trampoline)
+_ASYNC = c.RawAsyncFuncCallback(_async_trampoline)
 _CONTINUATION = c.ContinuationCallback(_continuation)
 _NOOP_FINALIZER = c.Finalizer(_noop_finalizer)
-_DESTRUCTOR = c.ResourceDestructor(_destructor)
+_DESTRUCTOR = c.RawResourceDestructor(_destructor)
 _ORPHAN_CONTINUATION = continuation_template(0)

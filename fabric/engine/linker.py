@@ -102,7 +102,7 @@ class Linker:
                     try:
                         b = rname.encode()
                         self._check(
-                            c.linker_instance_add_resource(
+                            c.raw_linker_instance_add_resource(
                                 child, b, len(b), ty, _DESTRUCTOR, None, _NOOP_FINALIZER
                             )
                         )
@@ -111,11 +111,11 @@ class Linker:
                 for fname, hf in iface.funcs.items():
                     b = fname.encode()
                     if hf.is_async:
-                        err = c.linker_instance_add_func_async(
+                        err = c.raw_linker_instance_add_func_async(
                             child, b, len(b), _ASYNC, hf.env, _NOOP_FINALIZER
                         )
                     else:
-                        err = c.linker_instance_add_func(
+                        err = c.raw_linker_instance_add_func(
                             child, b, len(b), _SYNC, hf.env, _NOOP_FINALIZER
                         )
                     self._check(err)

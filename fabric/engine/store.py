@@ -66,7 +66,9 @@ class Store:
             c.store_limiter(self._ptr, max_memory, -1, -1, -1, -1)
         c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NOOP_FIN)
         c.context_set_epoch_deadline(self._ctx, 1)
-        self.cb_ctx: Any = None
+        #: the context codecs use: the callback's inside a host call, else the store's
+        self.cx: Any = self._ctx
+        self.idle_cx: Any = self._ctx
         self.deadline: float | None = None
         self.dead = False
         self.closed = False
@@ -86,7 +88,7 @@ class Store:
 
     # -- resource table (the ResourceScope protocol) --------------------------
     def ctx(self) -> Any:
-        return self.cb_ctx if self.cb_ctx is not None else self._ctx
+        return self.cx
 
     def lookup(self, rep: int) -> Any:
         try:
@@ -137,13 +139,14 @@ class Store:
             if not ok and not isinstance(value, Err):
                 raise value
             if sig.result is not None:
-                sig.result.lower(value, results[0], self)
+                sig.result.lower_at(value, results, self)
         except BaseException as e:
             # After suspension there is no error channel: keep the real error
             # and hand wasmtime a value of the wrong kind so the call fails.
             self.record_host_failure(e, hf.qualname)
             if sig.result is not None:
-                results[0].kind = c.K_U32 if sig.result.kind == c.K_BOOL else c.K_BOOL
+                kind = c.K_U32 if sig.result.kind == c.K_BOOL else c.K_BOOL
+                c.VAL.from_address(results).kind = kind
         return True
 
     def record_host_failure(self, exc: BaseException, where: str) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import struct
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wasmtime.component import _types as wt
@@ -42,20 +43,65 @@ if TYPE_CHECKING:
 
 _string_at = ctypes.string_at
 _byref = ctypes.byref
-_memset = ctypes.memset
+_memset = c.memset
 
 
-def _zero(ptr: Any, n: int, size: int) -> None:
+def _zero(addr: int, n: int, size: int) -> None:
     # Uninitialised elements become Bool(false) (or empty names), so that a
     # lowering that fails half-way leaves a value wasmtime can safely drop.
     if n:
-        _memset(c.addr(ptr), 0, n * size)
+        _memset(addr, 0, n * size)
 
 
 _VAL = c.VAL
-_any_to_host = c.resource_any_to_host
-_host_rep = c.resource_host_rep
-_host_delete = c.resource_host_delete
+_VAL_SIZE = c.VAL_SIZE
+_VAL_at = c.VAL.from_address
+_ptr_at = ctypes.c_void_p.from_address
+_size_at = ctypes.c_size_t.from_address
+_addressof = ctypes.addressof
+_val_new = c.raw_val_new
+_vallist_new = c.raw_vallist_new
+_byte_vec_new = c.raw_byte_vec_new
+_u8_at = ctypes.c_uint8.from_address
+
+
+# Views of a value's leading fields, for writing them in place (a view from
+# an address costs less than a C call such as memmove).
+class _ResultHead(ctypes.Structure):
+    _fields_ = (
+        ("kind", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+        ("is_ok", ctypes.c_bool),
+        ("val", ctypes.c_void_p),
+    )
+
+
+class _PointerHead(ctypes.Structure):
+    """kind, then a pointer (a resource handle)."""
+
+    _fields_ = (("kind", ctypes.c_uint8), ("ptr", ctypes.c_void_p))
+
+
+class _ListHead(ctypes.Structure):
+    _fields_ = (
+        ("kind", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+        ("size", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+    )
+
+
+_list_at = _ListHead.from_address
+_ONE_BYTE = [bytes((i,)) for i in range(256)]
+#: the 32-byte ``u8`` value of each byte
+_U8_VALS = [bytes((c.K_U8,)) + bytes(7) + bytes((i,)) + bytes(23) for i in range(256)]
+_result_at = _ResultHead.from_address
+_pointer_at = _PointerHead.from_address
+_any_to_host = c.raw_any_to_host
+_host_to_any = c.raw_host_to_any
+_host_new = c.raw_host_new
+_host_rep = c.raw_host_rep
+_host_delete = c.raw_host_delete
 
 
 class Ok:
@@ -115,6 +161,9 @@ class HostResource:
 class ResourceScope(Protocol):
     """What codecs need from a store to move resources across the boundary."""
 
+    #: the context for resource conversions (what ``ctx()`` returns)
+    cx: Any
+
     def ctx(self) -> Any: ...
 
     def lookup(self, rep: int) -> Any: ...
@@ -125,7 +174,7 @@ class ResourceScope(Protocol):
 
 
 def _set_name(target: Any, data: bytes) -> None:
-    c.byte_vec_new(_byref(target), len(data), data)
+    _byte_vec_new(_addressof(target), len(data), data)
 
 
 def _get_name(name: Any) -> str:
@@ -136,12 +185,39 @@ class Codec:
     """Lifts and lowers one component type."""
 
     kind: int = -1
+    _scratch = 0  # address of the value ``box`` lowers into (0: none yet)
+    _scratch_val: Any = None
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         raise NotImplementedError
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         raise NotImplementedError
+
+    # The host-call trampolines hand codecs the address of a 32-byte value
+    # (a parameter, the result slot); codecs on the hot path read and write
+    # it in place, the others go through the ctypes structure.
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        return self.lift(_VAL_at(addr), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        self.lower(value, _VAL_at(addr), scope)
+
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        """``value`` lowered into a value wasmtime allocated (an option's,
+        result's or variant's payload); its address.
+
+        Lowered first into this codec's own scratch value, which
+        ``val_new`` moves out of (a codec is a node of one type's tree, so
+        a box never nests inside a box of the same codec)."""
+        scratch = self._scratch
+        if not scratch:
+            self._scratch_val = _VAL()
+            scratch = self._scratch = _addressof(self._scratch_val)
+        else:
+            _memset(scratch, 0, _VAL_SIZE)
+        self.lower_at(value, scratch, scope)
+        return _val_new(scratch)  # type: ignore[no-any-return]
 
 
 class BoolCodec(Codec):
@@ -158,9 +234,33 @@ class BoolCodec(Codec):
 class IntCodec(Codec):
     def __init__(self, kind: int, field: str, lo: int, hi: int) -> None:
         self.kind, self.field, self.lo, self.hi = kind, field, lo, hi
+        self._at = _INT_AT[field]
+        # the whole 32-byte value: kind, padding, the integer, padding
+        self._pack = struct.Struct(f"<B7x{_INT_FORMAT[field]}").pack
+        self._head_at = _INT_HEAD[field].from_address
+        self._pad = b"\0" * (24 - struct.calcsize(_INT_FORMAT[field]))
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         return getattr(val.of, self.field)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        return self._at(addr + 8).value
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        head = self._head_at(addr)
+        head.kind = self.kind
+        head.value = value
+
+    def packed(self, value: Any) -> bytes:
+        """The whole 32-byte value holding ``value``."""
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        return self._pack(self.kind, value) + self._pad
+
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        return _val_new(self.packed(value))  # type: ignore[no-any-return]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -209,7 +309,7 @@ class StringCodec(Codec):
         # str.encode always yields valid UTF-8 (lone surrogates raise here).
         data = value.encode("utf-8")
         val.kind = c.K_STRING
-        c.byte_vec_new(_byref(val.of.string), len(data), data)
+        _byte_vec_new(_addressof(val) + 8, len(data), data)
 
 
 class BytesCodec(Codec):
@@ -220,12 +320,19 @@ class BytesCodec(Codec):
 
     def __init__(self) -> None:
         self._template = bytearray()
+        self._template_addr = 0
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        n = val.of.list.size
+        return self.lift_at(ctypes.addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        head = _list_at(addr)
+        n = head.size
         if n == 0:
             return b""
-        base = c.addr(val.of.list.data)
+        base = head.data
+        if n == 1:  # one byte: read in place, no copy of its 32-byte value
+            return _ONE_BYTE[_u8_at(base + 8).value]
         if n <= self._CHUNK:
             return _string_at(base, 32 * n)[8::32]
         parts = []
@@ -235,20 +342,34 @@ class BytesCodec(Codec):
         return b"".join(parts)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         n = len(value)
-        val.kind = c.K_LIST
-        if n == 0:
-            c.vallist_new(_byref(val.of.list), 0, None)
+        _u8_at(addr).value = c.K_LIST
+        if n <= 16 and type(value) is bytes:  # a few bytes: their prebuilt values, joined
+            _vallist_new(addr + 8, n, b"".join([_U8_VALS[b] for b in value]) if n else None)
             return
         tmpl = self._template
         if len(tmpl) < 32 * n:
             size = 1 << max(12, math.ceil(math.log2(n)))
             tmpl = bytearray(32 * size)
             tmpl[0::32] = bytes([c.K_U8]) * size
+            # The template is never resized (a bigger one replaces it), so
+            # its address stays valid while it is exported here.
+            self._template_addr = _addressof((ctypes.c_char * len(tmpl)).from_buffer(tmpl))
             self._template = tmpl
         tmpl[8 : 32 * n : 32] = value
-        arr = (_VAL * n).from_buffer(tmpl)
-        c.vallist_new(_byref(val.of.list), n, arr)
+        _vallist_new(addr + 8, n, self._template_addr)
+
+    def box(self, value: Any, scope: ResourceScope) -> int:
+        # ``lower_at`` writes the whole value (kind, size, data): no zeroing.
+        scratch = self._scratch
+        if not scratch:
+            self._scratch_val = _VAL()
+            scratch = self._scratch = _addressof(self._scratch_val)
+        self.lower_at(value, scratch, scope)
+        return _val_new(scratch)  # type: ignore[no-any-return]
 
 
 class ListCodec(Codec):
@@ -258,20 +379,38 @@ class ListCodec(Codec):
         self.elem = elem
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        lst = val.of.list
-        lift = self.elem.lift
-        data = lst.data
-        return [lift(data[i], scope) for i in range(lst.size)]
+        return self.lift_at(_addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        head = _list_at(addr)
+        n = head.size
+        if n == 0:
+            return []
+        data = head.data
+        lift = self.elem.lift_at
+        if n == 1:
+            return [lift(data, scope)]
+        return [lift(data + 32 * i, scope) for i in range(n)]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         items = list(value)
-        val.kind = c.K_LIST
-        c.vallist_new_uninit(_byref(val.of.list), len(items))
-        data = val.of.list.data
+        elem = self.elem
+        if type(elem) is IntCodec:
+            # Integers: the whole list packed here, copied by wasmtime at once.
+            packed = b"".join([elem.packed(item) for item in items])
+            _u8_at(addr).value = c.K_LIST
+            _vallist_new(addr + 8, len(items), packed if items else None)
+            return
+        _u8_at(addr).value = c.K_LIST
+        c.raw_vallist_new_uninit(addr + 8, len(items))
+        data = _size_at(addr + 16).value
         _zero(data, len(items), 32)
-        lower = self.elem.lower
+        lower = self.elem.lower_at
         for i, item in enumerate(items):
-            lower(item, data[i], scope)
+            lower(item, data + 32 * i, scope)
 
 
 class RecordCodec(Codec):
@@ -290,7 +429,7 @@ class RecordCodec(Codec):
         val.kind = c.K_RECORD
         c.valrecord_new_uninit(_byref(val.of.record), len(self.fields))
         data = val.of.record.data
-        _zero(data, len(self.fields), 48)
+        _zero(_size_at(_addressof(val) + 16).value, len(self.fields), 48)
         for i, (name, raw, codec) in enumerate(self.fields):
             entry = data[i]
             _set_name(entry.name, raw)
@@ -311,15 +450,9 @@ class TupleCodec(Codec):
         val.kind = c.K_TUPLE
         c.valtuple_new_uninit(_byref(val.of.tuple), len(self.elems))
         data = val.of.tuple.data
-        _zero(data, len(self.elems), 32)
+        _zero(_size_at(_addressof(val) + 16).value, len(self.elems), 32)
         for i, codec in enumerate(self.elems):
             codec.lower(value[i], data[i], scope)
-
-
-def _box(codec: Codec, value: Any, scope: ResourceScope) -> Any:
-    tmp = _VAL()
-    codec.lower(value, tmp, scope)
-    return c.val_new(_byref(tmp))
 
 
 class VariantCodec(Codec):
@@ -343,8 +476,9 @@ class VariantCodec(Codec):
         except KeyError:
             raise ValueError(f"unknown variant case {name!r}") from None
         val.kind = c.K_VARIANT
-        _set_name(val.of.variant.discriminant, raw)
-        val.of.variant.val = _box(codec, payload, scope) if codec is not None else None
+        addr = _addressof(val)
+        _byte_vec_new(addr + 8, len(raw), raw)  # of.variant.discriminant
+        _ptr_at(addr + 24).value = codec.box(payload, scope) if codec is not None else None
 
 
 class EnumCodec(Codec):
@@ -378,7 +512,8 @@ class OptionCodec(Codec):
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         val.kind = c.K_OPTION
-        val.of.option = None if value is None else _box(self.payload, value, scope)
+        boxed = None if value is None else self.payload.box(value, scope)
+        _ptr_at(_addressof(val) + 8).value = boxed
 
 
 class ResultCodec(Codec):
@@ -394,15 +529,27 @@ class ResultCodec(Codec):
         return Err(self.err.lift(r.val.contents, scope) if self.err and r.val else None)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
-        val.kind = c.K_RESULT
-        r = val.of.result
+        self.lower_at(value, _addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
+        # The payload first: if it fails, the value is left as it was.
         if isinstance(value, Err):
-            r.is_ok = False
-            r.val = _box(self.err, value.value, scope) if self.err else None
+            codec = self.err
+            boxed = 0 if codec is None else codec.box(value.value, scope)
+            head = _result_at(addr)
+            head.kind = c.K_RESULT
+            head.is_ok = False
+            head.val = boxed
+            return
+        codec = self.ok
+        if codec is None:
+            boxed = 0
         else:
-            payload = value.value if isinstance(value, Ok) else value
-            r.is_ok = True
-            r.val = _box(self.ok, payload, scope) if self.ok else None
+            boxed = codec.box(value.value if isinstance(value, Ok) else value, scope)
+        head = _result_at(addr)
+        head.kind = c.K_RESULT
+        head.is_ok = True
+        head.val = boxed
 
 
 class FlagsCodec(Codec):
@@ -420,7 +567,7 @@ class FlagsCodec(Codec):
         val.kind = c.K_FLAGS
         c.valflags_new_uninit(_byref(val.of.flags), len(names))
         data = val.of.flags.data
-        _zero(data, len(names), 16)
+        _zero(_size_at(_addressof(val) + 16).value, len(names), 16)
         for i, name in enumerate(names):
             _set_name(data[i], self.names[name])
 
@@ -432,40 +579,78 @@ class ResourceCodec(Codec):
 
     def __init__(self, owned: bool) -> None:
         self.owned = owned
-        # The out-parameter of every lift (lifts never interleave): no
-        # pointer object and no byref() per call.
-        self._host = c.RESOURCE_HOST_P()
-        self._host_ref = _byref(self._host)
+        # The out-parameter of every lift and lower (they never interleave):
+        # no pointer object and no byref() per call.
+        self._slot = ctypes.c_void_p()
+        self._slot_ref = _byref(self._slot)
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
-        host = self._host
-        err = _any_to_host(scope.ctx(), val.of.resource, self._host_ref)
+        return self.lift_at(ctypes.addressof(val), scope)
+
+    def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        # The pointer field itself as the argument: ctypes passes what it holds.
+        err = _any_to_host(scope.cx, _ptr_at(addr + 8), self._slot_ref)
         if err:
-            msg, _ = c.take_error(err)
+            msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"not a host resource: {msg}")
+        host = self._slot.value
         rep = _host_rep(host)
         _host_delete(host)
         # An own handle moved to the host: the guest's table no longer holds it.
         return scope.take(rep) if self.owned else scope.lookup(rep)
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
+        self.lower_at(value, ctypes.addressof(val), scope)
+
+    def lower_at(self, value: Any, addr: int, scope: ResourceScope) -> None:
         if not self.owned:
             raise TypeError("a host cannot return a borrowed handle")
         if not isinstance(value, HostResource):
             raise TypeError(f"expected a host resource, got {type(value).__name__}")
         rep = scope.insert(value)
-        host = c.resource_host_new(True, rep, value.resource_tag)
-        out = c.RESOURCE_ANY_P()
+        host = _host_new(True, rep, value.resource_tag)
         try:
-            err = c.resource_host_to_any(scope.ctx(), host, _byref(out))
+            err = _host_to_any(scope.cx, host, self._slot_ref)
         finally:
-            c.resource_host_delete(host)
+            _host_delete(host)
         if err:
-            msg, _ = c.take_error(err)
+            msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"cannot hand resource to guest: {msg}")
-        val.kind = c.K_RESOURCE
-        val.of.resource = out
+        head = _pointer_at(addr)
+        head.kind = c.K_RESOURCE
+        head.ptr = self._slot.value
 
+
+_INT_FORMAT = {
+    "s8": "b",
+    "u8": "B",
+    "s16": "h",
+    "u16": "H",
+    "s32": "i",
+    "u32": "I",
+    "s64": "q",
+    "u64": "Q",
+}
+_INT_TYPES = {
+    "s8": ctypes.c_int8,
+    "u8": ctypes.c_uint8,
+    "s16": ctypes.c_int16,
+    "u16": ctypes.c_uint16,
+    "s32": ctypes.c_int32,
+    "u32": ctypes.c_uint32,
+    "s64": ctypes.c_int64,
+    "u64": ctypes.c_uint64,
+}
+#: per integer field: a view of a value's kind and integer (at offset 8)
+_INT_HEAD: dict[str, type[ctypes.Structure]] = {
+    field: type(
+        f"_{field.capitalize()}Head",
+        (ctypes.Structure,),
+        {"_fields_": (("kind", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 7), ("value", ty))},
+    )
+    for field, ty in _INT_TYPES.items()
+}
+_INT_AT = {field: ty.from_address for field, ty in _INT_TYPES.items()}
 
 _INTS = {
     wt.S8: (c.K_S8, "s8", -(2**7), 2**7 - 1),

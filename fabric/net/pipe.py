@@ -202,9 +202,8 @@ class PipeEnd:
             return out.high_water
         return max(0, out.high_water - out.size)
 
-    def check_write(self) -> int:
-        """Bytes that `write` accepts now; 0 under backpressure."""
-        return self._writable_room()
+    #: Bytes that `write` accepts now; 0 under backpressure.
+    check_write = _writable_room
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue `data`; more than `check_write()` allows is a `NetTrap`."""

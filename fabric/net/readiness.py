@@ -30,7 +30,13 @@ class Pollable(Protocol):
 
 
 class Notifier:
-    """A set of waiters woken together by `notify()`."""
+    """A set of waiters woken together by `notify()`.
+
+    A waiter that finished otherwise (cancelled, or resolved by another
+    notifier it watched) is no longer counted, and is dropped at the next
+    `notify()` or the next waiter added: no callback per waiter to take it
+    out, so the list holds at most the live waiters and the finished ones
+    since the last change."""
 
     __slots__ = ("_waiters",)
 
@@ -38,26 +44,22 @@ class Notifier:
         self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        """The waiters still waiting."""
+        return sum(1 for fut in self._waiters if not fut.done())
 
     def future(self) -> asyncio.Future[None]:
         """A future resolved by the next `notify()` (needs a running loop)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        fut.add_done_callback(self._discard)
+        self.watch(fut)
         return fut
 
     def watch(self, fut: asyncio.Future[None]) -> None:
         """Resolve ``fut`` (if not done) at the next `notify()`; one future may
-        watch several notifiers, and leaves each of them once it is done."""
-        self._waiters.append(fut)
-        fut.add_done_callback(self._discard)
-
-    def _discard(self, fut: asyncio.Future[None]) -> None:
-        try:
-            self._waiters.remove(fut)
-        except ValueError:
-            pass
+        watch several notifiers."""
+        waiters = self._waiters
+        if waiters:
+            waiters = self._waiters = [w for w in waiters if not w.done()]
+        waiters.append(fut)
 
     def notify(self) -> None:
         if not self._waiters:

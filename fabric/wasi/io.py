@@ -18,6 +18,7 @@ it asks ``ready()`` synchronously and awaits ``wait()``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -108,9 +109,10 @@ def _check_pollables(pollables: list[Pollable]) -> None:
 
 def poll_now(pollables: list[Pollable]) -> list[int] | Awaitable[list[int]]:
     """``poll``: the ready indexes at once, or a coroutine that waits for one."""
-    _check_pollables(pollables)
+    if not pollables or len(pollables) > 0xFFFFFFFF:
+        _check_pollables(pollables)
     ready = [i for i, p in enumerate(pollables) if p._ready()]
-    return ready or _poll_wait(pollables)
+    return ready or _poll_wait(pollables, checked=True)
 
 
 async def poll(pollables: list[Pollable]) -> list[int]:
@@ -118,11 +120,14 @@ async def poll(pollables: list[Pollable]) -> list[int]:
     return await _poll_wait(pollables)
 
 
-async def _poll_wait(pollables: list[Pollable]) -> list[int]:
+async def _poll_wait(pollables: list[Pollable], *, checked: bool = False) -> list[int]:
+    """Wait until a pollable is ready; ``checked``: none was, just now."""
     while True:
-        ready = [i for i, p in enumerate(pollables) if p._ready()]
-        if ready:
-            return ready
+        if not checked:
+            ready = [i for i, p in enumerate(pollables) if p._ready()]
+            if ready:
+                return ready
+        checked = False
         if len(pollables) == 1:
             await pollables[0].block()
             continue
@@ -139,33 +144,32 @@ async def _poll_wait(pollables: list[Pollable]) -> list[int]:
         if not others:
             await asyncio.sleep(max(deadline - time.monotonic_ns(), 0) / 1e9 if deadline else 0)
             continue
-        await _wait_any(others, deadline)
-
-
-async def _wait_any(sources: list[Pollable], deadline_ns: int | None) -> None:
-    loop = asyncio.get_running_loop()
-    waker: asyncio.Future[None] = loop.create_future()
-    timer = None
-    if deadline_ns is not None:
-        delay = max(deadline_ns - time.monotonic_ns(), 0) / 1e9
-        timer = loop.call_later(delay, _wake, waker)
-    tasks: list[asyncio.Future[None]] = []
-    try:
-        for p in sources:
-            if p.watch is not None:
-                p.watch(waker)
-            else:
-                task = asyncio.ensure_future(p._wait())
-                task.add_done_callback(lambda t: _settle(t, waker))
-                tasks.append(task)
-        await waker
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if not waker.done():
-            waker.cancel()  # unregisters it from the sources it watches
-        for pending in tasks:
-            pending.cancel()
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[None] = loop.create_future()
+        timer = None
+        if deadline is not None:
+            delay = max(deadline - time.monotonic_ns(), 0) / 1e9
+            timer = loop.call_later(delay, _wake, waker)
+        tasks: list[asyncio.Future[None]] | None = None
+        try:
+            for p in others:
+                if p.watch is not None:
+                    p.watch(waker)
+                else:
+                    task = asyncio.ensure_future(p._wait())
+                    task.add_done_callback(functools.partial(_settle, waker=waker))
+                    if tasks is None:
+                        tasks = []
+                    tasks.append(task)
+            await waker
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not waker.done():
+                waker.cancel()  # the sources it watches no longer count it
+            if tasks is not None:
+                for pending in tasks:
+                    pending.cancel()
 
 
 def _settle(task: asyncio.Future[None], waker: asyncio.Future[None]) -> None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from benches.fabric_vs_wasmtime import BULK_BYTES, CliBulk, CliRounds, FabricBulk, FabricRounds
+import asyncio
+
+from benches.fabric_vs_wasmtime import (
+    BULK_BYTES,
+    CliBulk,
+    CliRounds,
+    FabricBulk,
+    FabricRounds,
+    FabricWorkersRounds,
+)
 
 
 async def test_round_trips_are_timed_inside_the_guest_under_both_runtimes() -> None:
@@ -26,3 +35,18 @@ async def test_bulk_echo_comes_back_whole_under_both_runtimes() -> None:
         finally:
             await contender.teardown()
         assert elapsed_ns > 0 and contender.bytes_per_op == BULK_BYTES
+
+
+async def test_workers_contender_runs_the_pairs_in_two_worker_processes() -> None:
+    contender = FabricWorkersRounds(None)
+    await contender.setup()
+    try:
+        # two clients at once: two control connections, handed to the workers
+        elapsed = await asyncio.gather(contender.op(), contender.op())
+        again = await contender.op()  # a kept connection is used again
+    finally:
+        await contender.teardown()
+    for elapsed_ns in (*elapsed, again):
+        assert 500_000 < elapsed_ns < 60e9, elapsed_ns
+    # the description ends with the CPU each process of `fabric run --workers 2` spent
+    assert "worker 0" in contender.description and "worker 1" in contender.description

@@ -190,6 +190,14 @@ class TcpOut(Parent, OutputStream):
     def subscribe(self) -> Pollable:
         return ChildPollable(self._subscribe_ready, self._wait_writable, self, self._s.watch)
 
+    def _subscribe_ready(self) -> bool:
+        # As ``OutputStream._subscribe_ready`` (a failure is "ready", and the
+        # check takes a reset's one report, as before), straight to the pipe end.
+        try:
+            return self._end.check_write() > 0
+        except (NetClosed, SocketError):
+            return True
+
     def close(self) -> None:
         if not self._s.closed:
             # Dropping the output stream is a FIN, as wasmtime's send stream
