@@ -102,8 +102,11 @@ class DoorTimeline:
             self._trace.append((time.perf_counter(), "lease: exchange done"))
 
         def relay_send(self: Any, *commands: bytes) -> None:
-            if current[0] is not None:
-                current[0].append((time.perf_counter(), f"server: send {len(commands)} command(s)"))
+            trace = current[0]
+            if trace is not None:
+                trace.append((time.perf_counter(), f"server: send {len(commands)} command(s)"))
+                if not isinstance(self.reader, _TimedReader):
+                    self.reader = _TimedReader(self.reader, trace)
             orig_relay_send(self, *commands)
 
         async def scan(self: Any, kind: Any, *, forward: bool) -> Any:
@@ -154,6 +157,18 @@ class DoorTimeline:
             at = statistics.median((s[i][0] - s[0][0]) * 1000 for s in rows)
             print(f"  {at:7.3f}  (+{at - previous:6.3f})  {step}")
             previous = at
+
+
+class _TimedReader:
+    """A server connection's reader that notes when each read returns."""
+
+    def __init__(self, reader: Any, trace: list[tuple[float, str]]) -> None:
+        self.reader, self.trace = reader, trace
+
+    async def read(self, n: int) -> bytes:
+        data = await self.reader.read(n)
+        self.trace.append((time.perf_counter(), f"server: {len(data)} bytes arrived"))
+        return data
 
 
 def _describe(body: bytes) -> str:
