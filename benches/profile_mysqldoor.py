@@ -47,6 +47,7 @@ import uvloop
 from benches import fabric_dbpool
 from benches.env import BenchEnv
 from benches.profile_invocation import HostCallCounter
+from services.dbpool.mysql import door as door_module
 from services.dbpool.mysql import relay as door_relay
 from services.dbpool.mysql import session as door_session
 
@@ -67,6 +68,7 @@ class DoorTimeline:
         self.sessions: list[list[tuple[float, str]]] = []
         self._saved: list[tuple[str, Any]] = []
         self._relay_saved: list[tuple[str, Any]] = []
+        self._release_saved: Any = None
 
     def install(self) -> None:
         cls = door_session.MySQLSession
@@ -75,6 +77,7 @@ class DoorTimeline:
         orig_init, orig_read, orig_send = cls.__init__, cls._read_packet, cls._send
         orig_lease, orig_run = cls._on_lease, cls.run
         orig_relay_send, orig_scan = door_relay.Relay.send, door_relay.Relay._scan
+        orig_release = door_module.MySQLFrontDoor._release
         current: list[Any] = [None]
 
         def init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -100,6 +103,18 @@ class DoorTimeline:
             finally:
                 current[0] = None
             self._trace.append((time.perf_counter(), "lease: exchange done"))
+
+        def release(self: Any, pool: Any, lease: Any, discard: bool) -> Any:
+            trace = current[0]  # the session giving the lease back
+
+            async def timed() -> None:
+                if trace is not None:
+                    trace.append((time.perf_counter(), "lease: release starts"))
+                await orig_release(self, pool, lease, discard)
+                if trace is not None:
+                    trace.append((time.perf_counter(), "lease: back in the pool"))
+
+            return timed()
 
         def relay_send(self: Any, *commands: bytes) -> None:
             trace = current[0]
@@ -133,6 +148,8 @@ class DoorTimeline:
         for name, fn in (("send", relay_send), ("_scan", scan)):
             self._relay_saved.append((name, getattr(door_relay.Relay, name)))
             setattr(door_relay.Relay, name, fn)
+        self._release_saved = orig_release
+        door_module.MySQLFrontDoor._release = release  # type: ignore[method-assign]
 
     def remove(self) -> None:
         cls = door_session.MySQLSession
@@ -140,6 +157,9 @@ class DoorTimeline:
             setattr(cls, name, fn)
         for name, fn in self._relay_saved:
             setattr(door_relay.Relay, name, fn)
+        if self._release_saved is not None:
+            door_module.MySQLFrontDoor._release = self._release_saved  # type: ignore[method-assign]
+            self._release_saved = None
         self._saved.clear()
         self._relay_saved.clear()
 
