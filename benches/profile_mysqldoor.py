@@ -27,6 +27,11 @@ gaps after a read are the front door's::
     python -m benches.profile_mysqldoor -n 200 --path door --path direct
     python -m benches.profile_mysqldoor --path door-reuse --path direct-reuse
     python -m benches.profile_mysqldoor --cprofile door --top 30
+    python -m benches.profile_mysqldoor --scanner     # the response scanner alone
+
+``--scanner`` times `wire.ResponseScanner` alone over responses captured
+from MariaDB (``SELECT 1``; 1,000 rows of two columns), the cost the front
+door pays to follow every response it forwards.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from benches.profile_invocation import HostCallCounter
 from services.dbpool.mysql import door as door_module
 from services.dbpool.mysql import relay as door_relay
 from services.dbpool.mysql import session as door_session
+from services.dbpool.mysql import wire
 
 CONTENDERS: dict[str, Callable[[Any], Any]] = {
     "door": lambda env: fabric_dbpool.MySQLDoorPython(env, "mysql"),
@@ -222,8 +228,43 @@ async def _invoke(contender: Any) -> tuple[float, float, dict[str, float]]:
     return wall * 1000, used * 1000, _guest_times(result["stdout"])
 
 
+SCANNED = {"SELECT 1": 2000, "SELECT seq, 'abcdef' FROM seq_1_to_1000": 50}
+
+
+async def scanner(env: BenchEnv) -> None:
+    """Time `ResponseScanner` over responses captured from MariaDB."""
+    import aiomysql
+
+    t = await env.mariadb()
+    conn = await aiomysql.connect(
+        host=t.host, port=t.port, user=t.user, password=t.password, db=t.database
+    )
+    try:
+        for sql, rounds in SCANNED.items():
+            conn._writer.write(wire.frame(0, b"\x03" + sql.encode()))
+            data = b""
+            while True:
+                data += await conn._reader.read(1 << 20)
+                probe = wire.ResponseScanner(wire.ResponseKind.RESULT)
+                used = probe.feed(data)
+                if probe.done:
+                    break
+            response = data[:used]
+            start = time.perf_counter()
+            for _ in range(rounds):
+                wire.ResponseScanner(wire.ResponseKind.RESULT).feed(response)
+            each = (time.perf_counter() - start) / rounds
+            print(f"scanning {sql!r} ({len(response)} bytes): {each * 1e6:.1f} us")
+    finally:
+        conn.close()
+
+
 async def main(args: argparse.Namespace) -> None:
     paths = args.path or list(DEFAULT_PATHS)
+    if args.scanner:
+        async with BenchEnv() as env:
+            await scanner(env)
+        return
     async with BenchEnv() as env:
         contenders = {p: CONTENDERS[p](env) for p in paths}
         for c in contenders.values():
@@ -306,6 +347,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host-calls", type=int, default=10, help="invocations counting host calls")
     p.add_argument("--cprofile", choices=list(CONTENDERS), help="then profile this path")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--scanner", action="store_true", help="time the response scanner alone")
     return p.parse_args(argv)
 
 
