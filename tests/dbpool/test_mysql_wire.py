@@ -159,6 +159,10 @@ def test_scanner_refuses_what_no_response_looks_like() -> None:
         scan(ResponseKind.SIMPLE, frame(1, b"\x01\x02"))
     with pytest.raises(MalformedPacket):  # LOCAL INFILE requests are never enabled
         scan(ResponseKind.RESULT, frame(1, b"\xfbfile"))
+    huge_ok = frame(1, b"\x00" + b"\x00" * (1 << 20))  # an OK is never 1 MiB long
+    for step in (None, 5):  # whole in one piece, or arriving in pieces
+        with pytest.raises(MalformedPacket):
+            scan(ResponseKind.SIMPLE, huge_ok, step)
 
 
 # ------------------------------------------------------------------ handshake

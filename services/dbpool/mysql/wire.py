@@ -336,7 +336,7 @@ class ResponseScanner:
                         or first == 0xFF
                         or (first == 0xFE and length < _EOF_MAX_LENGTH)
                     ):
-                        if end <= n:
+                        if end <= n and length <= _MAX_INSPECTED:
                             self._act(first, length, bytes(data[pos + 4 : end]))
                             pos = end
                             continue
