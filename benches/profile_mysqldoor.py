@@ -28,10 +28,14 @@ gaps after a read are the front door's::
     python -m benches.profile_mysqldoor --path door-reuse --path direct-reuse
     python -m benches.profile_mysqldoor --cprofile door --top 30
     python -m benches.profile_mysqldoor --scanner     # the response scanner alone
+    python -m benches.profile_mysqldoor --replay      # SET autocommit=0 + SELECT 1, two ways
 
 ``--scanner`` times `wire.ResponseScanner` alone over responses captured
 from MariaDB (``SELECT 1``; 1,000 rows of two columns), the cost the front
-door pays to follow every response it forwards.
+door pays to follow every response it forwards. ``--replay`` times, from
+this process straight to MariaDB, the replayed ``SET autocommit=0``
+pipelined ahead of ``SELECT 1`` (what the front door sends) against the two
+as one multi-statement ``COM_QUERY``.
 """
 
 from __future__ import annotations
@@ -259,11 +263,50 @@ async def scanner(env: BenchEnv) -> None:
         conn.close()
 
 
+async def replay(env: BenchEnv, rounds: int = 2000) -> None:
+    """Time SET autocommit=0 + SELECT 1 pipelined vs as one multi-statement query."""
+    import aiomysql
+
+    t = await env.mariadb()
+    conn = await aiomysql.connect(
+        host=t.host, port=t.port, user=t.user, password=t.password, db=t.database
+    )
+    ways = {
+        "pipelined (two COM_QUERY)": wire.frame(0, b"\x03SET autocommit=0")
+        + wire.frame(0, b"\x03SELECT 1"),
+        "one multi-statement COM_QUERY": wire.frame(0, b"\x03SET autocommit=0;SELECT 1"),
+    }
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    try:
+        for _ in range(rounds):
+            for way, data in ways.items():
+                start = time.perf_counter()
+                conn._writer.write(data)
+                # pipelined: an OK, then the rows; one query: one response (the
+                # OK says more results follow, then the rows)
+                responses = 1 if way.startswith("one") else 2
+                pending = b""
+                for _ in range(responses):
+                    follow = wire.ResponseScanner(wire.ResponseKind.RESULT)
+                    while True:
+                        if not pending:
+                            pending = await conn._reader.read(1 << 16)
+                        used = follow.feed(pending)
+                        pending = pending[used:]
+                        if follow.done:
+                            break
+                times[way].append(time.perf_counter() - start)
+        for way, values in times.items():
+            print(f"{way}: {statistics.median(values) * 1e6:.1f} us per exchange")
+    finally:
+        conn.close()
+
+
 async def main(args: argparse.Namespace) -> None:
     paths = args.path or list(DEFAULT_PATHS)
-    if args.scanner:
+    if args.scanner or args.replay:
         async with BenchEnv() as env:
-            await scanner(env)
+            await (scanner(env) if args.scanner else replay(env))
         return
     async with BenchEnv() as env:
         contenders = {p: CONTENDERS[p](env) for p in paths}
@@ -348,6 +391,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cprofile", choices=list(CONTENDERS), help="then profile this path")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--scanner", action="store_true", help="time the response scanner alone")
+    p.add_argument("--replay", action="store_true", help="time the replayed SET two ways")
     return p.parse_args(argv)
 
 
