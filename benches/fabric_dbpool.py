@@ -25,7 +25,12 @@ unless noted):
   with unmodified PyMySQL, connecting per invocation to the dbpool service's
   MySQL front door on the workload's virtual port 3306 instead of to MariaDB
   (password login against the front door, the statement on a pooled
-  connection).
+  connection);
+* ``fabric-direct-py-reuse`` / ``fabric-mysqldoor-py-reuse`` (MariaDB only):
+  those two in reused instances: PyMySQL still connects, logs in, runs the
+  statement, commits and closes on every invocation, but the instance is
+  warm, so the comparison of the two connections is not buried under a
+  fresh instance's start-up.
 
 Each contender runs in a workload of its own process-wide fabric, started
 once per database and shared by the contenders of that database.
@@ -262,6 +267,30 @@ class MySQLDoorPython(_Invocation):
         return ["mysql-direct", *door, self.kind, "SELECT 1"]
 
 
+class DirectPythonReuse(DirectPython):
+    component = "py-reuse"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-direct-py-reuse"
+        self.description = (
+            "componentize-py component in a reused instance, PyMySQL connecting itself"
+            " (egress, password auth) on every invocation"
+        )
+
+
+class MySQLDoorPythonReuse(MySQLDoorPython):
+    component = "py-reuse"
+
+    def __init__(self, env: Any, kind: str) -> None:
+        super().__init__(env, kind)
+        self.name = "fabric-mysqldoor-py-reuse"
+        self.description = (
+            "componentize-py component in a reused instance, unmodified PyMySQL connecting"
+            " through dbpool's MySQL front door on every invocation"
+        )
+
+
 class SqlPython(_Invocation):
     component = "sql"
 
@@ -304,3 +333,5 @@ def register(registry: Registry) -> None:
         registry.add_contender(scenario, lambda env, k=kind: SqlPythonReuse(env, k))
         registry.add_contender(scenario, lambda env, k=kind: SqlWat(env, k))
     registry.add_contender("mysql-select1", lambda env: MySQLDoorPython(env, "mysql"))
+    registry.add_contender("mysql-select1", lambda env: DirectPythonReuse(env, "mysql"))
+    registry.add_contender("mysql-select1", lambda env: MySQLDoorPythonReuse(env, "mysql"))

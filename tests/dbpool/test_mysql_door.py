@@ -533,3 +533,27 @@ async def test_closing_the_service_ends_idle_and_open_transactions() -> None:
         idle.close()
         busy.close()
         assert await outside(f"SELECT COUNT(*) FROM {door.table}") == ((0,),)
+
+
+async def test_a_silent_client_is_closed_after_idle_timeout_and_an_active_one_is_not() -> None:
+    async with front_door(max_size=2, idle_timeout=0.6) as door:
+        silent, active = await door.aiomysql(), await door.aiomysql()
+        async with silent.cursor() as cur:
+            await cur.execute("BEGIN")
+            await cur.execute(f"INSERT INTO {door.table} VALUES (1, 'silent')")
+        # the active client keeps talking for longer than the idle timeout
+        for _ in range(8):
+            async with active.cursor() as cur:
+                await cur.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+            await asyncio.sleep(0.15)
+        await eventually(lambda: door.stats()["transactions_abandoned"] == 1)
+        assert door.stats()["clients_connected"] == 1  # the active one
+        with pytest.raises(pymysql.err.OperationalError):
+            async with silent.cursor() as cur:
+                await cur.execute("SELECT 1")
+        async with active.cursor() as cur:
+            await cur.execute(f"SELECT COUNT(*) FROM {door.table}")
+            assert await cur.fetchone() == (0,)  # the silent client's insert rolled back
+        silent.close()
+        active.close()

@@ -105,6 +105,25 @@ def test_scanner_follows_a_result_set_fed_in_any_pieces(step: int | None) -> Non
     assert scanner.status == 0x0003 and scanner.error is None
 
 
+def test_scanner_reads_a_response_split_anywhere_as_it_reads_it_whole() -> None:
+    rows = [b"1", b"\xfe" * 20, b"x" * 300, b"\xff" * 3]
+    data = result_set(rows, more=True) + result_set([b"b"], status=0x0001) + b"NEXT"
+    whole, used = scan(ResponseKind.RESULT, data)
+    assert (used, whole.status, whole.result_sets) == (len(data) - 4, 0x0001, 2)
+    for cut in range(1, len(data)):
+        scanner = ResponseScanner(ResponseKind.RESULT)
+        got = scanner.feed(data[:cut])
+        if not scanner.done:
+            assert got == cut  # a scanner that is not done takes all it is given
+            got += scanner.feed(data[cut:])
+        assert (got, scanner.done, scanner.status, scanner.result_sets) == (
+            used,
+            True,
+            0x0001,
+            2,
+        ), cut
+
+
 def test_scanner_handles_ok_err_and_several_results() -> None:
     ok = ok_packet(1, 0x0001, affected=3)
     scanner, used = scan(ResponseKind.RESULT, ok + ok)
@@ -140,6 +159,10 @@ def test_scanner_refuses_what_no_response_looks_like() -> None:
         scan(ResponseKind.SIMPLE, frame(1, b"\x01\x02"))
     with pytest.raises(MalformedPacket):  # LOCAL INFILE requests are never enabled
         scan(ResponseKind.RESULT, frame(1, b"\xfbfile"))
+    huge_ok = frame(1, b"\x00" + b"\x00" * (1 << 20))  # an OK is never 1 MiB long
+    for step in (None, 5):  # whole in one piece, or arriving in pieces
+        with pytest.raises(MalformedPacket):
+            scan(ResponseKind.SIMPLE, huge_ok, step)
 
 
 # ------------------------------------------------------------------ handshake

@@ -96,11 +96,12 @@ class Login(SessionBase):
         self.user = response.user
         self._select(database)
         self.names = names_for(response.collation)
+        reply = b""
         if user.plugin == CACHING_SHA2 and proof not in (b"", b"\0"):
-            await self._send(fast_auth_ok(seq))
+            reply = fast_auth_ok(seq)  # and the OK in the same write: one wake-up
             seq += 1
         self.accepted = True
-        await self._send(ok_packet(seq, self._status()))
+        await self._send(reply + ok_packet(seq, self._status()))
         return True
 
 

@@ -73,6 +73,7 @@ class MySQLSession(Login, Leases):
         except (ClientGone, ConnectionError):
             pass
         finally:
+            self._stop_timers()
             self._give_back(abandoned=True)
             self.writer.close()
 
@@ -80,11 +81,7 @@ class MySQLSession(Login, Leases):
 
     async def _serve(self) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self.config.idle_timeout):
-                    packet = await self._read_packet()
-            except TimeoutError:
-                return
+            packet = await self._next_command()
             if packet is None:
                 return
             _, body = packet

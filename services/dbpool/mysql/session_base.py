@@ -105,6 +105,17 @@ class SessionBase:
         self._closing = False
         self.reading = False  # waiting for the client: safe to cancel
         self.commands: Counter[str] = Counter()
+        # One idle timer and one write timer per session, re-armed lazily, instead
+        # of a timeout scope around every read and every drain (most drains return
+        # at once, and a command arrives long before the idle timeout).
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._idle_task: asyncio.Task[Any] | None = None  # set while waiting for a command
+        self._idled_out = False
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._drain_since = 0.0
+        self._drain_task: asyncio.Task[Any] | None = None  # set while a drain waits
+        self._write_stalled = False
 
     def __repr__(self) -> str:
         state = "in-transaction" if self.lease is not None else "idle"
@@ -120,6 +131,44 @@ class SessionBase:
     def shutdown(self) -> None:
         """Ask the session to end (server closing): it stops at its next read."""
         self._closing = True
+
+    async def _next_command(self) -> tuple[int, bytes] | None:
+        """The client's next command packet; None at EOF, after a refused packet, or
+        when the client stayed silent for ``idle_timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        self._idle_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(
+                self._idle_since + self.config.idle_timeout, self._idle_check
+            )
+        task = self._idle_task = asyncio.current_task()
+        try:
+            return await self._read_packet()
+        except asyncio.CancelledError:
+            if self._idled_out and task is not None and task.uncancel() == 0:
+                return None
+            raise
+        finally:
+            self._idle_task = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        task = self._idle_task
+        if task is None or self._idled_out:
+            return  # not waiting for the client: the next wait arms the timer
+        loop = asyncio.get_running_loop()
+        remaining = self._idle_since + self.config.idle_timeout - loop.time()
+        if remaining > 0:
+            self._idle_timer = loop.call_later(remaining, self._idle_check)
+            return
+        self._idled_out = True
+        task.cancel()
+
+    def _stop_timers(self) -> None:
+        for timer in (self._idle_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle_timer = self._write_timer = None
 
     async def _read_packet(self) -> tuple[int, bytes] | None:
         """The next client packet, None at EOF (a too large packet: ERR, then None)."""
@@ -167,10 +216,41 @@ class SessionBase:
         try:
             self.writer.write(data)
             self.bytes_sent += len(data)
-            async with asyncio.timeout(self.config.write_timeout):
-                await self.writer.drain()
+            await self._drain()
         except Exception as exc:
             raise ClientGone(repr(exc)) from exc
+
+    async def _drain(self) -> None:
+        """Wait until the client takes what was written, at most ``write_timeout``
+        seconds (then TimeoutError)."""
+        loop = asyncio.get_running_loop()
+        self._drain_since = loop.time()
+        if self._write_timer is None:
+            self._write_timer = loop.call_at(
+                self._drain_since + self.config.write_timeout, self._write_check
+            )
+        task = self._drain_task = asyncio.current_task()
+        try:
+            await self.writer.drain()
+        except asyncio.CancelledError:
+            if self._write_stalled and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._drain_task = None
+
+    def _write_check(self) -> None:
+        self._write_timer = None
+        task = self._drain_task
+        if task is None or self._write_stalled:
+            return  # no drain waiting: the next one arms the timer
+        loop = asyncio.get_running_loop()
+        remaining = self._drain_since + self.config.write_timeout - loop.time()
+        if remaining > 0:
+            self._write_timer = loop.call_later(remaining, self._write_check)
+            return
+        self._write_stalled = True
+        task.cancel()
 
     async def _refuse(self, seq: int, refusal: Refusal) -> None:
         self.door.count_error(refusal.errno)

@@ -271,6 +271,11 @@ class _S(enum.Enum):
     DEFS = 4  # prepare: parameter / column definitions (each group ends with EOF)
 
 
+# The states as module constants: a global lookup is cheaper than an enum's
+# class attribute, and the scanner checks its state for every packet.
+_FIRST, _COLUMNS, _ROWS, _DEFS = _S.FIRST, _S.COLUMNS, _S.ROWS, _S.DEFS
+
+
 class ResponseScanner:
     """Follows one response of a MySQL server without decoding rows.
 
@@ -318,6 +323,29 @@ class ResponseScanner:
     def feed(self, data: bytes | memoryview) -> int:
         pos, n = 0, len(data)
         while pos < n and not self.done:
+            if not self._skip and not self._hold and not self._continued and n - pos >= 5:
+                # Fast path: a packet whose header and first byte are in ``data``
+                # is judged in place (a row or definition is skipped unread;
+                # a packet to inspect is acted on when it is whole).
+                length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+                if 0 < length < MAX_PAYLOAD:
+                    first = data[pos + 4]
+                    end = pos + 4 + length
+                    if (
+                        self._state is _FIRST
+                        or first == 0xFF
+                        or (first == 0xFE and length < _EOF_MAX_LENGTH)
+                    ):
+                        if end <= n and length <= _MAX_INSPECTED:
+                            self._act(first, length, bytes(data[pos + 4 : end]))
+                            pos = end
+                            continue
+                    elif end <= n:
+                        pos = end
+                        continue
+                    else:
+                        self._skip = end - n
+                        return n
             if self._skip:
                 take = min(self._skip, n - pos)
                 pos += take
@@ -346,7 +374,7 @@ class ResponseScanner:
         else:
             first = hold[4]
         needs_whole = (
-            self._state is _S.FIRST or (first == 0xFE and length < _EOF_MAX_LENGTH) or first == 0xFF
+            self._state is _FIRST or (first == 0xFE and length < _EOF_MAX_LENGTH) or first == 0xFF
         )
         if needs_whole and len(hold) < 4 + length:
             if length > _MAX_INSPECTED:
@@ -365,12 +393,12 @@ class ResponseScanner:
 
     def _act(self, first: int, length: int, body: bytes) -> None:
         state = self._state
-        if first == 0xFF and state is not _S.COLUMNS:
+        if first == 0xFF and state is not _COLUMNS:
             self.error = parse_err(body)
             self.status = None
             self.done = True
             return
-        if state is _S.FIRST:
+        if state is _FIRST:
             if self.kind is ResponseKind.PREPARE:
                 return self._prepare_ok(first, body)
             if first == 0x00:
@@ -380,14 +408,14 @@ class ResponseScanner:
             if self.kind is ResponseKind.SIMPLE or first == 0xFB:
                 raise MalformedPacket(f"unexpected response packet 0x{first:02x}")
             read_lenenc_int(body, 0)  # the column count
-            self._state = _S.COLUMNS
+            self._state = _COLUMNS
             return None
         is_eof = first == 0xFE and length < _EOF_MAX_LENGTH
-        if state is _S.COLUMNS:
+        if state is _COLUMNS:
             if is_eof:
-                self._state = _S.ROWS
+                self._state = _ROWS
             return None
-        if state is _S.ROWS:
+        if state is _ROWS:
             if is_eof:
                 self.status = int.from_bytes(body[3:5], "little") if len(body) >= 5 else 0
                 self.result_sets += 1
@@ -400,7 +428,7 @@ class ResponseScanner:
 
     def _end_of_result(self) -> None:
         if self.status is not None and self.status & SERVER_MORE_RESULTS_EXISTS:
-            self._state = _S.FIRST
+            self._state = _FIRST
         else:
             self.done = True
 
@@ -414,7 +442,7 @@ class ResponseScanner:
             self.done = True
             return
         self._groups = len(groups)
-        self._state = _S.DEFS
+        self._state = _DEFS
 
     def _next_group(self) -> None:
         self._groups -= 1
