@@ -1,0 +1,418 @@
+"""Compose the latin-1 streams adapter in front of a guest (``fast_bytes``).
+
+A guest's ``wasi:io/streams`` ``read`` / ``write`` (and their blocking forms)
+move ``list<u8>``, which crosses wasmtime's C API one 32-byte value per byte;
+the adapter forwards them to the host's ``fabric:io/latin1`` as latin-1
+strings, one buffer (docs/bytes-as-strings.md). :func:`compose_fast_bytes`
+builds, for one guest binary, an outer component that
+
+* opens with the guest's own type, import and alias sections, copied as they
+  are, so it imports exactly what the guest imports, plus
+  ``fabric:io/latin1@0.1.0``;
+* nests an adapter generated for the stream functions this guest imports
+  (those four forwarded, every other one passed through as the host's own),
+  instantiated with the imported ``wasi:io/error``, ``wasi:io/poll``,
+  ``wasi:io/streams`` and ``fabric:io/latin1``;
+* nests the guest binary whole and instantiates it with every import taken
+  from the outer's imports except ``wasi:io/streams``, taken from the adapter;
+* re-exports the guest's exports.
+
+The result is cached by content hash beside the other builds
+(:func:`fabric.build.cache_dir` ``/guests``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from fabric.build import BuildError, build_wat_guest, cache_dir
+from fabric.component_binary import (
+    PREAMBLE,
+    SECTION_ALIAS,
+    SECTION_COMPONENT,
+    SECTION_EXPORT,
+    SECTION_IMPORT,
+    SECTION_INSTANCE,
+    SECTION_TYPE,
+    SORT_CORE,
+    SORT_INSTANCE,
+    SORT_TYPE,
+    ComponentBinaryError,
+    ComponentShape,
+    name,
+    read_component,
+    section,
+    u32,
+    vec,
+)
+
+from .wasi.latin1 import VERSION as LATIN1_VERSION
+
+__all__ = ["LATIN1_IMPORT", "adapter_wat", "build_fast_bytes_guest", "compose_fast_bytes"]
+
+LATIN1_IMPORT = f"fabric:io/latin1@{LATIN1_VERSION}"
+_KEY_VERSION = "1"  # bump when the composition changes
+
+_IS, _OS = "(borrow {is})", "(borrow {os})"
+_SE_ONLY = "(result (result (error {se})))"
+_U64_SE = "(result (result u64 (error {se})))"
+_BYTES_SE = "(result (result (list u8) (error {se})))"
+#: every function of wasi:io/streams 0.2.x: its parameters and its result
+_SIGNATURES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "[method]input-stream.read": ((("self", _IS), ("len", "u64")), _BYTES_SE),
+    "[method]input-stream.blocking-read": ((("self", _IS), ("len", "u64")), _BYTES_SE),
+    "[method]input-stream.skip": ((("self", _IS), ("len", "u64")), _U64_SE),
+    "[method]input-stream.blocking-skip": ((("self", _IS), ("len", "u64")), _U64_SE),
+    "[method]input-stream.subscribe": ((("self", _IS),), "(result (own {p}))"),
+    "[method]output-stream.check-write": ((("self", _OS),), _U64_SE),
+    "[method]output-stream.write": ((("self", _OS), ("contents", "(list u8)")), _SE_ONLY),
+    "[method]output-stream.blocking-write-and-flush": (
+        (("self", _OS), ("contents", "(list u8)")),
+        _SE_ONLY,
+    ),
+    "[method]output-stream.flush": ((("self", _OS),), _SE_ONLY),
+    "[method]output-stream.blocking-flush": ((("self", _OS),), _SE_ONLY),
+    "[method]output-stream.subscribe": ((("self", _OS),), "(result (own {p}))"),
+    "[method]output-stream.write-zeroes": ((("self", _OS), ("len", "u64")), _SE_ONLY),
+    "[method]output-stream.blocking-write-zeroes-and-flush": (
+        (("self", _OS), ("len", "u64")),
+        _SE_ONLY,
+    ),
+    "[method]output-stream.splice": (
+        (("self", _OS), ("src", _IS), ("len", "u64")),
+        _U64_SE,
+    ),
+    "[method]output-stream.blocking-splice": (
+        (("self", _OS), ("src", _IS), ("len", "u64")),
+        _U64_SE,
+    ),
+}
+#: the stream functions forwarded to fabric:io/latin1, by the host function's name
+_FORWARDED = {
+    "[method]output-stream.write": "write",
+    "[method]output-stream.blocking-write-and-flush": "blocking-write-and-flush",
+    "[method]input-stream.read": "read",
+    "[method]input-stream.blocking-read": "blocking-read",
+}
+
+
+def _sig(func: str, types: dict[str, str], *, latin1: bool = False) -> str:
+    params, result = _SIGNATURES[func]
+    parts = []
+    for pname, ptype in params:
+        if latin1:
+            pname = "s" if pname == "self" else pname
+            ptype = "string" if ptype == "(list u8)" else ptype
+        parts.append(f'(param "{pname}" {ptype.format(**types)})')
+    if latin1:
+        result = result.replace("(list u8)", "string")
+    return " ".join(parts) + " " + result.format(**types)
+
+
+def _is_write(func: str) -> bool:
+    return func.startswith("[method]output-stream.")
+
+
+def adapter_wat(funcs: list[str]) -> str:
+    """The adapter for a guest importing ``funcs`` of ``wasi:io/streams``.
+
+    It imports ``error`` (``wasi:io/error``), ``poll`` (``wasi:io/poll``, only
+    when a ``subscribe`` is among ``funcs``), ``streams`` (the host's, for the
+    passed-through functions and the resource types) and ``latin1``, and
+    exports ``streams``: the host's resource types and every one of ``funcs``.
+    """
+    unknown = [f for f in funcs if f not in _SIGNATURES]
+    if unknown:
+        raise BuildError(f"wasi:io/streams functions unknown to the adapter: {unknown}")
+    poll = any(f.endswith(".subscribe") for f in funcs)
+    forwarded = [f for f in funcs if f in _FORWARDED]
+    passed = [f for f in funcs if f not in _FORWARDED]
+    local = {f: f"f{i}" for i, f in enumerate(funcs)}
+    inner = {"is": "$is", "os": "$os", "se": "$se2", "p": "$p2"}
+    outer = {"is": "$is", "os": "$os", "se": "$se", "p": "$pollable"}
+    shim_in = {"is": "$is", "os": "$os", "se": "$se", "p": "$p"}
+    shim_out = {"is": "$is2", "os": "$os2", "se": "$se2", "p": "$p2"}
+    w: list[str] = [
+        "(component $adapter",
+        '  (import "error" (instance $error-in (export "error" (type (sub resource)))))',
+        '  (alias export $error-in "error" (type $error))',
+    ]
+    if poll:
+        w += [
+            '  (import "poll" (instance $poll-in (export "pollable" (type (sub resource)))))',
+            '  (alias export $poll-in "pollable" (type $pollable))',
+        ]
+    w += [
+        '  (import "streams" (instance $streams-in',
+        "    (alias outer $adapter $error (type $e))",
+        '    (export "error" (type $e2 (eq $e)))',
+    ]
+    if poll:
+        w += [
+            "    (alias outer $adapter $pollable (type $p))",
+            '    (export "pollable" (type $p2 (eq $p)))',
+        ]
+    w += [
+        '    (export "input-stream" (type $is (sub resource)))',
+        '    (export "output-stream" (type $os (sub resource)))',
+        '    (type $se (variant (case "last-operation-failed" (own $e2)) (case "closed")))',
+        '    (export "stream-error" (type $se2 (eq $se)))',
+    ]
+    w += [f'    (export "{f}" (func {_sig(f, inner)}))' for f in passed]
+    w += [
+        "  ))",
+        '  (alias export $streams-in "input-stream" (type $is))',
+        '  (alias export $streams-in "output-stream" (type $os))',
+        '  (alias export $streams-in "stream-error" (type $se))',
+    ]
+    w += [f'  (alias export $streams-in "{f}" (func ${local[f]}))' for f in passed]
+    w += [
+        '  (import "latin1" (instance $latin1',
+        "    (alias outer $adapter $is (type $is))",
+        "    (alias outer $adapter $os (type $os))",
+        "    (alias outer $adapter $se (type $se))",
+    ]
+    w += [f'    (export "{_FORWARDED[f]}" (func {_sig(f, outer, latin1=True)}))' for f in forwarded]
+    w += [
+        "  ))",
+        # one buffer at 64 KiB for every call (no call overlaps another), the
+        # memory grown to fit; results are written at 16
+        "  (core module $mem",
+        '    (memory (export "memory") 2)',
+        '    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $pages i32)',
+        "      (if (i32.gt_u (local.get 3) (i32.const 0x7fff0000)) (then unreachable))",
+        "      (local.set $pages (i32.shr_u (i32.add (local.get 3) (i32.const 131071))"
+        " (i32.const 16)))",
+        "      (if (i32.gt_u (local.get $pages) (memory.size)) (then",
+        "        (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size)))"
+        " (i32.const -1)) (then unreachable))))",
+        "      (i32.const 65536))",
+        "  )",
+        "  (core instance $mi (instantiate $mem))",
+        '  (alias core export $mi "memory" (core memory $memory))',
+        '  (alias core export $mi "realloc" (core func $realloc))',
+    ]
+    w += [
+        f'  (core func $l-{local[f]} (canon lower (func $latin1 "{_FORWARDED[f]}")'
+        " (memory $memory) (realloc $realloc) string-encoding=latin1+utf16))"
+        for f in forwarded
+    ]
+    w += [
+        "  (core func $drop-os (canon resource.drop $os))",
+        "  (core func $drop-is (canon resource.drop $is))",
+        "  (core module $m",
+        '    (import "host" "drop-os" (func $drop_os (param i32)))',
+        '    (import "host" "drop-is" (func $drop_is (param i32)))',
+    ]
+    body: list[str] = []
+    for f in forwarded:
+        n = local[f]
+        if _is_write(f):
+            w.append(f'    (import "host" "{n}" (func ${n} (param i32 i32 i32 i32)))')
+            body += [
+                f'    (func (export "{n}") (param i32 i32 i32) (result i32)',
+                f"      (call ${n} (local.get 0) (local.get 1) (local.get 2) (i32.const 16))",
+                "      (call $drop_os (local.get 0)) (i32.const 16))",
+            ]
+        else:
+            w.append(f'    (import "host" "{n}" (func ${n} (param i32 i64 i32)))')
+            body += [
+                f'    (func (export "{n}") (param i32 i64) (result i32)',
+                f"      (call ${n} (local.get 0) (local.get 1) (i32.const 16))",
+                "      (call $drop_is (local.get 0)) (i32.const 16))",
+            ]
+    w += body
+    w += ["  )", "  (core instance $hi"]
+    w += [f'    (export "{local[f]}" (func $l-{local[f]}))' for f in forwarded]
+    w += [
+        '    (export "drop-os" (func $drop-os)) (export "drop-is" (func $drop-is)))',
+        '  (core instance $i (instantiate $m (with "host" (instance $hi))))',
+    ]
+    w += [
+        f"  (func ${local[f]} {_sig(f, outer)}"
+        f' (canon lift (core func $i "{local[f]}") (memory $memory) (realloc $realloc)))'
+        for f in forwarded
+    ]
+    # A component's exports name the types its functions use: a shim re-exports
+    # the host's types with these functions as one instance.
+    w += [
+        "  (component $shim",
+        '    (import "error" (type $e (sub resource)))',
+    ]
+    if poll:
+        w.append('    (import "pollable" (type $p (sub resource)))')
+    w += [
+        '    (import "input-stream" (type $is (sub resource)))',
+        '    (import "output-stream" (type $os (sub resource)))',
+        '    (type $se-def (variant (case "last-operation-failed" (own $e)) (case "closed")))',
+        '    (import "stream-error" (type $se (eq $se-def)))',
+    ]
+    w += [f'    (import "{local[f]}" (func ${local[f]} {_sig(f, shim_in)}))' for f in funcs]
+    w.append('    (export $e2 "error" (type $e))')
+    if poll:
+        w.append('    (export $p2 "pollable" (type $p))')
+    w += [
+        '    (export $is2 "input-stream" (type $is))',
+        '    (export $os2 "output-stream" (type $os))',
+        '    (type $se-local (variant (case "last-operation-failed" (own $e2)) (case "closed")))',
+        '    (export $se2 "stream-error" (type $se-local))',
+    ]
+    w += [f'    (export "{f}" (func ${local[f]}) (func {_sig(f, shim_out)}))' for f in funcs]
+    w += ["  )", "  (instance $out (instantiate $shim", '    (with "error" (type $error))']
+    if poll:
+        w.append('    (with "pollable" (type $pollable))')
+    w += [
+        '    (with "input-stream" (type $is))',
+        '    (with "output-stream" (type $os))',
+        '    (with "stream-error" (type $se))',
+    ]
+    w += [f'    (with "{local[f]}" (func ${local[f]}))' for f in funcs]
+    w += ["  ))", '  (export "streams" (instance $out))', ")", ""]
+    return "\n".join(w)
+
+
+def _latin1_instance_type(streams_types: int, forwarded: list[str]) -> bytes:
+    """``fabric:io/latin1``'s instance type; its stream types are the outer's
+    types ``streams_types`` (input-stream), +1 (output-stream), +2 (stream-error)."""
+    outer = [b"\x02" + b"\x03\x02" + u32(1) + u32(streams_types + k) for k in range(3)]
+    decls = [
+        *outer,  # 0 input-stream, 1 output-stream, 2 stream-error
+        b"\x01\x68\x01",  # 3 borrow<output-stream>
+        b"\x01\x68\x00",  # 4 borrow<input-stream>
+        b"\x01\x6a\x00\x01\x02",  # 5 result<_, stream-error>
+        b"\x01\x6a\x01\x73\x01\x02",  # 6 result<string, stream-error>
+        b"\x01\x40" + vec([name("s") + b"\x03", name("contents") + b"\x73"]) + b"\x00\x05",  # 7
+        b"\x01\x40" + vec([name("s") + b"\x04", name("len") + b"\x77"]) + b"\x00\x06",  # 8
+    ]
+    decls += [
+        b"\x04\x00" + name(_FORWARDED[f]) + b"\x01" + (b"\x07" if _is_write(f) else b"\x08")
+        for f in forwarded
+    ]
+    return b"\x42" + vec(decls)
+
+
+def _sortidx(sort: int, index: int) -> bytes:
+    return (b"\x00\x11" if sort == SORT_CORE else bytes([sort])) + u32(index)
+
+
+def stream_funcs(shape: ComponentShape) -> list[str]:
+    """The functions of ``wasi:io/streams`` the component imports, in its order."""
+    streams = shape.import_named("wasi:io/streams")
+    if streams is None or streams.sort != SORT_INSTANCE or streams.type_index is None:
+        raise BuildError("the guest does not import wasi:io/streams: fast_bytes has nothing to do")
+    exports = shape.instance_types.get(streams.type_index)
+    if exports is None:
+        raise BuildError("the guest's wasi:io/streams import has a type this composer cannot read")
+    return [n for n, sort in exports if sort == 0x01]
+
+
+def compose_fast_bytes(guest: bytes, adapter: bytes) -> bytes:
+    """The outer component putting ``adapter`` (built from :func:`adapter_wat`
+    for this guest) in front of ``guest``; see the module's description."""
+    try:
+        shape = read_component(guest)
+    except ComponentBinaryError as exc:
+        raise BuildError(f"cannot compose this guest: {exc}") from exc
+    funcs = stream_funcs(shape)
+    needed = {"wasi:io/error": True, "wasi:io/poll": any(f.endswith(".subscribe") for f in funcs)}
+    found = {}
+    for iface, required in needed.items():
+        imp = shape.import_named(iface)
+        if imp is None or imp.sort != SORT_INSTANCE:
+            if required:
+                raise BuildError(f"the guest imports wasi:io/streams but not {iface}")
+            continue
+        found[iface] = imp.index
+    if shape.import_named("fabric:io/latin1") is not None:
+        raise BuildError("the guest already imports fabric:io/latin1")
+    streams = shape.import_named("wasi:io/streams")
+    assert streams is not None
+    forwarded = [f for f in funcs if f in _FORWARDED]
+    types = shape.counts.get(SORT_TYPE, 0)
+    instances = shape.counts.get(SORT_INSTANCE, 0)
+    components = shape.counts.get(0x04, 0)
+    out = [PREAMBLE, guest[len(PREAMBLE) : shape.prefix_end]]
+    # the streams' types, as the outer's types `types` .. `types + 2`
+    out.append(section(SECTION_ALIAS, vec([
+        b"\x03\x00" + u32(streams.index) + name(n)
+        for n in ("input-stream", "output-stream", "stream-error")
+    ])))  # fmt: skip
+    out.append(section(SECTION_TYPE, vec([_latin1_instance_type(types, forwarded)])))
+    out.append(section(SECTION_IMPORT, vec([
+        b"\x00" + name(LATIN1_IMPORT) + b"\x05" + u32(types + 3)
+    ])))  # fmt: skip
+    latin1 = instances
+    out.append(section(SECTION_COMPONENT, adapter))
+    args = [name("error") + _sortidx(SORT_INSTANCE, found["wasi:io/error"])]
+    if "wasi:io/poll" in found:
+        args.append(name("poll") + _sortidx(SORT_INSTANCE, found["wasi:io/poll"]))
+    args += [
+        name("streams") + _sortidx(SORT_INSTANCE, streams.index),
+        name("latin1") + _sortidx(SORT_INSTANCE, latin1),
+    ]
+    out.append(section(SECTION_INSTANCE, vec([b"\x00" + u32(components) + vec(args)])))
+    adapter_instance = latin1 + 1
+    out.append(section(SECTION_ALIAS, vec([
+        b"\x05\x00" + u32(adapter_instance) + name("streams")
+    ])))  # fmt: skip
+    adapted = latin1 + 2
+    out.append(section(SECTION_COMPONENT, guest))
+    guest_args = [
+        name(imp.name) + _sortidx(imp.sort, adapted if imp is streams else imp.index)
+        for imp in shape.imports
+    ]
+    out.append(section(SECTION_INSTANCE, vec([b"\x00" + u32(components + 1) + vec(guest_args)])))
+    guest_instance = latin1 + 3
+    counts = {SORT_INSTANCE: guest_instance + 1}
+    aliases, exports = [], []
+    for export in shape.exports:
+        if export.sort == SORT_CORE:
+            raise BuildError(f"cannot re-export core export {export.name!r}")
+        index = counts.get(export.sort, shape.counts.get(export.sort, 0))
+        counts[export.sort] = index + 1
+        aliases.append(bytes([export.sort]) + b"\x00" + u32(guest_instance) + name(export.name))
+        exports.append(b"\x00" + name(export.name) + _sortidx(export.sort, index) + b"\x00")
+    out.append(section(SECTION_ALIAS, vec(aliases)))
+    out.append(section(SECTION_EXPORT, vec(exports)))
+    return b"".join(out)
+
+
+def build_fast_bytes_guest(guest: Path | str) -> Path:
+    """The guest at ``guest`` composed with the latin-1 streams adapter, cached.
+
+    Raises :class:`~fabric.build.BuildError` when the guest cannot be composed
+    (it does not import ``wasi:io/streams``, or its binary opens with sections
+    this composer does not read).
+    """
+    path = Path(guest)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BuildError(f"cannot read {path}: {exc}") from exc
+    digest = hashlib.sha256()
+    digest.update(f"fast-bytes\0{_KEY_VERSION}\0".encode())
+    digest.update(data)
+    key = digest.hexdigest()[:32]
+    guests = cache_dir() / "guests"
+    out = guests / f"{path.stem[:40]}-latin1-{key}.wasm"
+    if out.is_file():
+        return out
+    try:
+        shape = read_component(data)
+    except ComponentBinaryError as exc:
+        raise BuildError(f"cannot compose {path}: {exc}") from exc
+    adapter = build_wat_guest(adapter_wat(stream_funcs(shape))).read_bytes()
+    composed = compose_fast_bytes(data, adapter)
+    guests.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=guests)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(composed)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
