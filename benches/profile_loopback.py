@@ -16,6 +16,7 @@ function calls, and the top functions by own and cumulative time::
     python -m benches.profile_loopback --path rtt --rounds 5000 --top 30
     python -m benches.profile_loopback --no-profile      # timings and counts only
     python -m benches.profile_loopback --no-profile --clients 8   # 8 concurrent clients
+    python -m benches.profile_loopback --path bulk --fast-bytes   # both guests fast_bytes
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PORT = 7
 PATHS = ("rtt", "bulk")
 
 
-def _manifest(guest: Path) -> dict[str, Any]:
+def _manifest(guest: Path, fast_bytes: bool = False) -> dict[str, Any]:
     return {
         "workloads": [
             {
@@ -52,9 +53,17 @@ def _manifest(guest: Path) -> dict[str, Any]:
                         "wasm": str(guest),
                         "args": ["echo-server", str(PORT)],
                         "ports": [PORT],
+                        "fast_bytes": fast_bytes,
                     }
                 ],
-                "components": [{"name": "client", "wasm": str(guest), "concurrency": 64}],
+                "components": [
+                    {
+                        "name": "client",
+                        "wasm": str(guest),
+                        "concurrency": 64,
+                        "fast_bytes": fast_bytes,
+                    }
+                ],
             }
         ]
     }
@@ -150,7 +159,9 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
 
 async def main(args: argparse.Namespace) -> None:
     guest = await net_guest()
-    manifest = manifest_from_dict(_manifest(guest), path="<profile>", base_dir=str(ROOT))
+    manifest = manifest_from_dict(
+        _manifest(guest, args.fast_bytes), path="<profile>", base_dir=str(ROOT)
+    )
     fabric = Fabric(manifest, emit=lambda line: None)
     await fabric.start()
     try:
@@ -174,6 +185,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="concurrent clients in the timed runs (CPU per client)",
     )
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--fast-bytes",
+        action="store_true",
+        help="both guests composed with the latin-1 streams adapter (docs/bytes-as-strings.md)",
+    )
     p.add_argument("--no-profile", action="store_true", help="timings and host calls only")
     return p.parse_args(argv)
 
