@@ -302,20 +302,22 @@ def stream_funcs(shape: ComponentShape) -> list[str]:
     """The functions of ``wasi:io/streams`` the component imports, in its order."""
     streams = shape.import_named("wasi:io/streams")
     if streams is None or streams.sort != SORT_INSTANCE or streams.type_index is None:
-        raise BuildError("the guest does not import wasi:io/streams: fast_bytes has nothing to do")
+        raise BuildError("the guest does not import wasi:io/streams, so there is nothing to adapt")
     exports = shape.instance_types.get(streams.type_index)
     if exports is None:
         raise BuildError("the guest's wasi:io/streams import has a type this composer cannot read")
     return [n for n, sort in exports if sort == 0x01]
 
 
-def compose_fast_bytes(guest: bytes, adapter: bytes) -> bytes:
+def compose_fast_bytes(guest: bytes, adapter: bytes, shape: ComponentShape | None = None) -> bytes:
     """The outer component putting ``adapter`` (built from :func:`adapter_wat`
-    for this guest) in front of ``guest``; see the module's description."""
-    try:
-        shape = read_component(guest)
-    except ComponentBinaryError as exc:
-        raise BuildError(f"cannot compose this guest: {exc}") from exc
+    for this guest) in front of ``guest``; see the module's description.
+    ``shape`` is ``read_component(guest)`` when the caller has it."""
+    if shape is None:
+        try:
+            shape = read_component(guest)
+        except ComponentBinaryError as exc:
+            raise BuildError(f"cannot compose this guest: {exc}") from exc
     funcs = stream_funcs(shape)
     needed = {"wasi:io/error": True, "wasi:io/poll": any(f.endswith(".subscribe") for f in funcs)}
     found = {}
@@ -402,10 +404,10 @@ def build_fast_bytes_guest(guest: Path | str) -> Path:
         return out
     try:
         shape = read_component(data)
-    except ComponentBinaryError as exc:
-        raise BuildError(f"cannot compose {path}: {exc}") from exc
-    adapter = build_wat_guest(adapter_wat(stream_funcs(shape))).read_bytes()
-    composed = compose_fast_bytes(data, adapter)
+        adapter = build_wat_guest(adapter_wat(stream_funcs(shape))).read_bytes()
+        composed = compose_fast_bytes(data, adapter, shape)
+    except (BuildError, ComponentBinaryError) as exc:
+        raise BuildError(f"fast_bytes: cannot compose {path}: {exc}") from exc
     guests.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=guests)
     tmp = Path(tmp_name)
