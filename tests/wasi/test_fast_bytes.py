@@ -99,3 +99,39 @@ async def test_composed_guests_echo_and_stream_bulk_intact(
     assert got["sha256"] == sent.facts["sha256"] == hashlib.sha256(pattern(nbytes)).hexdigest()
     assert small.facts["match"] == "1"
     assert small.facts["echo_len"] == str(len(message.encode()))
+
+
+async def test_a_dropped_peer_reaches_the_composed_guest_as_without_it(
+    runtime: Runtime, net_wasm: Path
+) -> None:
+    """The host's stream errors cross the adapter unchanged: a reset peer is
+    EPIPE for send() and EIO for recv(), as for the guest on its own
+    (``test_net_guests.test_peer_dropped_mid_stream``)."""
+
+    async def drop_after_64k(reader: Any, writer: Any) -> None:
+        await reader.readexactly(65536)
+        writer.abort()
+
+    async def reply_then_drop(reader: Any, writer: Any) -> None:
+        await reader.read()
+        writer.write(b"partial")
+        await writer.drain()
+        writer.abort()
+
+    async with running(runtime, fast(workload("drop", net_wasm))) as fab:
+        net = fab.network("drop")
+        servers = [
+            await net.start_server(drop_after_64k, 9100),
+            await net.start_server(reply_then_drop, 9101),
+        ]
+        try:
+            writer = await fab.invoke("drop", "bulk-send", "9100", str(8 << 20))
+            reader = await fab.invoke("drop", "echo-client", "9101", "hello?")
+        finally:
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+    assert writer.trapped
+    assert "BrokenPipeError" in writer.stderr
+    assert reader.trapped
+    assert "OSError: [Errno 29] I/O error" in reader.stderr
