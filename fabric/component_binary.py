@@ -25,9 +25,11 @@ __all__ = [
     "ComponentShape",
     "Export",
     "Import",
+    "Reader",
     "name",
     "read_component",
     "section",
+    "sections",
     "u32",
     "vec",
 ]
@@ -140,7 +142,10 @@ def section(section_id: int, payload: bytes) -> bytes:
 # -- decoding --------------------------------------------------------------
 
 
-class _Reader:
+class Reader:
+    """Reads LEB128 numbers, names and the component model's type grammar from
+    ``data[pos:end]``, raising :class:`ComponentBinaryError` on what it cannot read."""
+
     def __init__(self, data: bytes | memoryview, pos: int = 0, end: int | None = None) -> None:
         self.data = data
         self.pos = pos
@@ -334,11 +339,11 @@ class _Reader:
         return sort
 
 
-def _sections(data: bytes | memoryview) -> list[tuple[int, int, int, int]]:
+def sections(data: bytes | memoryview) -> list[tuple[int, int, int, int]]:
     """``(id, section start, payload start, end)`` of every top-level section."""
     if bytes(data[: len(PREAMBLE)]) != PREAMBLE:
         raise ComponentBinaryError("not a component binary (bad preamble)")
-    reader = _Reader(data, len(PREAMBLE))
+    reader = Reader(data, len(PREAMBLE))
     out = []
     while reader.pos < reader.end:
         start = reader.pos
@@ -358,8 +363,8 @@ def read_component(data: bytes | memoryview) -> ComponentShape:
     Raises :class:`ComponentBinaryError` when the sections before the last
     import are anything but types, imports, aliases and custom sections.
     """
-    sections = _sections(data)
-    last_import = max((i for i, s in enumerate(sections) if s[0] == SECTION_IMPORT), default=-1)
+    found = sections(data)
+    last_import = max((i for i, s in enumerate(found) if s[0] == SECTION_IMPORT), default=-1)
     shape = ComponentShape()
     counts = shape.counts
 
@@ -368,8 +373,8 @@ def read_component(data: bytes | memoryview) -> ComponentShape:
         counts[sort] = index + 1
         return index
 
-    for position, (section_id, _start, payload, end) in enumerate(sections):
-        reader = _Reader(data, payload, end)
+    for position, (section_id, _start, payload, end) in enumerate(found):
+        reader = Reader(data, payload, end)
         if section_id == SECTION_EXPORT:
             for _ in range(reader.u32()):
                 export_name = reader.externname()

@@ -1,24 +1,29 @@
-"""Compose the latin-1 streams adapter in front of a guest (``fast_bytes``).
+"""Give a guest ``wasi:io/streams`` over latin-1 strings (``fast_bytes``).
 
 A guest's ``wasi:io/streams`` ``read`` / ``write`` (and their blocking forms)
 move ``list<u8>``, which crosses wasmtime's C API one 32-byte value per byte;
-the adapter forwards them to the host's ``fabric:io/latin1`` as latin-1
-strings, one buffer (docs/bytes-as-strings.md). :func:`compose_fast_bytes`
-builds, for one guest binary, an outer component that
+``fabric:io/latin1`` moves the same bytes as one latin-1 string
+(docs/bytes-as-strings.md). :func:`compose_fast_bytes` builds, for one guest
+binary, an outer component that
 
 * opens with the guest's own type, import and alias sections, copied as they
   are, so it imports exactly what the guest imports, plus
   ``fabric:io/latin1@0.1.0``;
-* nests an adapter generated for the stream functions this guest imports
-  (those four forwarded, every other one passed through as the host's own),
-  instantiated with the imported ``wasi:io/error``, ``wasi:io/poll``,
-  ``wasi:io/streams`` and ``fabric:io/latin1``;
-* nests the guest binary whole and instantiates it with every import taken
-  from the outer's imports except ``wasi:io/streams``, taken from the adapter;
+* nests a bridge generated for the stream functions this guest imports
+  (:func:`bridge_wat`, no code of its own): one instance holding the host's
+  stream types and functions and the latin-1 functions, instantiated with the
+  imported ``wasi:io/error``, ``wasi:io/poll``, ``wasi:io/streams`` and
+  ``fabric:io/latin1``;
+* nests the guest, rewritten so that its own lowerings of those functions
+  call the latin-1 ones (:mod:`fabric.component_rewrite`), and instantiates it
+  with every import taken from the outer's imports except ``wasi:io/streams``,
+  taken from the bridge;
 * re-exports the guest's exports.
 
-The result is cached by content hash beside the other builds
-(:func:`fabric.build.cache_dir` ``/guests``).
+The guest's bytes go straight from its memory to the host as a string and
+back: no component in between, no copy between memories. The result is
+cached by content hash beside the other builds (:func:`fabric.build.cache_dir`
+``/guests``).
 """
 
 from __future__ import annotations
@@ -48,13 +53,20 @@ from fabric.component_binary import (
     u32,
     vec,
 )
+from fabric.component_rewrite import LATIN1_FUNCS, LATIN1_PREFIX, redirect_stream_lowerings
 
 from .wasi.latin1 import VERSION as LATIN1_VERSION
 
-__all__ = ["LATIN1_IMPORT", "adapter_wat", "build_fast_bytes_guest", "compose_fast_bytes"]
+__all__ = [
+    "LATIN1_IMPORT",
+    "bridge_wat",
+    "build_fast_bytes_guest",
+    "compose_fast_bytes",
+    "stream_funcs",
+]
 
 LATIN1_IMPORT = f"fabric:io/latin1@{LATIN1_VERSION}"
-_KEY_VERSION = "1"  # bump when the composition changes
+_KEY_VERSION = "2"  # bump when the composition changes
 
 _IS, _OS = "(borrow {is})", "(borrow {os})"
 _SE_ONLY = "(result (result (error {se})))"
@@ -90,13 +102,7 @@ _SIGNATURES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
         _U64_SE,
     ),
 }
-#: the stream functions forwarded to fabric:io/latin1, by the host function's name
-_FORWARDED = {
-    "[method]output-stream.write": "write",
-    "[method]output-stream.blocking-write-and-flush": "blocking-write-and-flush",
-    "[method]input-stream.read": "read",
-    "[method]input-stream.blocking-read": "blocking-read",
-}
+_FORWARDED = LATIN1_FUNCS
 
 
 def _sig(func: str, types: dict[str, str], *, latin1: bool = False) -> str:
@@ -116,27 +122,29 @@ def _is_write(func: str) -> bool:
     return func.startswith("[method]output-stream.")
 
 
-def adapter_wat(funcs: list[str]) -> str:
-    """The adapter for a guest importing ``funcs`` of ``wasi:io/streams``.
+def bridge_wat(funcs: list[str]) -> str:
+    """The bridge for a guest importing ``funcs`` of ``wasi:io/streams``.
 
     It imports ``error`` (``wasi:io/error``), ``poll`` (``wasi:io/poll``, only
-    when a ``subscribe`` is among ``funcs``), ``streams`` (the host's, for the
-    passed-through functions and the resource types) and ``latin1``, and
-    exports ``streams``: the host's resource types and every one of ``funcs``.
+    when a ``subscribe`` is among ``funcs``), ``streams`` (the host's) and
+    ``latin1``, and exports ``streams``: the host's resource types, every one
+    of ``funcs`` as the host's own function, and for each of them that moves
+    bytes the ``fabric:io/latin1`` function under
+    ``fabric-latin1-<name>``, which the rewritten guest lowers.
     """
     unknown = [f for f in funcs if f not in _SIGNATURES]
     if unknown:
-        raise BuildError(f"wasi:io/streams functions unknown to the adapter: {unknown}")
+        raise BuildError(f"wasi:io/streams functions unknown to the composer: {unknown}")
     poll = any(f.endswith(".subscribe") for f in funcs)
-    forwarded = [f for f in funcs if f in _FORWARDED]
-    passed = [f for f in funcs if f not in _FORWARDED]
+    latin1 = [f for f in funcs if f in _FORWARDED]
     local = {f: f"f{i}" for i, f in enumerate(funcs)}
+    local_l1 = {f: f"l{i}" for i, f in enumerate(latin1)}
     inner = {"is": "$is", "os": "$os", "se": "$se2", "p": "$p2"}
     outer = {"is": "$is", "os": "$os", "se": "$se", "p": "$pollable"}
     shim_in = {"is": "$is", "os": "$os", "se": "$se", "p": "$p"}
     shim_out = {"is": "$is2", "os": "$os2", "se": "$se2", "p": "$p2"}
     w: list[str] = [
-        "(component $adapter",
+        "(component $bridge",
         '  (import "error" (instance $error-in (export "error" (type (sub resource)))))',
         '  (alias export $error-in "error" (type $error))',
     ]
@@ -147,12 +155,12 @@ def adapter_wat(funcs: list[str]) -> str:
         ]
     w += [
         '  (import "streams" (instance $streams-in',
-        "    (alias outer $adapter $error (type $e))",
+        "    (alias outer $bridge $error (type $e))",
         '    (export "error" (type $e2 (eq $e)))',
     ]
     if poll:
         w += [
-            "    (alias outer $adapter $pollable (type $p))",
+            "    (alias outer $bridge $pollable (type $p))",
             '    (export "pollable" (type $p2 (eq $p)))',
         ]
     w += [
@@ -161,87 +169,27 @@ def adapter_wat(funcs: list[str]) -> str:
         '    (type $se (variant (case "last-operation-failed" (own $e2)) (case "closed")))',
         '    (export "stream-error" (type $se2 (eq $se)))',
     ]
-    w += [f'    (export "{f}" (func {_sig(f, inner)}))' for f in passed]
+    w += [f'    (export "{f}" (func {_sig(f, inner)}))' for f in funcs]
     w += [
         "  ))",
         '  (alias export $streams-in "input-stream" (type $is))',
         '  (alias export $streams-in "output-stream" (type $os))',
         '  (alias export $streams-in "stream-error" (type $se))',
     ]
-    w += [f'  (alias export $streams-in "{f}" (func ${local[f]}))' for f in passed]
+    w += [f'  (alias export $streams-in "{f}" (func ${local[f]}))' for f in funcs]
     w += [
         '  (import "latin1" (instance $latin1',
-        "    (alias outer $adapter $is (type $is))",
-        "    (alias outer $adapter $os (type $os))",
-        "    (alias outer $adapter $se (type $se))",
+        "    (alias outer $bridge $is (type $is))",
+        "    (alias outer $bridge $os (type $os))",
+        "    (alias outer $bridge $se (type $se))",
     ]
-    w += [f'    (export "{_FORWARDED[f]}" (func {_sig(f, outer, latin1=True)}))' for f in forwarded]
-    w += [
-        "  ))",
-        # one buffer at 64 KiB for every call (no call overlaps another), the
-        # memory grown to fit; results are written at 16
-        "  (core module $mem",
-        '    (memory (export "memory") 2)',
-        '    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $pages i32)',
-        "      (if (i32.gt_u (local.get 3) (i32.const 0x7fff0000)) (then unreachable))",
-        "      (local.set $pages (i32.shr_u (i32.add (local.get 3) (i32.const 131071))"
-        " (i32.const 16)))",
-        "      (if (i32.gt_u (local.get $pages) (memory.size)) (then",
-        "        (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size)))"
-        " (i32.const -1)) (then unreachable))))",
-        "      (i32.const 65536))",
-        "  )",
-        "  (core instance $mi (instantiate $mem))",
-        '  (alias core export $mi "memory" (core memory $memory))',
-        '  (alias core export $mi "realloc" (core func $realloc))',
-    ]
-    w += [
-        f'  (core func $l-{local[f]} (canon lower (func $latin1 "{_FORWARDED[f]}")'
-        " (memory $memory) (realloc $realloc) string-encoding=latin1+utf16))"
-        for f in forwarded
-    ]
-    w += [
-        "  (core func $drop-os (canon resource.drop $os))",
-        "  (core func $drop-is (canon resource.drop $is))",
-        "  (core module $m",
-        '    (import "host" "drop-os" (func $drop_os (param i32)))',
-        '    (import "host" "drop-is" (func $drop_is (param i32)))',
-    ]
-    body: list[str] = []
-    for f in forwarded:
-        n = local[f]
-        if _is_write(f):
-            w.append(f'    (import "host" "{n}" (func ${n} (param i32 i32 i32 i32)))')
-            body += [
-                f'    (func (export "{n}") (param i32 i32 i32) (result i32)',
-                f"      (call ${n} (local.get 0) (local.get 1) (local.get 2) (i32.const 16))",
-                "      (call $drop_os (local.get 0)) (i32.const 16))",
-            ]
-        else:
-            w.append(f'    (import "host" "{n}" (func ${n} (param i32 i64 i32)))')
-            body += [
-                f'    (func (export "{n}") (param i32 i64) (result i32)',
-                f"      (call ${n} (local.get 0) (local.get 1) (i32.const 16))",
-                "      (call $drop_is (local.get 0)) (i32.const 16))",
-            ]
-    w += body
-    w += ["  )", "  (core instance $hi"]
-    w += [f'    (export "{local[f]}" (func $l-{local[f]}))' for f in forwarded]
-    w += [
-        '    (export "drop-os" (func $drop-os)) (export "drop-is" (func $drop-is)))',
-        '  (core instance $i (instantiate $m (with "host" (instance $hi))))',
-    ]
-    w += [
-        f"  (func ${local[f]} {_sig(f, outer)}"
-        f' (canon lift (core func $i "{local[f]}") (memory $memory) (realloc $realloc)))'
-        for f in forwarded
-    ]
-    # A component's exports name the types its functions use: a shim re-exports
-    # the host's types with these functions as one instance.
-    w += [
-        "  (component $shim",
-        '    (import "error" (type $e (sub resource)))',
-    ]
+    w += [f'    (export "{_FORWARDED[f]}" (func {_sig(f, outer, latin1=True)}))' for f in latin1]
+    w.append("  ))")
+    w += [f'  (alias export $latin1 "{_FORWARDED[f]}" (func ${local_l1[f]}))' for f in latin1]
+    # A component's exports name the types its functions use; an instance
+    # built from loose exports cannot, so a shim re-exports the host's types
+    # with the functions as one instance.
+    w += ["  (component $shim", '    (import "error" (type $e (sub resource)))']
     if poll:
         w.append('    (import "pollable" (type $p (sub resource)))')
     w += [
@@ -251,6 +199,10 @@ def adapter_wat(funcs: list[str]) -> str:
         '    (import "stream-error" (type $se (eq $se-def)))',
     ]
     w += [f'    (import "{local[f]}" (func ${local[f]} {_sig(f, shim_in)}))' for f in funcs]
+    w += [
+        f'    (import "{local_l1[f]}" (func ${local_l1[f]} {_sig(f, shim_in, latin1=True)}))'
+        for f in latin1
+    ]
     w.append('    (export $e2 "error" (type $e))')
     if poll:
         w.append('    (export $p2 "pollable" (type $p))')
@@ -261,6 +213,11 @@ def adapter_wat(funcs: list[str]) -> str:
         '    (export $se2 "stream-error" (type $se-local))',
     ]
     w += [f'    (export "{f}" (func ${local[f]}) (func {_sig(f, shim_out)}))' for f in funcs]
+    w += [
+        f'    (export "{LATIN1_PREFIX}{_FORWARDED[f]}" (func ${local_l1[f]})'
+        f" (func {_sig(f, shim_out, latin1=True)}))"
+        for f in latin1
+    ]
     w += ["  )", "  (instance $out (instantiate $shim", '    (with "error" (type $error))']
     if poll:
         w.append('    (with "pollable" (type $pollable))')
@@ -270,6 +227,7 @@ def adapter_wat(funcs: list[str]) -> str:
         '    (with "stream-error" (type $se))',
     ]
     w += [f'    (with "{local[f]}" (func ${local[f]}))' for f in funcs]
+    w += [f'    (with "{local_l1[f]}" (func ${local_l1[f]}))' for f in latin1]
     w += ["  ))", '  (export "streams" (instance $out))', ")", ""]
     return "\n".join(w)
 
@@ -309,15 +267,16 @@ def stream_funcs(shape: ComponentShape) -> list[str]:
     return [n for n, sort in exports if sort == 0x01]
 
 
-def compose_fast_bytes(guest: bytes, adapter: bytes, shape: ComponentShape | None = None) -> bytes:
-    """The outer component putting ``adapter`` (built from :func:`adapter_wat`
-    for this guest) in front of ``guest``; see the module's description.
+def compose_fast_bytes(guest: bytes, bridge: bytes, shape: ComponentShape | None = None) -> bytes:
+    """The outer component joining ``guest``, rewritten, and ``bridge`` (built
+    from :func:`bridge_wat` for this guest); see the module's description.
     ``shape`` is ``read_component(guest)`` when the caller has it."""
-    if shape is None:
-        try:
+    try:
+        if shape is None:
             shape = read_component(guest)
-        except ComponentBinaryError as exc:
-            raise BuildError(f"cannot compose this guest: {exc}") from exc
+        rewritten, _ = redirect_stream_lowerings(guest, shape)
+    except ComponentBinaryError as exc:
+        raise BuildError(f"cannot compose this guest: {exc}") from exc
     funcs = stream_funcs(shape)
     needed = {"wasi:io/error": True, "wasi:io/poll": any(f.endswith(".subscribe") for f in funcs)}
     found = {}
@@ -347,7 +306,7 @@ def compose_fast_bytes(guest: bytes, adapter: bytes, shape: ComponentShape | Non
         b"\x00" + name(LATIN1_IMPORT) + b"\x05" + u32(types + 3)
     ])))  # fmt: skip
     latin1 = instances
-    out.append(section(SECTION_COMPONENT, adapter))
+    out.append(section(SECTION_COMPONENT, bridge))
     args = [name("error") + _sortidx(SORT_INSTANCE, found["wasi:io/error"])]
     if "wasi:io/poll" in found:
         args.append(name("poll") + _sortidx(SORT_INSTANCE, found["wasi:io/poll"]))
@@ -356,12 +315,12 @@ def compose_fast_bytes(guest: bytes, adapter: bytes, shape: ComponentShape | Non
         name("latin1") + _sortidx(SORT_INSTANCE, latin1),
     ]
     out.append(section(SECTION_INSTANCE, vec([b"\x00" + u32(components) + vec(args)])))
-    adapter_instance = latin1 + 1
+    bridge_instance = latin1 + 1
     out.append(section(SECTION_ALIAS, vec([
-        b"\x05\x00" + u32(adapter_instance) + name("streams")
+        b"\x05\x00" + u32(bridge_instance) + name("streams")
     ])))  # fmt: skip
     adapted = latin1 + 2
-    out.append(section(SECTION_COMPONENT, guest))
+    out.append(section(SECTION_COMPONENT, rewritten))
     guest_args = [
         name(imp.name) + _sortidx(imp.sort, adapted if imp is streams else imp.index)
         for imp in shape.imports
@@ -383,7 +342,7 @@ def compose_fast_bytes(guest: bytes, adapter: bytes, shape: ComponentShape | Non
 
 
 def build_fast_bytes_guest(guest: Path | str) -> Path:
-    """The guest at ``guest`` composed with the latin-1 streams adapter, cached.
+    """The guest at ``guest`` with its streams over ``fabric:io/latin1``, cached.
 
     Raises :class:`~fabric.build.BuildError` when the guest cannot be composed
     (it does not import ``wasi:io/streams``, or its binary opens with sections
@@ -404,8 +363,8 @@ def build_fast_bytes_guest(guest: Path | str) -> Path:
         return out
     try:
         shape = read_component(data)
-        adapter = build_wat_guest(adapter_wat(stream_funcs(shape))).read_bytes()
-        composed = compose_fast_bytes(data, adapter, shape)
+        bridge = build_wat_guest(bridge_wat(stream_funcs(shape))).read_bytes()
+        composed = compose_fast_bytes(data, bridge, shape)
     except (BuildError, ComponentBinaryError) as exc:
         raise BuildError(f"fast_bytes: cannot compose {path}: {exc}") from exc
     guests.mkdir(parents=True, exist_ok=True)

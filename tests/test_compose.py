@@ -21,7 +21,8 @@ from fabric.component_binary import (
     read_component,
     u32,
 )
-from fabric.compose import LATIN1_IMPORT, adapter_wat, build_fast_bytes_guest
+from fabric.component_rewrite import redirect_stream_lowerings
+from fabric.compose import LATIN1_IMPORT, bridge_wat, build_fast_bytes_guest
 from fabric.runtime import Runtime
 from fabric.wasi import WasiCtx
 from fabric.wasi.io import BytesInput, SinkOutput
@@ -97,13 +98,28 @@ def test_a_guest_without_streams_is_refused(tmp_path: Path) -> None:
         build_fast_bytes_guest(guest)
 
 
-def test_adapter_covers_only_what_the_guest_imports() -> None:
-    text = adapter_wat(["[method]output-stream.check-write", "[method]input-stream.read"])
-    assert '(export "read"' in text and '"[method]input-stream.read"' in text
+def test_bridge_covers_only_what_the_guest_imports() -> None:
+    text = bridge_wat(["[method]output-stream.check-write", "[method]input-stream.read"])
+    assert '(export "read"' in text and '"fabric-latin1-read"' in text
     assert "write" not in text.replace("check-write", "")
     assert '"poll"' not in text  # no subscribe: no wasi:io/poll import
-    with pytest.raises(BuildError, match="unknown to the adapter"):
-        adapter_wat(["[method]output-stream.frobnicate"])
+    with pytest.raises(BuildError, match="unknown to the composer"):
+        bridge_wat(["[method]output-stream.frobnicate"])
+
+
+def test_the_guest_lowers_latin1_functions_and_nothing_else_moves() -> None:
+    data = echo_guest().read_bytes()
+    shape = read_component(data)
+    rewritten, funcs = redirect_stream_lowerings(data, shape)
+    assert funcs == ["[method]output-stream.write", "[method]input-stream.read"]
+    after = read_component(rewritten)
+    # the same imports at the same indices, the streams type declaring more
+    assert after.imports == shape.imports and after.counts == shape.counts
+    streams = after.import_named("wasi:io/streams")
+    assert streams is not None and streams.type_index is not None
+    declared = [n for n, _ in after.instance_types[streams.type_index]]
+    assert declared[-2:] == ["fabric-latin1-write", "fabric-latin1-read"]
+    assert after.exports == shape.exports
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``fast_bytes``: the net guest composed with the latin-1 streams adapter.
+"""``fast_bytes``: the net guest composed to move its stream bytes as latin-1.
 
 The composed guest (``fabric.compose``) moves its socket bytes through
 ``fabric:io/latin1`` instead of ``wasi:io/streams``' ``list<u8>`` functions;
@@ -60,7 +60,7 @@ async def test_every_byte_value_crosses_a_composed_echo_server(
     runtime: Runtime, net_wasm: Path
 ) -> None:
     """A host peer sends 1 MiB holding every byte value to the composed echo
-    server and reads it back: the server's reads and writes go through the adapter."""
+    server and reads it back: the server's reads and writes go through fabric:io/latin1."""
     payload = EVERY_BYTE * 4096
     wl = fast(workload("fast", net_wasm, services=[
         service("echo", net_wasm, "echo-server", "7", ports=[7], restart="always")
@@ -104,7 +104,7 @@ async def test_composed_guests_echo_and_stream_bulk_intact(
 async def test_a_dropped_peer_reaches_the_composed_guest_as_without_it(
     runtime: Runtime, net_wasm: Path
 ) -> None:
-    """The host's stream errors cross the adapter unchanged: a reset peer is
+    """The host's stream errors reach the composed guest unchanged: a reset peer is
     EPIPE for send() and EIO for recv(), as for the guest on its own
     (``test_net_guests.test_peer_dropped_mid_stream``)."""
 
