@@ -153,7 +153,7 @@ class _Fabric:
     group = "fabric"
     max_concurrency = 8
     check: tuple[str, str] = ("", "")
-    #: both guests composed with the latin-1 streams adapter (docs/bytes-as-strings.md)
+    #: both guests with fast_bytes: stream bytes as latin-1 strings (docs/bytes-as-strings.md)
     fast_bytes = False
 
     def __init__(self, env: Any) -> None:
@@ -236,8 +236,8 @@ class FabricBulk(_Bulk, _Fabric):
 class FabricBulkFast(FabricBulk):
     name = "fabric-virtual-bulk-fast"
     description = (
-        "fabric-virtual-bulk with both guests composed with the latin-1 streams adapter "
-        "(fast_bytes): bytes cross the C API as strings"
+        "fabric-virtual-bulk with fast_bytes on both guests: their stream bytes cross "
+        "the C API as latin-1 strings"
     )
     fast_bytes = True
 

@@ -188,7 +188,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fast-bytes",
         action="store_true",
-        help="both guests composed with the latin-1 streams adapter (docs/bytes-as-strings.md)",
+        help="fast_bytes on both guests: stream bytes as latin-1 strings",
     )
     p.add_argument("--no-profile", action="store_true", help="timings and host calls only")
     return p.parse_args(argv)

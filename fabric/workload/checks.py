@@ -334,8 +334,8 @@ def _service(
         if service.fast_bytes:
             yield (
                 (*path, "fast_bytes"),
-                'only wasm services take "fast_bytes" (it composes an adapter in front of '
-                "a wasm guest's streams)",
+                'only wasm services take "fast_bytes" (it rewrites how a wasm guest '
+                "moves stream bytes)",
             )
     elif service.config:
         yield (

@@ -94,7 +94,7 @@ class ServiceSpec(_Spec, frozen=True):
     ports: tuple[Port, ...] = ()
     dirs: tuple[DirSpec, ...] = ()
     max_memory: ByteSize | None = None
-    #: compose the latin-1 streams adapter in front of the guest (docs/bytes-as-strings.md)
+    #: stream bytes cross the C API as latin-1 strings (docs/bytes-as-strings.md)
     fast_bytes: bool = False
     restart: RestartSpec = RestartSpec()
     ready_timeout: Duration = Duration(10.0)
@@ -132,7 +132,7 @@ class ComponentSpec(_Spec, frozen=True):
     env: dict[str, str] = {}
     dirs: tuple[DirSpec, ...] = ()
     reuse: ReuseSpec | None = None
-    #: compose the latin-1 streams adapter in front of the guest (docs/bytes-as-strings.md)
+    #: stream bytes cross the C API as latin-1 strings (docs/bytes-as-strings.md)
     fast_bytes: bool = False
 
 

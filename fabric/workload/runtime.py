@@ -165,8 +165,8 @@ class WorkloadRuntime:
         return str(path)
 
     async def _fast_bytes(self, wasm: str, enabled: bool) -> str:
-        """``wasm``, or with ``fast_bytes`` the guest composed with the latin-1
-        streams adapter (docs/bytes-as-strings.md), built once and cached."""
+        """``wasm``, or with ``fast_bytes`` the guest composed to move its stream
+        bytes as latin-1 strings (docs/bytes-as-strings.md), built once and cached."""
         if not enabled:
             return wasm
         from fabric.compose import build_fast_bytes_guest

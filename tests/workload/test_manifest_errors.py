@@ -231,7 +231,7 @@ CASES: list[tuple[str, str, str]] = [
         "native-with-fast-bytes",
         SERVICE + "fast_bytes = true\n",
         '{file}:8: workloads[0].services[0].fast_bytes: only wasm services take "fast_bytes" '
-        "(it composes an adapter in front of a wasm guest's streams)",
+        "(it rewrites how a wasm guest moves stream bytes)",
     ),
     (
         "fast-bytes-not-a-bool",
