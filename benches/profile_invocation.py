@@ -58,11 +58,9 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
     py = str(dbbench())
     wat = str(build_wat_guest(WAT_SELECT1))
     sql_wat = str(build_wat_guest(WAT_SQL_SELECT1))
-    limits = (
-        {}
-        if args.reply_before_release is None
-        else {"reply_before_release": args.reply_before_release == "on"}
-    )
+    limits = {} if args.reply_before_release is None else {
+        "reply_before_release": args.reply_before_release == "on"
+    }
     return {
         "workloads": [
             {

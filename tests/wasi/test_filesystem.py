@@ -41,7 +41,6 @@ from tests.reference.wasmtime_cli import parse_facts, run_guest
 
 Facts = dict[str, str]
 
-
 @pytest.fixture(scope="session")
 def fsprobe_guest() -> Path:
     return build_python_guest(GUESTS / "fsprobe")

@@ -391,7 +391,9 @@ def _control_exchange(path: str, lines: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _job_invocations(report: dict[str, Any]) -> list[int]:
-    return [w["report"]["workloads"][0]["components"][0]["invocations"] for w in report["workers"]]
+    return [
+        w["report"]["workloads"][0]["components"][0]["invocations"] for w in report["workers"]
+    ]
 
 
 def test_a_control_connection_is_served_by_one_worker(running: Running) -> None:
@@ -414,10 +416,9 @@ def test_a_control_connection_is_served_by_one_worker(running: Running) -> None:
     pairs = zip(_job_invocations(after), _job_invocations(before), strict=True)
     gained = [a - b for a, b in pairs]
     assert sorted(gained) in ([0, 5], [1, 4]), gained
-    assert (
-        sum(w["routed"] for w in after["workers"]) - sum(w["routed"] for w in before["workers"])
-        == 2
-    )  # one connection handed over, one request relayed
+    assert sum(w["routed"] for w in after["workers"]) - sum(
+        w["routed"] for w in before["workers"]
+    ) == 2  # one connection handed over, one request relayed
     assert all(w["in_flight"] == 0 for w in after["workers"])  # both connections are over
 
 
