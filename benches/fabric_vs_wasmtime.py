@@ -167,6 +167,8 @@ class _Fabric:
     group = "fabric"
     max_concurrency = 8
     check: tuple[str, str] = ("", "")
+    #: both guests with fast_bytes: stream bytes as latin-1 strings (docs/bytes-as-strings.md)
+    fast_bytes = False
 
     def __init__(self, env: Any) -> None:
         self.fabric: Fabric | None = None
@@ -189,6 +191,9 @@ class _Fabric:
             ],
             "components": [{"name": "client", "wasm": str(guest), "concurrency": 64}],
         }
+        if self.fast_bytes:
+            for member in (*wl["services"], *wl["components"]):
+                member["fast_bytes"] = True
         manifest = manifest_from_dict({"workloads": [wl]}, path="<bench>", base_dir=str(ROOT))
         self.fabric = Fabric(manifest, emit=lambda line: None)
         await self.fabric.start()
@@ -343,6 +348,15 @@ class FabricBulk(_Bulk, _Fabric):
     description = "fabric service + component, virtual loopback: 1 MiB sent, echoed, read back"
 
 
+class FabricBulkFast(FabricBulk):
+    name = "fabric-virtual-bulk-fast"
+    description = (
+        "fabric-virtual-bulk with fast_bytes on both guests: their stream bytes cross "
+        "the C API as latin-1 strings"
+    )
+    fast_bytes = True
+
+
 def register(registry: Registry) -> None:
     registry.add_scenario(
         "guest-vs-cli-rtt",
@@ -372,3 +386,4 @@ def register(registry: Registry) -> None:
     )
     registry.add_contender("guest-vs-cli-bulk", CliBulk)
     registry.add_contender("guest-vs-cli-bulk", FabricBulk)
+    registry.add_contender("guest-vs-cli-bulk", FabricBulkFast)

@@ -17,6 +17,7 @@ function calls, and the top functions by own and cumulative time::
     python -m benches.profile_loopback --no-profile      # timings and counts only
     python -m benches.profile_loopback --no-profile --clients 8   # 8 concurrent clients
     python -m benches.profile_loopback --no-profile --breakdown   # time per host-call step
+    python -m benches.profile_loopback --path bulk --fast-bytes   # both guests fast_bytes
 
 ``--breakdown`` (no cProfile) times, per unit, the loop thread's CPU and
 each host function's steps: its parameters' lifts, its implementation and
@@ -51,7 +52,7 @@ PORT = 7
 PATHS = ("rtt", "bulk")
 
 
-def _manifest(guest: Path) -> dict[str, Any]:
+def _manifest(guest: Path, fast_bytes: bool = False) -> dict[str, Any]:
     return {
         "workloads": [
             {
@@ -62,9 +63,17 @@ def _manifest(guest: Path) -> dict[str, Any]:
                         "wasm": str(guest),
                         "args": ["echo-server", str(PORT)],
                         "ports": [PORT],
+                        "fast_bytes": fast_bytes,
                     }
                 ],
-                "components": [{"name": "client", "wasm": str(guest), "concurrency": 64}],
+                "components": [
+                    {
+                        "name": "client",
+                        "wasm": str(guest),
+                        "concurrency": 64,
+                        "fast_bytes": fast_bytes,
+                    }
+                ],
             }
         ]
     }
@@ -226,7 +235,9 @@ async def profile_path(wl: WorkloadRuntime, path: str, args: argparse.Namespace)
 
 async def main(args: argparse.Namespace) -> None:
     guest = await net_guest()
-    manifest = manifest_from_dict(_manifest(guest), path="<profile>", base_dir=str(ROOT))
+    manifest = manifest_from_dict(
+        _manifest(guest, args.fast_bytes), path="<profile>", base_dir=str(ROOT)
+    )
     fabric = Fabric(manifest, emit=lambda line: None)
     await fabric.start()
     try:
@@ -250,6 +261,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="concurrent clients in the timed runs (CPU per client)",
     )
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--fast-bytes",
+        action="store_true",
+        help="fast_bytes on both guests: stream bytes as latin-1 strings",
+    )
     p.add_argument("--no-profile", action="store_true", help="timings and host calls only")
     p.add_argument(
         "--breakdown",

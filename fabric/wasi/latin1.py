@@ -4,11 +4,11 @@ wasmtime's C API moves a ``list<u8>`` as one 32-byte value per byte (~45-70
 ns per byte), a ``string`` as one buffer (~5 ns per byte, see
 docs/bytes-as-strings.md). A component lowering these imports with
 ``string-encoding=latin1+utf16`` passes a byte 0-255 as one latin-1 code
-unit, so the bytes in its memory *are* the string: an adapter composed in
-front of an unmodified guest implements ``wasi:io/streams`` ``write`` /
-``read`` (and their blocking forms) by forwarding the same pointer and
-length here. Semantics are those of ``wasi:io/streams`` (permits, errors,
-EOF): each function is the stream method of the same name.
+unit, so the bytes in its memory *are* the string: a guest composed with
+``fast_bytes`` (``fabric.compose``) lowers these in place of its
+``wasi:io/streams`` ``write`` / ``read`` (and their blocking forms), whose
+core signatures they share. Semantics are those of ``wasi:io/streams``
+(permits, errors, EOF): each function is the stream method of the same name.
 """
 
 from __future__ import annotations

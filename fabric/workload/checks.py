@@ -331,6 +331,12 @@ def _service(
                     (*path, key),
                     (f'only wasm services take "{key}" (native services get "config")'),
                 )
+        if service.fast_bytes:
+            yield (
+                (*path, "fast_bytes"),
+                'only wasm services take "fast_bytes" (it rewrites how a wasm guest '
+                "moves stream bytes)",
+            )
     elif service.config:
         yield (
             (*path, "config"),

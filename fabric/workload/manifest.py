@@ -94,6 +94,8 @@ class ServiceSpec(_Spec, frozen=True):
     ports: tuple[Port, ...] = ()
     dirs: tuple[DirSpec, ...] = ()
     max_memory: ByteSize | None = None
+    #: stream bytes cross the C API as latin-1 strings (docs/bytes-as-strings.md)
+    fast_bytes: bool = False
     restart: RestartSpec = RestartSpec()
     ready_timeout: Duration = Duration(10.0)
     stop_timeout: Duration = Duration(5.0)
@@ -130,6 +132,8 @@ class ComponentSpec(_Spec, frozen=True):
     env: dict[str, str] = {}
     dirs: tuple[DirSpec, ...] = ()
     reuse: ReuseSpec | None = None
+    #: stream bytes cross the C API as latin-1 strings (docs/bytes-as-strings.md)
+    fast_bytes: bool = False
 
 
 class LinkSpec(_Spec, frozen=True):

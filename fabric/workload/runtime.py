@@ -165,15 +165,24 @@ class WorkloadRuntime:
         )
         return str(path)
 
+    async def _fast_bytes(self, wasm: str, enabled: bool) -> str:
+        """``wasm``, or with ``fast_bytes`` the guest composed to move its stream
+        bytes as latin-1 strings (docs/bytes-as-strings.md), built once and cached."""
+        if not enabled:
+            return wasm
+        from fabric.compose import build_fast_bytes_guest
+
+        return str(await in_daemon_thread(build_fast_bytes_guest, wasm))
+
     async def load(self) -> None:
         """Load every wasm file, wire links, and refuse to start with unfilled imports."""
         loaded: dict[str, Component] = {}
         for c in self.spec.components:
             wasm = c.wasm if c.wasm is not None else await self._build(c.python, c.world)
-            loaded[c.name] = await self._load(wasm)
+            loaded[c.name] = await self._load(await self._fast_bytes(wasm, c.fast_bytes))
         for s in self.spec.services:
             if s.wasm is not None:
-                loaded[s.name] = await self._load(s.wasm)
+                loaded[s.name] = await self._load(await self._fast_bytes(s.wasm, s.fast_bytes))
         linkers: dict[str, Linker] = {}
         for link in self.spec.links:
             importer = loaded.get(link.importer)

@@ -228,6 +228,17 @@ CASES: list[tuple[str, str, str]] = [
         '(native services get "config")',
     ),
     (
+        "native-with-fast-bytes",
+        SERVICE + "fast_bytes = true\n",
+        '{file}:8: workloads[0].services[0].fast_bytes: only wasm services take "fast_bytes" '
+        "(it rewrites how a wasm guest moves stream bytes)",
+    ),
+    (
+        "fast-bytes-not-a-bool",
+        COMPONENT + 'fast_bytes = "yes"\n',
+        '{file}:6: workloads[0].components[0].fast_bytes: expected true or false, got "yes"',
+    ),
+    (
         "wasm-with-config",
         '[[workloads]]\nname = "a"\n[[workloads.services]]\nname = "s"\nwasm = "s.wasm"\n'
         "config = { a = 1 }\n",
