@@ -39,15 +39,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from benches.errors import ContenderSkipped
 from benches.fabric_net import net_guest
-from benches.fabric_workers import cpu_per_op, cpu_seconds, roles, start_fabric, stop_fabric
+from benches.fabric_workers import (
+    ControlClients,
+    cpu_per_op,
+    cpu_seconds,
+    roles,
+    start_fabric,
+    stop_fabric,
+)
 from benches.registry import Registry
 from fabric.build import cache_dir
 from fabric.workload import manifest_from_dict
-from fabric.workload.control import ErrorReply, Invoke, InvokeReply, Response, connect
 from fabric.workload.runtime import Fabric, WorkloadRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,8 +227,7 @@ class _FabricWorkers:
         self.directory: Path | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.control: Path | None = None
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._open: list[asyncio.StreamWriter] = []
+        self.clients: ControlClients | None = None
         self._pids: dict[str, int] = {}
         self._cpu_start: dict[str, float] = {}
         self.ops = 0
@@ -243,25 +246,11 @@ class _FabricWorkers:
         self.proc, report = await start_fabric(manifest, self.workers, self.control)
         self._pids = roles(self.proc.pid, report)
         self._cpu_start = cpu_seconds(self._pids)
-        self.line = _encoder.encode(
-            Invoke(workload="bench-vs-cli", component="client", args=self.client_args())
-        )
-        self.line += b"\n"
+        self.clients = ControlClients.for_invoke("bench-vs-cli", "client", self.client_args())
 
     async def op(self) -> int:
-        assert self.control is not None
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await connect(self.control)
-            self._open.append(writer)
-        writer.write(self.line)
-        reply = _decoder.decode(await reader.readline())
-        if isinstance(reply, ErrorReply):
-            raise RuntimeError(f"{reply.kind}: {reply.message}")
-        if not isinstance(reply, InvokeReply):
-            raise RuntimeError(f"unexpected reply: {reply!r}")
-        self._idle.append((reader, writer))
+        assert self.control is not None and self.clients is not None
+        reply = await self.clients.invoke(self.control)
         self.ops += 1
         result = reply.result
         return _elapsed_ns(str(result.get("stdout", "")), str(result.get("stderr", "")), self.check)
@@ -271,17 +260,12 @@ class _FabricWorkers:
             self.description = f"{self.base_description}; " + cpu_per_op(
                 self._pids, self._cpu_start, self.ops
             )
-        for writer in self._open:
-            writer.close()
-        self._idle.clear()
+        if self.clients is not None:
+            self.clients.close()
         if self.proc is not None:
             await stop_fabric(self.proc)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-_encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Response)
 
 
 def _workers_manifest(guest: Path) -> str:

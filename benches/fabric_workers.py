@@ -51,6 +51,42 @@ _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Response] = msgspec.json.Decoder(Response)
 
 
+class ControlClients:
+    """Connections to one `fabric run` control socket, kept open between ops
+    (one per op in flight), each sending a prepared ``Invoke`` line."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._open: list[asyncio.StreamWriter] = []
+
+    @classmethod
+    def for_invoke(cls, workload: str, component: str, args: list[str]) -> ControlClients:
+        line = _encoder.encode(Invoke(workload=workload, component=component, args=args))
+        return cls(line + b"\n")
+
+    async def invoke(self, control: Path) -> InvokeReply:
+        if self._idle:
+            reader, writer = self._idle.pop()
+        else:
+            reader, writer = await connect(control)
+            self._open.append(writer)
+        writer.write(self.line)
+        reply = _decoder.decode(await reader.readline())
+        if isinstance(reply, ErrorReply):
+            raise RuntimeError(f"{reply.kind}: {reply.message}")
+        if not isinstance(reply, InvokeReply):
+            raise RuntimeError(f"unexpected reply: {reply!r}")
+        self._idle.append((reader, writer))
+        return reply
+
+    def close(self) -> None:
+        for writer in self._open:
+            writer.close()
+        self._open.clear()
+        self._idle.clear()
+
+
 def _manifest(target: Any, wat: Path, app: str) -> str:
     def q(value: object) -> str:
         return json.dumps(str(value))  # a TOML basic string
@@ -102,12 +138,7 @@ class FabricWorkers:
         self.directory: Path | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.control: Path | None = None
-        self.line = _encoder.encode(
-            Invoke(workload="bench", component="wat", args=[str(DBPOOL_PORT), "pg"])
-        )
-        self.line += b"\n"
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._open: list[asyncio.StreamWriter] = []
+        self.clients = ControlClients.for_invoke("bench", "wat", [str(DBPOOL_PORT), "pg"])
         self._watcher: asyncio.Task[None] | None = None
         self.max_connections = 0
         self.ops = 0
@@ -152,18 +183,9 @@ class FabricWorkers:
 
     async def op(self) -> None:
         assert self.control is not None
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await connect(self.control)
-            self._open.append(writer)
-        writer.write(self.line)
-        reply = _decoder.decode(await reader.readline())
-        if isinstance(reply, ErrorReply):
-            raise RuntimeError(f"{reply.kind}: {reply.message}")
-        if not isinstance(reply, InvokeReply) or reply.result.get("exit_code") != 0:
+        reply = await self.clients.invoke(self.control)
+        if reply.result.get("exit_code") != 0:
             raise RuntimeError(f"invocation failed: {reply!r}")
-        self._idle.append((reader, writer))
         self.ops += 1
 
     async def teardown(self) -> None:
@@ -173,9 +195,7 @@ class FabricWorkers:
             self._watcher.cancel()
             with contextlib.suppress(BaseException):
                 await self._watcher
-        for writer in self._open:
-            writer.close()
-        self._idle.clear()
+        self.clients.close()
         if self.proc is not None:
             await stop_fabric(self.proc)
         if self.directory is not None:
