@@ -290,9 +290,7 @@ class Session(Transactions):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
+        self._drains.cancel()
         if self._conn.state is not State.CLOSED:
             self._conn.close("closed", "")
         for task in list(self._tasks):

@@ -37,7 +37,7 @@ from .protocol import (
     Stats,
 )
 from .results import Reply, ReplyBuffer
-from .slots import Slots
+from .slots import Slots, WaitTimer
 
 __all__ = [
     "REQUEST_KINDS",
@@ -163,10 +163,7 @@ class SessionIO:
         self._task: asyncio.Task[Any] | None = None  # the session's own (its read loop)
         self._read_task: asyncio.Task[Any] | None = None
         self._idled_out = False
-        self._write_timer: asyncio.TimerHandle | None = None
-        self._drain_task: asyncio.Task[Any] | None = None
-        self._drain_since = 0.0
-        self._write_stalled = False
+        self._drains = WaitTimer(server.limits.write_timeout)
         self._peer = writer.get_extra_info("peername")
         # False only for a peer on the workload's own virtual network (not ingress)
         self._peer_external = writer.get_extra_info("peer_external")
@@ -254,23 +251,9 @@ class SessionIO:
                 return
             self._writer.write(data)
             del data
-            # One write timer armed at a time, not a timeout scope per write:
-            # most drains return at once.
-            self._drain_since = time.monotonic()
-            if self._write_timer is None:
-                self._write_timer = asyncio.get_running_loop().call_later(
-                    self._limits.write_timeout, self._write_check
-                )
-            task = self._drain_task = asyncio.current_task()
             try:
-                try:
-                    await self._writer.drain()
-                except asyncio.CancelledError:
-                    if self._write_stalled and task is not None and task.uncancel() == 0:
-                        raise TimeoutError from None
-                    raise
-                finally:
-                    self._drain_task = None
+                # One write timer per session, not a timeout scope per write.
+                await self._drains.bound(self._writer.drain())
             except TimeoutError:
                 # The client stopped reading its replies: give up on it, so the
                 # leases its waiting requests hold go back to their pools.
@@ -286,18 +269,6 @@ class SessionIO:
                 raise ConnectionResetError("write_timeout") from None
         finally:
             lock.give()
-
-    def _write_check(self) -> None:
-        self._write_timer = None
-        task = self._drain_task
-        if task is None:
-            return  # no write waiting: the next one arms the timer
-        remaining = self._drain_since + self._limits.write_timeout - time.monotonic()
-        if remaining > 0:
-            self._write_timer = asyncio.get_running_loop().call_later(remaining, self._write_check)
-            return
-        self._write_stalled = True
-        task.cancel()
 
     def _abort(self) -> None:
         transport = getattr(self._writer, "transport", None)

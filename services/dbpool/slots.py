@@ -5,7 +5,9 @@ call (``take_now``), not a coroutine: a session takes an in-flight slot and
 a parallel slot for every request, and ``asyncio.Semaphore.acquire`` costs
 several Python frames even when a slot is free.  `within` bounds an
 awaitable in time with one timer that cancels the task (what
-``asyncio.timeout`` does, without its scope object).
+``asyncio.timeout`` does, without its scope object).  `WaitTimer` bounds a
+connection's waits of one kind with one timer armed lazily: most waits end
+long before it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-__all__ = ["Slots", "within"]
+__all__ = ["Slots", "WaitTimer", "within"]
 
 T = TypeVar("T")
 
@@ -95,3 +97,58 @@ async def within(
     if expired:
         task.uncancel()
     return result
+
+
+class WaitTimer:
+    """A connection's waits of one kind (reads of the next command, drains),
+    each bounded by ``timeout`` seconds, with one timer per connection rather
+    than a timeout scope per wait: the timer is armed by the first wait that
+    finds none, and when it fires it re-arms for the wait going on then, or
+    cancels it once that wait has lasted ``timeout`` (the wait raises
+    TimeoutError and ``expired`` stays true)."""
+
+    __slots__ = ("_since", "_task", "_timer", "expired", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.expired = False
+        self._since = 0.0
+        self._task: asyncio.Task[Any] | None = None  # set while a wait goes on
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def bound(self, aw: Awaitable[T]) -> T:
+        loop = asyncio.get_running_loop()
+        self._since = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._since + self.timeout, self._check)
+        task = self._task = asyncio.current_task()
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self.expired and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._task = None
+
+    def _check(self) -> None:
+        self._timer = None
+        task = self._task
+        if task is None or self.expired:
+            return  # nothing waiting: the next wait arms the timer
+        loop = asyncio.get_running_loop()
+        remaining = self._since + self.timeout - loop.time()
+        if remaining > 0:
+            self._timer = loop.call_later(remaining, self._check)
+            return
+        self.expired = True
+        task.cancel()
+
+    def cancel(self) -> None:
+        """Stop the timer (the connection is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __repr__(self) -> str:
+        return f"<WaitTimer timeout={self.timeout} waiting={self._task is not None}>"

@@ -16,6 +16,7 @@ import msgspec
 
 from pools import MySQLLease, Pool
 
+from ..slots import WaitTimer
 from .config import MySQLConfig, MySQLUser
 from .relay import READ_SIZE, Statement
 from .statements import SetNames
@@ -108,14 +109,8 @@ class SessionBase:
         # One idle timer and one write timer per session, re-armed lazily, instead
         # of a timeout scope around every read and every drain (most drains return
         # at once, and a command arrives long before the idle timeout).
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_since = 0.0
-        self._idle_task: asyncio.Task[Any] | None = None  # set while waiting for a command
-        self._idled_out = False
-        self._write_timer: asyncio.TimerHandle | None = None
-        self._drain_since = 0.0
-        self._drain_task: asyncio.Task[Any] | None = None  # set while a drain waits
-        self._write_stalled = False
+        self._idle = WaitTimer(self.config.idle_timeout)
+        self._drains = WaitTimer(self.config.write_timeout)
 
     def __repr__(self) -> str:
         state = "in-transaction" if self.lease is not None else "idle"
@@ -135,40 +130,16 @@ class SessionBase:
     async def _next_command(self) -> tuple[int, bytes] | None:
         """The client's next command packet; None at EOF, after a refused packet, or
         when the client stayed silent for ``idle_timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        self._idle_since = loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = loop.call_at(
-                self._idle_since + self.config.idle_timeout, self._idle_check
-            )
-        task = self._idle_task = asyncio.current_task()
         try:
-            return await self._read_packet()
-        except asyncio.CancelledError:
-            if self._idled_out and task is not None and task.uncancel() == 0:
+            return await self._idle.bound(self._read_packet())
+        except TimeoutError:
+            if self._idle.expired:
                 return None
             raise
-        finally:
-            self._idle_task = None
-
-    def _idle_check(self) -> None:
-        self._idle_timer = None
-        task = self._idle_task
-        if task is None or self._idled_out:
-            return  # not waiting for the client: the next wait arms the timer
-        loop = asyncio.get_running_loop()
-        remaining = self._idle_since + self.config.idle_timeout - loop.time()
-        if remaining > 0:
-            self._idle_timer = loop.call_later(remaining, self._idle_check)
-            return
-        self._idled_out = True
-        task.cancel()
 
     def _stop_timers(self) -> None:
-        for timer in (self._idle_timer, self._write_timer):
-            if timer is not None:
-                timer.cancel()
-        self._idle_timer = self._write_timer = None
+        self._idle.cancel()
+        self._drains.cancel()
 
     async def _read_packet(self) -> tuple[int, bytes] | None:
         """The next client packet, None at EOF (a too large packet: ERR, then None)."""
@@ -223,34 +194,7 @@ class SessionBase:
     async def _drain(self) -> None:
         """Wait until the client takes what was written, at most ``write_timeout``
         seconds (then TimeoutError)."""
-        loop = asyncio.get_running_loop()
-        self._drain_since = loop.time()
-        if self._write_timer is None:
-            self._write_timer = loop.call_at(
-                self._drain_since + self.config.write_timeout, self._write_check
-            )
-        task = self._drain_task = asyncio.current_task()
-        try:
-            await self.writer.drain()
-        except asyncio.CancelledError:
-            if self._write_stalled and task is not None and task.uncancel() == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._drain_task = None
-
-    def _write_check(self) -> None:
-        self._write_timer = None
-        task = self._drain_task
-        if task is None or self._write_stalled:
-            return  # no drain waiting: the next one arms the timer
-        loop = asyncio.get_running_loop()
-        remaining = self._drain_since + self.config.write_timeout - loop.time()
-        if remaining > 0:
-            self._write_timer = loop.call_later(remaining, self._write_check)
-            return
-        self._write_stalled = True
-        task.cancel()
+        await self._drains.bound(self.writer.drain())
 
     async def _refuse(self, seq: int, refusal: Refusal) -> None:
         self.door.count_error(refusal.errno)
