@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -211,3 +212,9 @@ def free_host_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def pattern(n: int) -> bytes:
+    """The payload of the net guest's ``bulk-send`` mode (the guest's ``pattern``)."""
+    block = hashlib.sha256(b"fabric-bulk").digest() * 2048
+    return (block * (n // len(block) + 1))[:n]

@@ -16,7 +16,7 @@ import pytest
 from fabric.compose import LATIN1_IMPORT, build_fast_bytes_guest
 from fabric.runtime import Runtime
 from tests.reference import guests
-from tests.wasi.netlib import running, service, workload
+from tests.wasi.netlib import pattern, running, service, workload
 
 EVERY_BYTE = bytes(range(256))
 
@@ -24,12 +24,6 @@ EVERY_BYTE = bytes(range(256))
 @pytest.fixture(scope="session")
 def net_wasm() -> Path:
     return guests.net_guest()
-
-
-def pattern(n: int) -> bytes:
-    """What ``bulk-send`` sends (the guest's ``pattern``)."""
-    block = hashlib.sha256(b"fabric-bulk").digest() * 2048
-    return (block * (n // len(block) + 1))[:n]
 
 
 def fast(wl: dict[str, Any]) -> dict[str, Any]:

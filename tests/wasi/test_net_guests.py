@@ -26,6 +26,7 @@ from tests.reference.cases import NET_CASES, Case, assert_facts
 from tests.wasi.netlib import (
     TIMEOUT,
     free_host_port,
+    pattern,
     pipe_ends,
     running,
     service,
@@ -36,12 +37,6 @@ from tests.wasi.netlib import (
 @pytest.fixture(scope="session")
 def net_wasm() -> Path:
     return guests.net_guest()
-
-
-def pattern(n: int) -> bytes:
-    """What ``bulk-send`` sends (the guest's ``pattern``)."""
-    block = hashlib.sha256(b"fabric-bulk").digest() * 2048
-    return (block * (n // len(block) + 1))[:n]
 
 
 # --- one workload: services and components ---------------------------------------------

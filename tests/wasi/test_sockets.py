@@ -48,6 +48,7 @@ from tests.guestlib import GUESTS
 from tests.reference.guests import net_guest
 from tests.reference.wasmtime_cli import parse_facts
 from tests.wasi.guestnet import TIMEOUT, Guest, run
+from tests.wasi.netlib import pattern
 
 SERVICE = Role.SERVICE
 MIB = 1 << 20
@@ -80,12 +81,6 @@ async def eventually(predicate: Callable[[], bool]) -> bool:
             return True
         await asyncio.sleep(0.01)
     return predicate()
-
-
-def pattern(n: int) -> bytes:
-    """The payload of the guest's bulk-send mode."""
-    block = hashlib.sha256(b"fabric-bulk").digest() * 2048
-    return (block * (n // len(block) + 1))[:n]
 
 
 # --- one workload: services and components ---------------------------------------
