@@ -42,6 +42,7 @@ __all__ = [
     "build_wat_guest",
     "cache_dir",
     "stage_packages",
+    "write_cached",
 ]
 
 #: Name of the log in ``cache_dir()/"guests"`` with one JSON line per build run.
@@ -333,16 +334,22 @@ def build_wat_guest(wat: str | Path) -> Path:
             stdin=text.encode(),
             env=env,
         )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=guests)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(binary)
-            os.replace(tmp, out)
-            _log_build(guests, out, src=str(wat) if isinstance(wat, Path) else "<text>")
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_cached(out, binary, key)
+        _log_build(guests, out, src=str(wat) if isinstance(wat, Path) else "<text>")
     return out
+
+
+def write_cached(out: Path, data: bytes, key: str) -> None:
+    """Write a build's ``data`` to ``out`` in the cache atomically: to a temporary
+    file beside it, then renamed, so a reader never sees half a component."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _wasmtime_version() -> str:

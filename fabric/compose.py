@@ -29,11 +29,9 @@ cached by content hash beside the other builds (:func:`fabric.build.cache_dir`
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
-from fabric.build import BuildError, build_wat_guest, cache_dir
+from fabric.build import BuildError, build_wat_guest, cache_dir, write_cached
 from fabric.component_binary import (
     PREAMBLE,
     SECTION_ALIAS,
@@ -368,12 +366,5 @@ def build_fast_bytes_guest(guest: Path | str) -> Path:
     except (BuildError, ComponentBinaryError) as exc:
         raise BuildError(f"fast_bytes: cannot compose {path}: {exc}") from exc
     guests.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{key}-", suffix=".wasm.tmp", dir=guests)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(composed)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_cached(out, composed, key)
     return out
