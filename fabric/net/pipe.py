@@ -41,7 +41,11 @@ Close and reset (kernel semantics, which is what a guest sees under wasmtime)
     WASI streams binding presents the error as
     `stream-error::last-operation-failed` with `network-error-code` =
     `connection-reset`. A writer whose peer is gone gets the same
-    `connection-reset` once, then `StreamClosed`.
+    `connection-reset` once, then `StreamClosed`: from whichever of
+    `check_write`, `write` and `feed` comes first. `writable()` (what a
+    pollable asks) is true then but does not take that report, so the
+    first write-side call reports the reset whatever readiness checks came
+    before it.
 """
 
 from __future__ import annotations
@@ -228,7 +232,7 @@ class PipeEnd:
             raise StreamClosed("output shut down")
 
     def writable(self) -> bool:
-        """`check_write()` would return > 0 or raise."""
+        """`check_write()` would return > 0 or raise (the check reports nothing)."""
         out = self._out
         return self._send_shut or out.reader_gone or out.discarding or out.size < out.high_water
 

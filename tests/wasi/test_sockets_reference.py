@@ -30,7 +30,13 @@ from pathlib import Path
 import pytest
 
 from fabric.build import build_python_guest
-from fabric.net import DEFAULT_HIGH_WATER, Role, VirtualNetwork
+from fabric.net import (
+    DEFAULT_HIGH_WATER,
+    Role,
+    VirtualNetwork,
+    VirtualStreamReader,
+    VirtualStreamWriter,
+)
 from fabric.runtime import Runtime
 from fabric.wasi.sockets import NO_NETWORK
 from tests.reference.cases import NET_CASES, Case, assert_facts
@@ -269,6 +275,55 @@ async def test_reset_by_the_peer_fails_the_reader_alike(
     writer.abort()
     outcome = await ours.finish()
     assert outcome.trapped and "OSError: [Errno 29] I/O error" in outcome.stderr
+
+
+def guest_traceback(stderr: str) -> list[str]:
+    """The guest's Python traceback (what follows is the runtime's report)."""
+    lines = stderr.splitlines()
+    start = lines.index("Traceback (most recent call last):")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith(" "))
+    return lines[start : end + 1]
+
+
+async def test_reset_by_the_peer_fails_the_writer_alike(
+    runtime: Runtime, net_wasm: Path, net: VirtualNetwork
+) -> None:
+    """A peer reads 64 KiB of an 8 MiB send, then resets: send() raises EIO in
+    both, at the same line. The first output-stream call after the reset is
+    last-operation-failed (connection-reset), which wasi-libc maps to EIO; the
+    stream's pollable never takes that report, so neither does the poll that
+    CPython runs before each send (the socket has a timeout)."""
+
+    def reset_after_64k(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got = 0
+            while got < 65536 and (data := conn.recv(65536 - got)):
+                got += len(data)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TIMEOUT)
+        port = str(listener.getsockname()[1])
+        reference, _ = await asyncio.gather(
+            run_wasmtime(net_wasm, "bulk-send", port, str(8 << 20)),
+            asyncio.to_thread(reset_after_64k, listener),
+        )
+    assert reference.returncode != 0, reference.stdout
+
+    async def drop_after_64k(reader: VirtualStreamReader, writer: VirtualStreamWriter) -> None:
+        await reader.readexactly(65536)
+        writer.abort()
+
+    server = await net.start_server(drop_after_64k, 7003)
+    ours = await run(runtime, net_wasm, net, "bulk-send", "7003", str(8 << 20))
+    server.close()
+    await server.wait_closed()
+    assert ours.trapped
+    traceback = guest_traceback(ours.stderr)
+    assert traceback == guest_traceback(reference.stderr), (ours.stderr, reference.stderr)
+    assert "in mode_bulk_send" in traceback[-2]
+    assert traceback[-1] == "OSError: [Errno 29] I/O error"
 
 
 # --- no network at all ------------------------------------------------------------------

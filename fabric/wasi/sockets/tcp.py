@@ -12,7 +12,10 @@ streams as ``wasi:io`` streams:
   pipe's high-water mark (0 under backpressure), at most 64 KiB as in
   wasmtime (reads return at most 64 KiB too), a write above it traps, a
   write to a peer that went away is ``last-operation-failed``
-  (``connection-reset``), then ``closed``.
+  (``connection-reset``), then ``closed``. Its pollable is ready then but
+  does not report the reset: the first ``check-write`` or ``write`` after
+  it does, however the guest's calls and the reset interleave, as with
+  wasmtime's socket output stream, whose readiness only waits.
 
 Both are children of their socket, and every pollable is a child of what it
 watches (see ``_common``).
@@ -188,15 +191,14 @@ class TcpOut(Parent, OutputStream):
         await self._s.wait_ready()
 
     def subscribe(self) -> Pollable:
-        return ChildPollable(self._subscribe_ready, self._wait_writable, self, self._s.watch)
+        end = self._end  # the pipe end's own methods: no wrapper frames per check
+        return ChildPollable(end.writable, end.wait_writable, self, end.watch_writable)
 
     def _subscribe_ready(self) -> bool:
-        # As ``OutputStream._subscribe_ready`` (a failure is "ready", and the
-        # check takes a reset's one report, as before), straight to the pipe end.
-        try:
-            return self._end.check_write() > 0
-        except (NetClosed, SocketError):
-            return True
+        # Ready when ``check-write`` would permit bytes or fail; asking never
+        # takes a reset's one report (``PipeEnd.writable``), so the next
+        # ``check-write`` or ``write`` gets it whenever the guest polled.
+        return self._end.writable()
 
     def close(self) -> None:
         if not self._s.closed:
