@@ -33,6 +33,12 @@ def cli_guest() -> Path:
 
 
 @pytest.fixture(scope="session")
+def net_wasm() -> Path:
+    """The ``net`` guest (CPython sockets, asyncio, PyMySQL; tests/guests/net)."""
+    return guests.net_guest()
+
+
+@pytest.fixture(scope="session")
 def job_guest() -> Path:
     return guests.job_guest()
 

@@ -13,17 +13,11 @@ import aiomysql
 import pytest
 
 from fabric.runtime import Runtime
-from tests.reference import guests
 from tests.wasi.netlib import running, workload
 
 pytestmark = pytest.mark.slow
 
 USER, PASSWORD = "app", "door-secret"
-
-
-@pytest.fixture(scope="module")
-def net_wasm() -> Path:
-    return guests.net_guest()
 
 
 def dbpool(app: str, plugin: str) -> dict[str, Any]:

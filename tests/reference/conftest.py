@@ -18,11 +18,6 @@ def cli_wasm() -> Path:
 
 
 @pytest.fixture(scope="session")
-def net_wasm() -> Path:
-    return guests.net_guest()
-
-
-@pytest.fixture(scope="session")
 def job_wasm() -> Path:
     return guests.job_guest()
 

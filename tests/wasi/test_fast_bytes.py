@@ -11,19 +11,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fabric.compose import LATIN1_IMPORT, build_fast_bytes_guest
 from fabric.runtime import Runtime
-from tests.reference import guests
 from tests.wasi.netlib import pattern, running, service, workload
 
 EVERY_BYTE = bytes(range(256))
-
-
-@pytest.fixture(scope="session")
-def net_wasm() -> Path:
-    return guests.net_guest()
 
 
 def fast(wl: dict[str, Any]) -> dict[str, Any]:

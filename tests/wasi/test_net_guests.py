@@ -21,7 +21,6 @@ from fabric.net import VirtualStreamReader as Reader
 from fabric.net import VirtualStreamWriter as Writer
 from fabric.runtime import Runtime
 from fabric.workload import State
-from tests.reference import guests
 from tests.reference.cases import NET_CASES, Case, assert_facts
 from tests.wasi.netlib import (
     TIMEOUT,
@@ -32,12 +31,6 @@ from tests.wasi.netlib import (
     service,
     workload,
 )
-
-
-@pytest.fixture(scope="session")
-def net_wasm() -> Path:
-    return guests.net_guest()
-
 
 # --- one workload: services and components ---------------------------------------------
 

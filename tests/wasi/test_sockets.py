@@ -48,18 +48,12 @@ from fabric.wasi.sockets._common import from_address, to_address
 from fabric.wasi.sockets.tcp import TcpOut, TcpSocketResource
 from tests.guestlib import GUESTS
 from tests.net.helpers import connect, listen
-from tests.reference.guests import net_guest
 from tests.reference.wasmtime_cli import parse_facts
 from tests.wasi.guestnet import TIMEOUT, Guest, run
 from tests.wasi.netlib import pattern
 
 SERVICE = Role.SERVICE
 MIB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def net_wasm() -> Path:
-    return net_guest()
 
 
 @pytest.fixture

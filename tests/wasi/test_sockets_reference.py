@@ -40,7 +40,6 @@ from fabric.net import (
 from fabric.runtime import Runtime
 from fabric.wasi.sockets import NO_NETWORK
 from tests.reference.cases import NET_CASES, Case, assert_facts
-from tests.reference.guests import net_guest
 from tests.reference.wasmtime_cli import stable_facts, start_guest
 from tests.wasi.guestnet import TIMEOUT, Guest, Outcome, run, run_wasmtime
 
@@ -48,11 +47,6 @@ pytestmark = pytest.mark.slow
 
 SERVICE = Role.SERVICE
 PROBE_DIR = Path(__file__).resolve().parent / "sockprobe"
-
-
-@pytest.fixture(scope="session")
-def net_wasm() -> Path:
-    return net_guest()
 
 
 @pytest.fixture(scope="session")
