@@ -83,8 +83,21 @@ class Store:
         self._held_deadline: float | None = None
         self.calls = 0
         self.host_calls = 0
-        self.continuation = continuation_template(self.id)
+        self._continuation: ctypes.Array[ctypes.c_char] | None = None
         STORES[self.id] = self
+
+    @property
+    def continuation(self) -> ctypes.Array[ctypes.c_char]:
+        """The async continuation template, made at the first async host call
+        (most guests of a fresh instance make none)."""
+        cont = self._continuation
+        if cont is None:
+            cont = self._continuation = continuation_template(self.id)
+        return cont
+
+    @continuation.setter
+    def continuation(self, cont: ctypes.Array[ctypes.c_char]) -> None:
+        self._continuation = cont
 
     # -- resource table (the ResourceScope protocol) --------------------------
     def ctx(self) -> Any:
