@@ -59,12 +59,15 @@ class Store:
         self.engine = engine
         self.data = data
         self.id = next(_ids)
-        self._ptr = c.store_new(engine.ptr(), self.id, _NOOP_FIN)
+        # No finalizers: the store's data and the epoch callback's are plain ids
+        # that need no cleanup, and each finalizer would be a call back into
+        # Python when the store is deleted.
+        self._ptr = c.store_new(engine.ptr(), self.id, _NO_FINALIZER)
         self._ctx = c.store_context(self._ptr)
         self.max_memory = max_memory
         if max_memory is not None:
             c.store_limiter(self._ptr, max_memory, -1, -1, -1, -1)
-        c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NOOP_FIN)
+        c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NO_FINALIZER)
         c.context_set_epoch_deadline(self._ctx, 1)
         #: the context codecs use: the callback's inside a host call, else the store's
         self.cx: Any = self._ctx
@@ -411,9 +414,5 @@ def _epoch(ctx: Any, env: int, delta_out: Any, kind_out: Any) -> int:
     return 0
 
 
-def _noop(env: int) -> None:
-    return None
-
-
 _EPOCH = c.EpochCallback(_epoch)
-_NOOP_FIN = c.Finalizer(_noop)
+_NO_FINALIZER = c.Finalizer()  # a NULL function pointer: wasmtime calls none
