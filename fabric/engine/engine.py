@@ -12,8 +12,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import mmap
 import os
-import resource
 import threading
 import weakref
 from collections.abc import Callable
@@ -272,12 +272,29 @@ _POOL_TABLE_ELEMENTS = 1 << 18
 _POOL_INSTANCE_SIZE = 16 << 20
 
 
+#: Address space of one linear-memory slot of the pool, with room to spare:
+#: the 4 GiB reservation and its guard region (32 MiB by default).
+_POOL_MEMORY_SLOT = (4 << 30) + (128 << 20)
+
+
+def _can_reserve(size: int) -> bool:
+    """Whether ``size`` bytes of address space can be reserved now (an
+    inaccessible mapping, made and dropped at once)."""
+    try:
+        mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+    except (OSError, ValueError, OverflowError):
+        return False
+    mapping.close()
+    return True
+
+
 def _set_pooling(cfg: wasmtime.Config, instances: int) -> bool:
     """Switch ``cfg`` to the pooling allocator with room for ``instances``
-    instances alive at once; False (on-demand stays) under an address-space
-    limit (``ulimit -v``): wasmtime aborts the process when it cannot reserve
-    the pool, and on-demand reserves only what the live instances use."""
-    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+    instances alive at once.  False (on-demand allocation stays) when the
+    pool's address space cannot be reserved (``ulimit -v``, a 39-bit address
+    space, valgrind): wasmtime would abort the process, where on-demand
+    reserves only what the live instances use."""
+    if not _can_reserve(instances * _POOL_MEMORY_SLOT):
         return False
     pc = _wb.wasmtime_pooling_allocation_config_new()
     try:

@@ -233,3 +233,25 @@ def test_pool_size_is_validated() -> None:
 
     with pytest.raises(ConfigError, match="pool_instances"):
         Engine(EngineConfig(pool_instances=0))
+
+
+def test_engine_without_room_for_the_pool_allocates_on_demand() -> None:
+    # wasmtime aborts the process when it cannot reserve the pool; under an
+    # address-space limit the engine must start with on-demand allocation.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))\n"
+        "from fabric.engine import Engine\n"
+        "engine = Engine()\n"
+        "print('pooling', engine.pooling)\n"
+        "engine.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pooling False" in done.stdout
