@@ -15,6 +15,7 @@ function, and the top functions by own time and by cumulative time.
     python -m benches.profile_invocation                 # every path
     python -m benches.profile_invocation --path wat -n 500 --top 30
     python -m benches.profile_invocation --path wat --dump /tmp/prof   # keep the .pstats
+    python -m benches.profile_invocation --path tiny -n 1000 --rounds 6  # CPU per round too
     python -m benches.profile_invocation --reply-before-release off --reset after-transactions
 """
 
@@ -25,6 +26,8 @@ import asyncio
 import cProfile
 import io
 import pstats
+import resource
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -61,9 +64,11 @@ def _manifest(args: argparse.Namespace) -> dict[str, Any]:
     py = str(dbbench())
     wat = str(build_wat_guest(WAT_SELECT1))
     sql_wat = str(build_wat_guest(WAT_SQL_SELECT1))
-    limits = {} if args.reply_before_release is None else {
-        "reply_before_release": args.reply_before_release == "on"
-    }
+    limits = (
+        {}
+        if args.reply_before_release is None
+        else {"reply_before_release": args.reply_before_release == "on"}
+    )
     return {
         "workloads": [
             {
@@ -167,8 +172,35 @@ def by_module(stats: pstats.Stats, n: int) -> list[tuple[str, float, float]]:
     return [(k, calls[k] / n, own[k] / n * 1e6) for k, _ in calls.most_common()]
 
 
+async def _timed_rounds(
+    wl: WorkloadRuntime, path: str, args: list[str], n: int, rounds: int
+) -> str:
+    """``rounds`` rounds of ``n`` invocations without the profiler: process CPU
+    and minor page faults per invocation of each round, and the median CPU."""
+    cpus: list[float] = []
+    faults = 0.0
+    for _ in range(rounds):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        cpu = time.process_time()
+        for _ in range(n):
+            await _invoke(wl, path, args)
+        cpus.append((time.process_time() - cpu) / n * 1e6)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n
+    each = " ".join(f"{c:.0f}" for c in cpus)
+    return (
+        f"process CPU per invocation in {rounds} rounds of {n}: {each} µs"
+        f" (median {statistics.median(cpus):.0f} µs); minor faults per invocation {faults:.1f}"
+    )
+
+
 async def profile_path(
-    wl: WorkloadRuntime, path: str, n: int, warmup: int, top: int, dump: Path | None = None
+    wl: WorkloadRuntime,
+    path: str,
+    n: int,
+    warmup: int,
+    top: int,
+    dump: Path | None = None,
+    rounds: int = 0,
 ) -> None:
     args = _arguments(path)
     for _ in range(warmup):
@@ -185,6 +217,7 @@ async def profile_path(
         await _invoke(wl, path, args)
     plain = (time.perf_counter() - start) / n
     plain_cpu = (time.process_time() - cpu) / n
+    timed = await _timed_rounds(wl, path, args, n, rounds) if rounds else None
     prof = cProfile.Profile()
     start = time.perf_counter()
     prof.enable()
@@ -197,6 +230,8 @@ async def profile_path(
     host = sum(counter.counts.values())
     print(f"\n=== {path}: {n} invocations of {' '.join(args)}")
     print(f"wall per invocation: {plain * 1000:.3f} ms (process CPU {plain_cpu * 1000:.3f} ms)")
+    if timed is not None:
+        print(timed)
     print(f"wall per invocation under the profiler: {wall * 1000:.3f} ms")
     print(f"Python function calls per invocation: {calls / n:.0f}")
     print(f"host calls per invocation: {host / n:.1f}")
@@ -224,7 +259,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         wl = fabric.workloads["profile"]
         for path in args.path or PATHS:
-            await profile_path(wl, path, args.n, args.warmup, args.top, args.dump)
+            await profile_path(wl, path, args.n, args.warmup, args.top, args.dump, args.rounds)
     finally:
         await fabric.stop()
 
@@ -237,6 +272,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=20)
     p.add_argument(
         "--dump", type=Path, default=None, help="write each path's profile to DIR/PATH.pstats"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="also time this many rounds of -n invocations without the profiler"
+        " (process CPU and minor page faults per invocation of each round)",
     )
     p.add_argument(
         "--reset",

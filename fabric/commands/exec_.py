@@ -285,9 +285,11 @@ def main(args: argparse.Namespace) -> int:
     )
 
     async def run() -> int:
+        from fabric.engine import EngineConfig
         from fabric.runtime import Runtime
 
-        rt = Runtime()
+        # one command: a pool of instance slots would only lengthen the start
+        rt = Runtime(EngineConfig(pooling=False))
         net = VirtualNetwork("exec", policy)
         services: list[asyncio.Task[int]] = []
         try:

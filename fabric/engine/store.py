@@ -59,12 +59,15 @@ class Store:
         self.engine = engine
         self.data = data
         self.id = next(_ids)
-        self._ptr = c.store_new(engine.ptr(), self.id, _NOOP_FIN)
+        # No finalizers: the store's data and the epoch callback's are plain ids
+        # that need no cleanup, and each finalizer would be a call back into
+        # Python when the store is deleted.
+        self._ptr = c.store_new(engine.ptr(), self.id, _NO_FINALIZER)
         self._ctx = c.store_context(self._ptr)
         self.max_memory = max_memory
         if max_memory is not None:
             c.store_limiter(self._ptr, max_memory, -1, -1, -1, -1)
-        c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NOOP_FIN)
+        c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NO_FINALIZER)
         c.context_set_epoch_deadline(self._ctx, 1)
         #: the context codecs use: the callback's inside a host call, else the store's
         self.cx: Any = self._ctx
@@ -83,8 +86,21 @@ class Store:
         self._held_deadline: float | None = None
         self.calls = 0
         self.host_calls = 0
-        self.continuation = continuation_template(self.id)
+        self._continuation: ctypes.Array[ctypes.c_char] | None = None
         STORES[self.id] = self
+
+    @property
+    def continuation(self) -> ctypes.Array[ctypes.c_char]:
+        """The async continuation template, made at the first async host call
+        (most guests of a fresh instance make none)."""
+        cont = self._continuation
+        if cont is None:
+            cont = self._continuation = continuation_template(self.id)
+        return cont
+
+    @continuation.setter
+    def continuation(self, cont: ctypes.Array[ctypes.c_char]) -> None:
+        self._continuation = cont
 
     # -- resource table (the ResourceScope protocol) --------------------------
     def ctx(self) -> Any:
@@ -398,9 +414,5 @@ def _epoch(ctx: Any, env: int, delta_out: Any, kind_out: Any) -> int:
     return 0
 
 
-def _noop(env: int) -> None:
-    return None
-
-
 _EPOCH = c.EpochCallback(_epoch)
-_NOOP_FIN = c.Finalizer(_noop)
+_NO_FINALIZER = c.Finalizer()  # a NULL function pointer: wasmtime calls none

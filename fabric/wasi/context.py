@@ -46,7 +46,11 @@ class WasiCtx:
         stdout: Callable[[bytes], Any] = _discard,
         stderr: Callable[[bytes], Any] = _discard,
         sockets: Any = None,
+        attach: Callable[[], Any] | None = None,
     ) -> None:
+        """``attach``: makes the network handle when the guest first asks for it
+        (and ``sockets`` is None), so a guest that never touches the network
+        costs no handle."""
         self.config = config or WasiConfig()
         self.name = name
         self.stdin = stdin if stdin is not None else BytesInput(b"")
@@ -54,9 +58,23 @@ class WasiCtx:
         self._err = SinkOutput(stderr)
         self.stdout: OutputStream = self._out
         self.stderr: OutputStream = self._err
-        #: the guest's view of the network (``fabric.wasi.sockets``); None denies all
-        self.sockets = sockets
+        self._sockets = sockets
+        self._attach = attach if sockets is None else None
         self.exit_code: int | None = None
+
+    @property
+    def sockets(self) -> Any:
+        """The guest's view of the network (``fabric.wasi.sockets``)."""
+        net = self._sockets
+        if net is None and self._attach is not None:
+            attach, self._attach = self._attach, None
+            net = self._sockets = attach()
+        return net
+
+    @sockets.setter
+    def sockets(self, net: Any) -> None:
+        self._sockets = net
+        self._attach = None
 
     def rebind(
         self,
@@ -78,7 +96,8 @@ class WasiCtx:
 
     def close(self) -> None:
         """The guest instance is gone: release its network handle."""
-        net, self.sockets = self.sockets, None
+        net, self._sockets = self._sockets, None
+        self._attach = None
         if net is not None:
             net.close()
 

@@ -405,8 +405,9 @@ class WorkloadRuntime:
             finally:
                 logged.flush()
             return result if export is not None else command_result(result)
-        guest_net = self.network.attach(guest, Role.COMPONENT)
-        ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, sockets=guest_net)
+        # the guest's network handle is made when it first asks for it
+        attach = functools.partial(self.network.attach, guest, Role.COMPONENT)
+        ctx = WasiCtx(config, name=prefix, stdout=keep_out, stderr=tee_err, attach=attach)
         if output is not None and export is None:
             ctx.stdout = output("stdout", None)
             ctx.stderr = output("stderr", logged)
@@ -444,7 +445,7 @@ class WorkloadRuntime:
                 inst.store.close()
         finally:
             logged.flush()
-            guest_net.close()
+            ctx.close()
 
     async def _invoke_pooled(
         self,

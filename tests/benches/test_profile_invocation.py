@@ -21,3 +21,22 @@ def test_profile_script_reports_host_calls_per_invocation() -> None:
     calls = re.search(r"host calls per invocation: ([0-9.]+)", p.stdout)
     assert calls is not None and float(calls.group(1)) >= 9  # connect, write, reads...
     assert "tcp#[method]tcp-socket.start-connect" in p.stdout
+
+
+def test_profile_script_times_rounds_without_the_profiler() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "benches.profile_invocation", "--path", "tiny",
+         "-n", "5", "--warmup", "1", "--top", "1", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rounds = re.search(
+        r"process CPU per invocation in 3 rounds of 5: (\d+) (\d+) (\d+) µs \(median (\d+) µs\);"
+        r" minor faults per invocation ([0-9.]+)",
+        p.stdout,
+    )
+    assert rounds is not None, p.stdout[-2000:]
+    assert int(rounds.group(4)) == sorted(int(rounds.group(i)) for i in (1, 2, 3))[1]

@@ -191,3 +191,67 @@ async def test_new_linkers_share_the_wasi_host_functions(runtime: Runtime) -> No
     # ...and a guest runs through any of them.
     comp = runtime.load(wat_guest("tiny"), linker=linkers[-1])
     assert await runtime.run_command(comp, WasiCtx(WasiConfig()), linker=linkers[-1]) == 0
+
+
+async def test_pooled_instances_are_bounded_and_their_slots_come_back_fresh(
+    tmp_path: Path,
+) -> None:
+    rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pool_instances=2))
+    try:
+        assert rt.engine.pooling
+        comp = rt.load(wat_guest("memory"))
+        first = await rt.instantiate(comp, WasiCtx())
+        second = await rt.instantiate(comp, WasiCtx())
+        assert await first.call("grow", 3) == 1  # 1 page before, 4 after
+        with pytest.raises(GuestTrap, match="limit"):
+            await rt.instantiate(comp, WasiCtx())
+        first.store.close()
+        # the slot the grown memory used serves the next instance, as a fresh memory
+        third = await rt.instantiate(comp, WasiCtx())
+        assert await third.call("grow", 0) == 1
+        second.store.close()
+        third.store.close()
+    finally:
+        rt.close()
+
+
+async def test_on_demand_allocation_has_no_instance_bound(tmp_path: Path) -> None:
+    rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pooling=False, pool_instances=1))
+    try:
+        assert not rt.engine.pooling
+        comp = rt.load(wat_guest("memory"))
+        insts = [await rt.instantiate(comp, WasiCtx()) for _ in range(3)]
+        for inst in insts:
+            assert await inst.call("grow", 0) == 1
+            inst.store.close()
+    finally:
+        rt.close()
+
+
+def test_pool_size_is_validated() -> None:
+    from fabric.engine import ConfigError
+
+    with pytest.raises(ConfigError, match="pool_instances"):
+        Engine(EngineConfig(pool_instances=0))
+
+
+def test_engine_without_room_for_the_pool_allocates_on_demand() -> None:
+    # wasmtime aborts the process when it cannot reserve the pool; under an
+    # address-space limit the engine must start with on-demand allocation.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))\n"
+        "from fabric.engine import Engine\n"
+        "engine = Engine()\n"
+        "print('pooling', engine.pooling)\n"
+        "engine.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pooling False" in done.stdout
