@@ -52,9 +52,9 @@ class HostCallStore(Protocol):
     """What the callbacks need of a store (``fabric.engine.store.Store``)."""
 
     data: Any
-    #: the context codecs use: the callback's during a host call, else ``idle_cx``
+    #: the context codecs use (a ``c_void_p``): the store's own, which is also
+    #: the context every callback of this store receives
     cx: Any
-    idle_cx: Any
     deadline: float | None
     host_calls: int
     continuation: ctypes.Array[ctypes.c_char]
@@ -170,7 +170,6 @@ def _sync_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cx = ctx
         n = len(lifts)
         try:
             if n == 1:
@@ -191,9 +190,6 @@ def _sync_trampoline(
         return 0
     except BaseException as e:
         return _fail(store, hf, e)
-    finally:
-        if store is not None:
-            store.cx = store.idle_cx
 
 
 def _async_trampoline(
@@ -225,7 +221,6 @@ def _async_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cx = ctx
         try:
             if len(lifts) == 1:
                 value = hf.impl(store.data, lifts[0](args, store))
@@ -245,8 +240,6 @@ def _async_trampoline(
                 lower(value, results, store)
     except BaseException as e:
         _ptr_at(err_ret).value = _fail(store, hf, e)
-    finally:
-        store.cx = store.idle_cx
 
 
 def _continuation(env: int) -> bool:
