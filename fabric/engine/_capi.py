@@ -144,9 +144,64 @@ raw_vallist_new_uninit = _raw(
 raw_byte_vec_new = _raw(
     "wasm_byte_vec_new", None, [_P, ctypes.c_size_t, ctypes.c_char_p], keep_gil=True
 )
+raw_host_type = _raw("wasmtime_component_resource_host_type", ctypes.c_uint32, [_P], keep_gil=True)
+raw_host_owned = _raw("wasmtime_component_resource_host_owned", ctypes.c_bool, [_P], keep_gil=True)
 #: ``memmove`` / ``memset`` keeping the GIL (ctypes' own release it)
 memmove = ctypes.PYFUNCTYPE(_P, _P, _P, ctypes.c_size_t)(ctypes._memmove_addr)  # type: ignore[attr-defined]
 memset = ctypes.PYFUNCTYPE(_P, _P, ctypes.c_int, ctypes.c_size_t)(ctypes._memset_addr)  # type: ignore[attr-defined]
+
+
+class HostBoxFields(ctypes.Structure):
+    """The rep and type of a ``wasmtime_component_resource_host_t`` (a
+    16-byte box: the own/borrow state, then ``rep`` and ``type``), in place."""
+
+    _fields_ = (
+        ("state", ctypes.c_uint64),
+        ("rep", ctypes.c_uint32),
+        ("tag", ctypes.c_uint32),
+    )
+
+
+def _host_box_in_place() -> bool:
+    """May the host-call path read a host resource's rep from its box, and
+    reuse one owned box by rewriting its rep and type, instead of a C call
+    per read and a new box per handle?
+
+    Checked against this library at import: the accessors must agree with
+    the fields the boxes are read through, for own and borrow boxes, and a
+    box rewritten in place must read back, through the accessors, as the
+    handle written.  Where anything differs the codecs use the C calls.
+    """
+    made: list[int] = []
+    try:
+        for owned in (True, False):
+            for rep, tag in ((0x1234_5678, 0x0BAD_CAFE), (0x0F0E_0D0C, 7)):
+                box = raw_host_new(owned, rep, tag)
+                if not box:
+                    return False
+                made.append(box)
+                fields = HostBoxFields.from_address(box)
+                if (fields.rep, fields.tag) != (rep, tag) or raw_host_rep(box) != rep:
+                    return False
+        own_a, own_b, borrow_a, borrow_b = (HostBoxFields.from_address(b) for b in made)
+        if own_a.state != own_b.state or borrow_a.state != borrow_b.state:
+            return False
+        if own_a.state == borrow_a.state:
+            return False
+        own_a.rep, own_a.tag = 42, 9
+        return (
+            raw_host_rep(made[0]) == 42
+            and raw_host_type(made[0]) == 9
+            and raw_host_owned(made[0])
+            and not raw_host_owned(made[2])
+        )
+    finally:
+        for box in made:
+            raw_host_delete(box)
+
+
+#: ``True`` when host resource boxes may be read and rewritten in place
+HOST_BOX_IN_PLACE = _host_box_in_place()
 
 
 # --- linker -----------------------------------------------------------------

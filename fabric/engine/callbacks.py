@@ -52,12 +52,12 @@ class HostCallStore(Protocol):
     """What the callbacks need of a store (``fabric.engine.store.Store``)."""
 
     data: Any
-    #: the context codecs use: the callback's during a host call, else ``idle_cx``
+    #: the context codecs use (a ``c_void_p``): the store's own, which is also
+    #: the context every callback of this store receives
     cx: Any
-    idle_cx: Any
     deadline: float | None
     host_calls: int
-    continuation: ctypes.Array[ctypes.c_char]
+    continuation: bytes
 
     def ctx(self) -> Any: ...
     def lookup(self, rep: int) -> Any: ...
@@ -170,7 +170,6 @@ def _sync_trampoline(
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cx = ctx
         n = len(lifts)
         try:
             if n == 1:
@@ -191,9 +190,6 @@ def _sync_trampoline(
         return 0
     except BaseException as e:
         return _fail(store, hf, e)
-    finally:
-        if store is not None:
-            store.cx = store.idle_cx
 
 
 def _async_trampoline(
@@ -215,17 +211,16 @@ def _async_trampoline(
     if store is None:
         store = STORES.get(_get_data(ctx) or 0)
     if store is None:
-        _memmove(cont_ret, _ORPHAN_CONTINUATION, _CONT_SIZE)
+        _cont_at(cont_ret).raw = _ORPHAN_CONTINUATION
         _ptr_at(err_ret).value = _fail(None, _HOST_FUNCS[env], LookupError("unknown store"))
         return
-    _memmove(cont_ret, store.continuation, _CONT_SIZE)
+    _cont_at(cont_ret).raw = store.continuation
     hf = _HOST_FUNCS[env]
     try:
         assert hf is not None
         lifts = hf.lifts
         if lifts is None:
             lifts = hf.bind(_func_type(fty))
-        store.cx = ctx
         try:
             if len(lifts) == 1:
                 value = hf.impl(store.data, lifts[0](args, store))
@@ -245,8 +240,6 @@ def _async_trampoline(
                 lower(value, results, store)
     except BaseException as e:
         _ptr_at(err_ret).value = _fail(store, hf, e)
-    finally:
-        store.cx = store.idle_cx
 
 
 def _continuation(env: int) -> bool:
@@ -282,7 +275,7 @@ def _fail(store: HostCallStore | None, hf: HostFunc | None, exc: BaseException) 
     return int(c.error_new_addr(text.encode("utf-8", "replace")) or 0)
 
 
-def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
+def continuation_template(store_id: int) -> bytes:
     """The 24-byte ``wasmtime_async_continuation_t`` a store's host calls use.
 
     Its finalizer is NULL (wasmtime calls it only when set): the store id
@@ -291,14 +284,15 @@ def continuation_template(store_id: int) -> ctypes.Array[ctypes.c_char]:
     cont: Any = c.CONTINUATION()
     cont.callback = _CONTINUATION
     cont.env = store_id
-    return ctypes.create_string_buffer(ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE))
+    return ctypes.string_at(ctypes.addressof(cont), _CONT_SIZE)
 
 
 _Coroutine = types.CoroutineType
 _get_data = c.raw_context_get_data
-_memmove = c.memmove
 _ptr_at = ctypes.c_void_p.from_address
 _CONT_SIZE = ctypes.sizeof(c.CONTINUATION)
+#: the 24 bytes at an address, written by one copy (cheaper than a memmove call)
+_cont_at = (ctypes.c_char * _CONT_SIZE).from_address
 _SYNC = c.RawFuncCallback(_sync_trampoline)
 _ASYNC = c.RawAsyncFuncCallback(_async_trampoline)
 _CONTINUATION = c.ContinuationCallback(_continuation)

@@ -69,9 +69,11 @@ class Store:
             c.store_limiter(self._ptr, max_memory, -1, -1, -1, -1)
         c.store_epoch_deadline_callback(self._ptr, _EPOCH, self.id, _NO_FINALIZER)
         c.context_set_epoch_deadline(self._ctx, 1)
-        #: the context codecs use: the callback's inside a host call, else the store's
-        self.cx: Any = self._ctx
-        self.idle_cx: Any = self._ctx
+        #: the context codecs pass to resource conversions, as a ready
+        #: ``c_void_p``. The context a host call's callback receives is this
+        #: same address for the store's whole life (``wasmtime_context_t`` is
+        #: the store's inner state), so no callback needs to set it.
+        self.cx: Any = ctypes.c_void_p(c.addr(self._ctx))
         self.deadline: float | None = None
         self.dead = False
         self.closed = False
@@ -104,7 +106,7 @@ class Store:
 
     # -- resource table (the ResourceScope protocol) --------------------------
     def ctx(self) -> Any:
-        return self.cx
+        return self._ctx
 
     def lookup(self, rep: int) -> Any:
         try:

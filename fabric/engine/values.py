@@ -32,7 +32,7 @@ from __future__ import annotations
 import ctypes
 import math
 import struct
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from wasmtime.component import _types as wt
 
@@ -102,6 +102,25 @@ _host_to_any = c.raw_host_to_any
 _host_new = c.raw_host_new
 _host_rep = c.raw_host_rep
 _host_delete = c.raw_host_delete
+#: Where the library's layout allows it (``c.HOST_BOX_IN_PLACE``), a borrowed
+#: or owned handle's rep is read from the box ``any_to_host`` returns, and a
+#: handle is handed to a guest from this one owned box, its rep and type
+#: rewritten in place: one C call per handle instead of three.
+_IN_PLACE = c.HOST_BOX_IN_PLACE
+_OWN_BOX = _host_new(True, 0, 0) if _IN_PLACE else 0
+_OWN_BOX_FIELDS = c.HostBoxFields.from_address(_OWN_BOX) if _IN_PLACE else None
+_OWN_BOX_P = ctypes.c_void_p(_OWN_BOX)
+#: views of the boxes ``any_to_host`` returned, by address: malloc hands the
+#: same few addresses out again and again (each box is freed at once)
+_BOX_VIEWS: dict[int, Any] = {}
+_box_view = c.HostBoxFields.from_address
+
+
+def _new_box_view(host: int) -> Any:
+    if len(_BOX_VIEWS) >= 64:
+        _BOX_VIEWS.clear()
+    view = _BOX_VIEWS[host] = _box_view(host)
+    return view
 
 
 class Ok:
@@ -161,7 +180,7 @@ class HostResource:
 class ResourceScope(Protocol):
     """What codecs need from a store to move resources across the boundary."""
 
-    #: the context for resource conversions (what ``ctx()`` returns)
+    #: the store's context for resource conversions, as a ``c_void_p``
     cx: Any
 
     def ctx(self) -> Any: ...
@@ -239,6 +258,8 @@ class IntCodec(Codec):
         self._pack = struct.Struct(f"<B7x{_INT_FORMAT[field]}").pack
         self._head_at = _INT_HEAD[field].from_address
         self._pad = b"\0" * (24 - struct.calcsize(_INT_FORMAT[field]))
+        #: the packed values of 0..63 (list indexes, such as ``poll``'s result)
+        self._small = [self._pack(kind, i) + self._pad for i in range(64)]
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
         return getattr(val.of, self.field)
@@ -254,13 +275,20 @@ class IntCodec(Codec):
         head.value = value
 
     def packed(self, value: Any) -> bytes:
-        """The whole 32-byte value holding ``value``."""
+        """The whole 32-byte value holding ``value``, for copying functions
+        only (``vallist_new``): small values are shared."""
+        if type(value) is int and 0 <= value < 64:
+            return self._small[value]
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
             raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
         return self._pack(self.kind, value) + self._pad
 
     def box(self, value: Any, scope: ResourceScope) -> int:
-        return _val_new(self.packed(value))  # type: ignore[no-any-return]
+        # A fresh buffer, never a shared one: ``val_new`` moves the value out
+        # and leaves Bool(false) in its place.
+        if not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise TypeError(f"expected an integer in [{self.lo}, {self.hi}], got {value!r}")
+        return _val_new(self._pack(self.kind, value) + self._pad)  # type: ignore[no-any-return]
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         if not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -387,7 +415,10 @@ class ListCodec(Codec):
         if n == 0:
             return []
         data = head.data
-        lift = self.elem.lift_at
+        elem = self.elem
+        if type(elem) is ResourceCodec:  # e.g. poll's list<borrow<pollable>>
+            return elem.lift_list(data, n, scope)
+        lift = elem.lift_at
         if n == 1:
             return [lift(data, scope)]
         return [lift(data + 32 * i, scope) for i in range(n)]
@@ -400,7 +431,10 @@ class ListCodec(Codec):
         elem = self.elem
         if type(elem) is IntCodec:
             # Integers: the whole list packed here, copied by wasmtime at once.
-            packed = b"".join([elem.packed(item) for item in items])
+            if len(items) == 1:
+                packed = elem.packed(items[0])
+            else:
+                packed = b"".join([elem.packed(item) for item in items])
             _u8_at(addr).value = c.K_LIST
             _vallist_new(addr + 8, len(items), packed if items else None)
             return
@@ -581,7 +615,7 @@ class ResourceCodec(Codec):
         self.owned = owned
         # The out-parameter of every lift and lower (they never interleave):
         # no pointer object and no byref() per call.
-        self._slot = ctypes.c_void_p()
+        self._slot: Any = ctypes.c_void_p()
         self._slot_ref = _byref(self._slot)
 
     def lift(self, val: Any, scope: ResourceScope) -> Any:
@@ -591,13 +625,37 @@ class ResourceCodec(Codec):
         # The pointer field itself as the argument: ctypes passes what it holds.
         err = _any_to_host(scope.cx, _ptr_at(addr + 8), self._slot_ref)
         if err:
-            msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
-            raise TypeError(f"not a host resource: {msg}")
-        host = self._slot.value
-        rep = _host_rep(host)
-        _host_delete(host)
+            _resource_error(err)
+        slot = self._slot
+        if _IN_PLACE:
+            host = slot.value
+            view = _BOX_VIEWS.get(host) or _new_box_view(host)
+            rep = view.rep
+        else:
+            rep = _host_rep(slot)
+        _host_delete(slot)
         # An own handle moved to the host: the guest's table no longer holds it.
         return scope.take(rep) if self.owned else scope.lookup(rep)
+
+    def lift_list(self, data: int, n: int, scope: ResourceScope) -> list[Any]:
+        """The ``n`` handles of a ``list<own|borrow<T>>`` at ``data``."""
+        any_to_host, ptr_at, slot, slot_ref = _any_to_host, _ptr_at, self._slot, self._slot_ref
+        cx = scope.cx
+        get = scope.take if self.owned else scope.lookup
+        out = []
+        for field in range(data + 8, data + 32 * n, 32):
+            err = any_to_host(cx, ptr_at(field), slot_ref)
+            if err:
+                _resource_error(err)
+            if _IN_PLACE:
+                host = slot.value
+                view = _BOX_VIEWS.get(host) or _new_box_view(host)
+                rep = view.rep
+            else:
+                rep = _host_rep(slot)
+            _host_delete(slot)
+            out.append(get(rep))
+        return out
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         self.lower_at(value, ctypes.addressof(val), scope)
@@ -608,17 +666,28 @@ class ResourceCodec(Codec):
         if not isinstance(value, HostResource):
             raise TypeError(f"expected a host resource, got {type(value).__name__}")
         rep = scope.insert(value)
-        host = _host_new(True, rep, value.resource_tag)
-        try:
-            err = _host_to_any(scope.cx, host, self._slot_ref)
-        finally:
-            _host_delete(host)
+        box = _OWN_BOX_FIELDS
+        if box is not None:
+            box.rep = rep
+            box.tag = value.resource_tag
+            err = _host_to_any(scope.cx, _OWN_BOX_P, self._slot_ref)
+        else:
+            host = _host_new(True, rep, value.resource_tag)
+            try:
+                err = _host_to_any(scope.cx, host, self._slot_ref)
+            finally:
+                _host_delete(host)
         if err:
             msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
             raise TypeError(f"cannot hand resource to guest: {msg}")
         head = _pointer_at(addr)
         head.kind = c.K_RESOURCE
         head.ptr = self._slot.value
+
+
+def _resource_error(err: int) -> NoReturn:
+    msg, _ = c.take_error(ctypes.cast(err, c.ERROR_P))
+    raise TypeError(f"not a host resource: {msg}")
 
 
 _INT_FORMAT = {
