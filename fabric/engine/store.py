@@ -88,11 +88,11 @@ class Store:
         self._held_deadline: float | None = None
         self.calls = 0
         self.host_calls = 0
-        self._continuation: ctypes.Array[ctypes.c_char] | None = None
+        self._continuation: bytes | None = None
         STORES[self.id] = self
 
     @property
-    def continuation(self) -> ctypes.Array[ctypes.c_char]:
+    def continuation(self) -> bytes:
         """The async continuation template, made at the first async host call
         (most guests of a fresh instance make none)."""
         cont = self._continuation
@@ -101,7 +101,7 @@ class Store:
         return cont
 
     @continuation.setter
-    def continuation(self, cont: ctypes.Array[ctypes.c_char]) -> None:
+    def continuation(self, cont: bytes) -> None:
         self._continuation = cont
 
     # -- resource table (the ResourceScope protocol) --------------------------
