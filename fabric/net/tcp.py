@@ -111,6 +111,10 @@ class TcpState(enum.Enum):
     CONNECTED = "connected"
     CLOSED = "closed"
 
+    # identity hash in C (members are singletons): `TRANSITIONS` is looked up
+    # by state on every socket operation
+    __hash__ = object.__hash__
+
 
 class ShutdownType(enum.Enum):
     RECEIVE = "receive"
@@ -451,9 +455,9 @@ class TcpSocket:
         return self._guest
 
     def _require(self, op: str) -> TcpState:
-        allowed = TRANSITIONS[op]
-        if self._state in allowed:
-            return allowed[self._state]
+        nxt = TRANSITIONS[op].get(self._state)
+        if nxt is not None:
+            return nxt
         if op in _FINISH:
             raise SocketError(ErrorCode.NOT_IN_PROGRESS, f"{op} in state {self._state.value}")
         if op == "start-connect" and self._state is TcpState.CONNECT_IN_PROGRESS:

@@ -130,6 +130,9 @@ class State(enum.Enum):
     ERROR = "ERROR"  # the peer broke the protocol; only close() is left
     CLOSED = "CLOSED"  # EOF seen or connection closed by us
 
+    # identity hash in C (members are singletons), not Enum's Python-level one
+    __hash__ = object.__hash__
+
 
 # --------------------------------------------------------------------------- errors
 
