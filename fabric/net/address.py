@@ -168,7 +168,9 @@ class SocketAddress(msgspec.Struct, frozen=True):
     scope_id: int = 0
 
     def __post_init__(self) -> None:
-        _check_tuple(self.family, self.address)
+        address = self.address
+        if type(address) is not tuple or _VALID.get(address) is not self.family:
+            _check_tuple(self.family, address)
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"bad port {self.port!r}")
 
@@ -253,10 +255,11 @@ def is_valid_address_family(ip: Addressish, family: IpAddressFamily) -> bool:
 
 
 def _canonical(ip: Addressish) -> tuple[IpAddressFamily, tuple[int, ...]]:
-    if ip.is_ipv4_mapped:
-        hi, lo = ip.address[6], ip.address[7]
+    address = ip.address
+    if ip.family is IpAddressFamily.IPV6 and address[:6] == (0, 0, 0, 0, 0, 0xFFFF):
+        hi, lo = address[6], address[7]
         return IpAddressFamily.IPV4, (hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)
-    return ip.family, ip.address
+    return ip.family, address
 
 
 def is_valid_remote_address(addr: SocketAddress) -> bool:

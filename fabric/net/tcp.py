@@ -57,8 +57,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -332,7 +332,7 @@ class TcpInputStream:
     __slots__ = ("_conn", "closed")
 
     def __init__(self, conn: _Connection) -> None:
-        conn.acquire()
+        conn.refs += 1  # conn.acquire(), without the call
         self._conn = conn
         self.closed = False
 
@@ -346,8 +346,9 @@ class TcpInputStream:
     def ready(self) -> bool:
         return self._conn.end.readable()
 
-    async def wait_ready(self) -> None:
-        await self._conn.end.wait_readable()
+    def wait_ready(self) -> Coroutine[Any, Any, None]:
+        # the pipe end's wait itself, not a coroutine around it
+        return self._conn.end.wait_readable()
 
     def watch(self, fut: asyncio.Future[None]) -> None:
         self._conn.end.watch_readable(fut)
@@ -364,7 +365,7 @@ class TcpOutputStream:
     __slots__ = ("_conn", "closed")
 
     def __init__(self, conn: _Connection) -> None:
-        conn.acquire()
+        conn.refs += 1  # conn.acquire(), without the call
         self._conn = conn
         self.closed = False
 
@@ -388,8 +389,8 @@ class TcpOutputStream:
     def ready(self) -> bool:
         return self._conn.end.writable()
 
-    async def wait_ready(self) -> None:
-        await self._conn.end.wait_writable()
+    def wait_ready(self) -> Coroutine[Any, Any, None]:
+        return self._conn.end.wait_writable()
 
     def watch(self, fut: asyncio.Future[None]) -> None:
         self._conn.end.watch_writable(fut)
