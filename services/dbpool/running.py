@@ -88,7 +88,6 @@ class StatementRunner(SessionIO):
             return None
         discard = True
         resp: Response | Reply | None = None
-        release: asyncio.Future[None] | None = None
         try:
             try:
                 resp = await self._execute(lease, req)
@@ -106,26 +105,15 @@ class StatementRunner(SessionIO):
             # Runs on cancellation too; the release itself cannot be cancelled.
             # The reset after the statement is a database round trip of its
             # own: with reply_before_release the response does not wait for it.
+            release = self._server.start_release(pool, lease, discard=discard)
             if resp is None or not self._server.limits.reply_before_release:
-                release = self._server.start_release(pool, lease, discard=discard)
                 await asyncio.shield(release)
-        started: list[asyncio.Future[None]] = [] if release is None else [release]
-
-        def start() -> None:
-            """Start the release (once): when the reply is handed to the writer, in
-            the same step, so the client's wakeup is queued before the reset's
-            task; or before any wait for the writer; or at the latest below."""
-            if not started:
-                started.append(self._server.start_release(pool, lease, discard=discard))
-
         # The request keeps its in-flight slot until the lease is back, so one
         # client never holds more than max_in_flight leases, releasing or not.
         # The task does not wait for it: the release frees the slot when done.
         try:
-            await self._respond(req, resp, free_slot=False, on_written=start)
+            await self._respond(req, resp, free_slot=False)
         finally:
-            start()
-            release = started[0]
             if release.done():
                 self._free_slot()
             else:

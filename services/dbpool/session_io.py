@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from pools import DatabaseError, Lease, Pool, PoolError
@@ -192,17 +192,10 @@ class SessionIO:
     # ------------------------------------------------------------------- output
 
     async def _respond(
-        self,
-        req: Request,
-        msg: Response | Reply,
-        *,
-        free_slot: bool = True,
-        on_written: Callable[[], None] | None = None,
+        self, req: Request, msg: Response | Reply, *, free_slot: bool = True
     ) -> None:
         """Write the one response of ``req`` and give its slot back (unless
-        ``free_slot`` is False: the caller then calls `_free_slot`).
-        ``on_written`` is called once the bytes are handed to the writer, before
-        waiting for their drain, or before waiting for another reply's write."""
+        ``free_slot`` is False: the caller then calls `_free_slot`)."""
         encoded = msg if isinstance(msg, Reply) else None
         try:
             if self._conn.state is not State.OPEN:
@@ -230,7 +223,7 @@ class SessionIO:
             # traceback would otherwise keep the whole reply alive until the cyclic GC.
             out = [data]
             del data
-            await self._write_out(out, on_written)
+            await self._write_out(out)
         except (ConnectionError, OSError):
             self._lost = True  # stop dispatching; the read loop sees the disconnect
         finally:
@@ -247,15 +240,10 @@ class SessionIO:
     async def _write(self, data: bytes | bytearray) -> None:
         await self._write_out([data])
 
-    async def _write_out(
-        self, out: list[bytes | bytearray], on_written: Callable[[], None] | None = None
-    ) -> None:
-        """Write ``out``'s one item (taken out of the list) and wait for the drain;
-        ``on_written`` (if any) is called before any wait (see `_respond`)."""
+    async def _write_out(self, out: list[bytes | bytearray]) -> None:
+        """Write ``out``'s one item (taken out of the list) and wait for the drain."""
         lock = self._write_lock
         if not lock.take_now():
-            if on_written is not None:
-                on_written()
             await lock.take()
         try:
             data = out.pop()
@@ -263,8 +251,6 @@ class SessionIO:
                 return
             self._writer.write(data)
             del data
-            if on_written is not None:
-                on_written()
             try:
                 # One write timer per session, not a timeout scope per write.
                 await self._drains.bound(self._writer.drain())
