@@ -34,6 +34,11 @@ class IpAddressFamily(enum.Enum):
     IPV4 = "ipv4"
     IPV6 = "ipv6"
 
+    # Members are singletons compared by identity: hash them by identity too,
+    # in C, rather than by Enum's Python-level hash of the name (addresses and
+    # socket states are dictionary keys on every connect).
+    __hash__ = object.__hash__
+
 
 def _to_tuple(ip: IPv4 | IPv6) -> tuple[int, ...]:
     raw = ip.packed
@@ -42,10 +47,41 @@ def _to_tuple(ip: IPv4 | IPv6) -> tuple[int, ...]:
     return tuple(int.from_bytes(raw[i : i + 2], "big") for i in range(0, 16, 2))
 
 
+# Address tuples already found valid, with their family (the width tells it):
+# the same few addresses are built over and over (loopback, unspecified, the
+# addresses of a workload's services). Bounded: cleared when it fills up.
+_VALID: dict[tuple[int, ...], IpAddressFamily] = {}
+_VALID_MAX = 4096
+
+
 def _check_tuple(family: IpAddressFamily, address: tuple[int, ...]) -> None:
+    if type(address) is tuple and _VALID.get(address) is family:
+        return
     width, limit = (4, 0xFF) if family is IpAddressFamily.IPV4 else (8, 0xFFFF)
     if len(address) != width or min(address) < 0 or max(address) > limit:
         raise ValueError(f"bad {family.value} address {address!r}")
+    if type(address) is tuple:
+        if len(_VALID) >= _VALID_MAX:
+            _VALID.clear()
+        _VALID[address] = family
+
+
+# The text of an address tuple (IPv4 has 4 items, IPv6 8), as `ipaddress`
+# writes it; bounded like `_VALID`.
+_TEXT: dict[tuple[int, ...], str] = {}
+
+
+def _text(address: tuple[int, ...]) -> str:
+    text = _TEXT.get(address)
+    if text is None:
+        if len(address) == 4:
+            text = str(IPv4(bytes(address)))
+        else:
+            text = str(IPv6(b"".join(x.to_bytes(2, "big") for x in address)))
+        if len(_TEXT) >= _VALID_MAX:
+            _TEXT.clear()
+        _TEXT[address] = text
+    return text
 
 
 def _is_loopback(family: IpAddressFamily, address: tuple[int, ...]) -> bool:
@@ -109,7 +145,7 @@ class IpAddress(msgspec.Struct, frozen=True):
         return _is_ipv4_mapped(self.family, self.address)
 
     def __str__(self) -> str:
-        return str(self.to_ip())
+        return _text(self.address)
 
 
 _LOOPBACK = {
@@ -132,7 +168,9 @@ class SocketAddress(msgspec.Struct, frozen=True):
     scope_id: int = 0
 
     def __post_init__(self) -> None:
-        _check_tuple(self.family, self.address)
+        address = self.address
+        if type(address) is not tuple or _VALID.get(address) is not self.family:
+            _check_tuple(self.family, address)
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"bad port {self.port!r}")
 
@@ -165,11 +203,14 @@ class SocketAddress(msgspec.Struct, frozen=True):
 
     @property
     def host(self) -> str:
-        return str(self.ip)
+        return _text(self.address)
 
     @property
     def is_loopback(self) -> bool:
-        return _is_loopback(self.family, self.address)
+        address = self.address
+        if self.family is IpAddressFamily.IPV4:
+            return address[0] == 127
+        return address == (0, 0, 0, 0, 0, 0, 0, 1)
 
     @property
     def is_unspecified(self) -> bool:
@@ -188,8 +229,8 @@ class SocketAddress(msgspec.Struct, frozen=True):
     def to_sockaddr(self) -> tuple[Any, ...]:
         """The tuple asyncio's `get_extra_info("peername")` gives for this address."""
         if self.family is IpAddressFamily.IPV4:
-            return (self.host, self.port)
-        return (self.host, self.port, self.flow_info, self.scope_id)
+            return (_text(self.address), self.port)
+        return (_text(self.address), self.port, self.flow_info, self.scope_id)
 
     def __str__(self) -> str:
         if self.family is IpAddressFamily.IPV4:
@@ -214,10 +255,11 @@ def is_valid_address_family(ip: Addressish, family: IpAddressFamily) -> bool:
 
 
 def _canonical(ip: Addressish) -> tuple[IpAddressFamily, tuple[int, ...]]:
-    if ip.is_ipv4_mapped:
-        hi, lo = ip.address[6], ip.address[7]
+    address = ip.address
+    if ip.family is IpAddressFamily.IPV6 and address[:6] == (0, 0, 0, 0, 0, 0xFFFF):
+        hi, lo = address[6], address[7]
         return IpAddressFamily.IPV4, (hi >> 8, hi & 0xFF, lo >> 8, lo & 0xFF)
-    return ip.family, ip.address
+    return ip.family, address
 
 
 def is_valid_remote_address(addr: SocketAddress) -> bool:

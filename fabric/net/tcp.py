@@ -57,8 +57,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -110,6 +110,10 @@ class TcpState(enum.Enum):
     CONNECT_IN_PROGRESS = "connect-in-progress"
     CONNECTED = "connected"
     CLOSED = "closed"
+
+    # identity hash in C (members are singletons): `TRANSITIONS` is looked up
+    # by state on every socket operation
+    __hash__ = object.__hash__
 
 
 class ShutdownType(enum.Enum):
@@ -328,7 +332,7 @@ class TcpInputStream:
     __slots__ = ("_conn", "closed")
 
     def __init__(self, conn: _Connection) -> None:
-        conn.acquire()
+        conn.refs += 1  # conn.acquire(), without the call
         self._conn = conn
         self.closed = False
 
@@ -342,8 +346,9 @@ class TcpInputStream:
     def ready(self) -> bool:
         return self._conn.end.readable()
 
-    async def wait_ready(self) -> None:
-        await self._conn.end.wait_readable()
+    def wait_ready(self) -> Coroutine[Any, Any, None]:
+        # the pipe end's wait itself, not a coroutine around it
+        return self._conn.end.wait_readable()
 
     def watch(self, fut: asyncio.Future[None]) -> None:
         self._conn.end.watch_readable(fut)
@@ -360,7 +365,7 @@ class TcpOutputStream:
     __slots__ = ("_conn", "closed")
 
     def __init__(self, conn: _Connection) -> None:
-        conn.acquire()
+        conn.refs += 1  # conn.acquire(), without the call
         self._conn = conn
         self.closed = False
 
@@ -384,8 +389,8 @@ class TcpOutputStream:
     def ready(self) -> bool:
         return self._conn.end.writable()
 
-    async def wait_ready(self) -> None:
-        await self._conn.end.wait_writable()
+    def wait_ready(self) -> Coroutine[Any, Any, None]:
+        return self._conn.end.wait_writable()
 
     def watch(self, fut: asyncio.Future[None]) -> None:
         self._conn.end.watch_writable(fut)
@@ -451,9 +456,9 @@ class TcpSocket:
         return self._guest
 
     def _require(self, op: str) -> TcpState:
-        allowed = TRANSITIONS[op]
-        if self._state in allowed:
-            return allowed[self._state]
+        nxt = TRANSITIONS[op].get(self._state)
+        if nxt is not None:
+            return nxt
         if op in _FINISH:
             raise SocketError(ErrorCode.NOT_IN_PROGRESS, f"{op} in state {self._state.value}")
         if op == "start-connect" and self._state is TcpState.CONNECT_IN_PROGRESS:

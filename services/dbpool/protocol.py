@@ -130,6 +130,9 @@ class State(enum.Enum):
     ERROR = "ERROR"  # the peer broke the protocol; only close() is left
     CLOSED = "CLOSED"  # EOF seen or connection closed by us
 
+    # identity hash in C (members are singletons), not Enum's Python-level one
+    __hash__ = object.__hash__
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -331,7 +334,7 @@ class _Connection(Generic[_In, _Out]):
             )
         if len(buf) < 4 + size:
             return self._eof_event("a frame") if self._eof else NEED_DATA
-        body = bytes(buf[4 : 4 + size])
+        body = buf[4 : 4 + size]  # one copy; msgspec decodes a bytearray as it is
         del buf[: 4 + size]
         try:
             msg = self._decoder.decode(body)

@@ -152,7 +152,14 @@ class ReplyBuffer:
         self.bytes = 0
         self.peak = 0
         self._on_peak = on_peak
-        self._turn = asyncio.Lock()
+        self._turn_lock: asyncio.Lock | None = None  # made by the first large result
+
+    @property
+    def _turn(self) -> asyncio.Lock:
+        lock = self._turn_lock
+        if lock is None:
+            lock = self._turn_lock = asyncio.Lock()
+        return lock
 
     def hold(self, reply: Reply, n: int) -> None:
         reply.held += n

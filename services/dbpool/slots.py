@@ -7,14 +7,17 @@ several Python frames even when a slot is free.  `within` bounds an
 awaitable in time with one timer that cancels the task (what
 ``asyncio.timeout`` does, without its scope object).  `WaitTimer` bounds a
 connection's waits of one kind with one timer armed lazily: most waits end
-long before it.
+long before it.  Both run the awaitable's first step before any timer is
+armed: a wait that completes in it (the bytes are already there, the
+writer has room) never needed a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar
 
 __all__ = ["Slots", "WaitTimer", "within"]
@@ -70,6 +73,28 @@ class Slots:
         return f"<Slots free={self.free} waiting={len(self._waiters)}>"
 
 
+@types.coroutine
+def _rest(it: Generator[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+    """Await the rest of an awaitable whose first step ran (``it.send(None)``
+    gave ``yielded``): what ``yield from`` does, from a value already yielded."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            it.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = it.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = it.send(sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
 def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
     expired.append(True)
     task.cancel()
@@ -79,15 +104,21 @@ async def within(
     aw: Awaitable[T], delay: float, task: asyncio.Task[Any] | None = None
 ) -> T:
     """Await ``aw``; raise TimeoutError if it takes more than ``delay`` seconds.
-    ``task`` is the running task, when the caller knows it."""
+    ``task`` is the running task, when the caller knows it.  No timer is armed
+    when ``aw`` finishes without waiting."""
     if task is None:
         task = asyncio.current_task()
         assert task is not None
     cancelling = task.cancelling()
+    it = aw.__await__()
+    try:
+        yielded = it.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     expired: list[bool] = []
     timer = asyncio.get_running_loop().call_later(delay, _expire, task, expired)
     try:
-        result = await aw
+        result = await _rest(it, yielded)
     except BaseException as exc:
         if expired and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
             raise TimeoutError from None
@@ -117,13 +148,18 @@ class WaitTimer:
         self._timer: asyncio.TimerHandle | None = None
 
     async def bound(self, aw: Awaitable[T]) -> T:
+        it = aw.__await__()
+        try:
+            yielded = it.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         self._since = loop.time()
         if self._timer is None:
             self._timer = loop.call_at(self._since + self.timeout, self._check)
         task = self._task = asyncio.current_task()
         try:
-            return await aw
+            return await _rest(it, yielded)
         except asyncio.CancelledError:
             if self.expired and task is not None and task.uncancel() == 0:
                 raise TimeoutError from None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.dbpool.slots import Slots, WaitTimer
+from services.dbpool.slots import Slots, WaitTimer, within
 
 
 async def test_a_wait_timer_cuts_a_wait_that_lasts_past_its_timeout() -> None:
@@ -34,6 +34,50 @@ async def test_a_cancel_from_elsewhere_stays_a_cancel() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not timer.expired
+    timer.cancel()
+
+
+async def _ready(value: str) -> str:
+    return value  # finishes in its first step: nothing to wait for
+
+
+async def test_a_wait_that_needs_no_waiting_arms_no_timer() -> None:
+    timer = WaitTimer(10)
+    assert await timer.bound(_ready("now")) == "now"
+    assert timer._timer is None
+    assert await timer.bound(asyncio.sleep(0, result="later")) == "later"
+    assert timer._timer is not None  # a wait that suspended armed it
+    timer.cancel()
+    assert await within(_ready("now"), 0.01) == "now"
+
+
+async def test_within_cuts_a_wait_after_its_first_step() -> None:
+    with pytest.raises(TimeoutError):
+        await within(asyncio.sleep(10), 0.05)
+    assert await within(asyncio.sleep(0.01, result="in time"), 5.0) == "in time"
+
+
+async def test_a_cancelled_wait_reaches_the_awaitable() -> None:
+    # The awaitable resumed after its first step still sees the cancellation
+    # (its cleanup runs) and the cancel stays a cancel, not a timeout.
+    seen: list[str] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    timer = WaitTimer(10)
+    for wait in (timer.bound(waits()), within(waits(), 10)):
+        task = asyncio.ensure_future(wait)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert seen == ["cancelled", "cancelled"]
     assert not timer.expired
     timer.cancel()
 

@@ -10,10 +10,12 @@ import pytest
 from fabric.net import (
     ErrorCode,
     GuestNetwork,
+    IpAddress,
     IpAddressFamily,
     NetworkPolicy,
     Role,
     ShutdownType,
+    SocketAddress,
     SocketError,
     StreamClosed,
     TcpSocket,
@@ -539,3 +541,21 @@ def test_closing_a_guest_closes_its_connections_even_with_live_streams(
         ains.read(100)
     assert comp not in net.guests
     assert net.statistics().sockets == 2  # the listener and the accepted socket
+
+
+def test_addresses_are_checked_and_written_the_same_however_often_they_are_built() -> None:
+    # Valid address tuples and their text are remembered; an address valid for
+    # one family stays invalid for the other, and a bad one stays bad.
+    for _ in range(2):
+        assert str(SocketAddress(V4, (127, 0, 0, 1), 80)) == "127.0.0.1:80"
+        assert SocketAddress(V6, (0,) * 7 + (1,), 80).to_sockaddr() == ("::1", 80, 0, 0)
+        assert str(IpAddress(V6, (0x2001, 0xDB8, 0, 0, 0, 0, 0, 1))) == "2001:db8::1"
+        with pytest.raises(ValueError):
+            IpAddress(V6, (127, 0, 0, 1))
+        with pytest.raises(ValueError):
+            SocketAddress(V4, (0,) * 8, 80)
+        with pytest.raises(ValueError):
+            SocketAddress(V4, (256, 0, 0, 1), 80)
+        with pytest.raises(ValueError):
+            SocketAddress(V4, (127, 0, 0, 1), 65536)
+    assert {S.UNBOUND: 1}[S.UNBOUND] == 1 and hash(V4) != hash(V6)
