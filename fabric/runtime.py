@@ -137,6 +137,11 @@ class Runtime:
         except GuestExit as e:
             return e.code
 
+    def statistics(self) -> dict[str, int]:
+        """The engine's counts (compile cache, ``instances`` alive of
+        ``instance_limit``, 0 for no bound) and the commands run."""
+        return dict(self.engine.statistics(), guests_run=self.guests_run)
+
     def close(self) -> None:
         self.engine.close()
 

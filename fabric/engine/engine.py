@@ -27,7 +27,7 @@ from wasmtime import _bindings as _wb
 from wasmtime import component as wc
 
 from . import _capi as c
-from .errors import ComponentLoadError, ConfigError
+from .errors import ComponentLoadError, ConfigError, InstanceLimitReached
 from .values import Signature
 
 WASMTIME_VERSION = _dist_version("wasmtime")
@@ -45,7 +45,8 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: come from slots reserved once and reused, instead of an mmap and a munmap
     #: (with its TLB shootdown) for each of them on every fresh instance.
     #: ``pool_instances`` bounds the component instances (and the linear
-    #: memories, fiber stacks) alive at once; an instantiation past it fails.
+    #: memories, fiber stacks) alive at once; the engine counts them and
+    #: refuses one more with ``InstanceLimitReached`` before wasmtime is asked.
     #: The pool is address space reserved when the engine starts, ~4 GiB per
     #: memory slot (8 TiB for 2,000).  Off: on-demand allocation, no cap.
     pooling: bool = True
@@ -151,6 +152,11 @@ class Engine:
         # scope has no call context".  fabric's host functions do not need it.
         c.lib.wasmtime_config_concurrency_support_set(cfg.ptr(), False)
         self.pooling = self.config.pooling and _set_pooling(cfg, self.config.pool_instances)
+        #: component instances alive at once at most (None: no bound, on-demand allocation)
+        self.instance_limit: int | None = self.config.pool_instances if self.pooling else None
+        #: stores holding an instance slot (from instantiate until close)
+        self.instances = 0
+        self._refused = 0
         self.inner = wasmtime.Engine(cfg)
         self._ptr = self.inner.ptr()
         self.cache_dir = (
@@ -167,14 +173,38 @@ class Engine:
     def close(self) -> None:
         self._ticker.stop()
 
+    # -- instance slots ------------------------------------------------------------
+    def take_instance_slot(self) -> None:
+        """Count one more live instance, or raise ``InstanceLimitReached`` when
+        ``instance_limit`` are alive (the pool would fail the instantiation)."""
+        limit = self.instance_limit
+        if limit is not None and self.instances >= limit:
+            self._refused += 1
+            raise InstanceLimitReached(limit)
+        self.instances += 1
+
+    def give_instance_slots(self, count: int) -> None:
+        """A store holding ``count`` slots was closed."""
+        self.instances -= count
+
     def statistics(self) -> dict[str, int]:
-        return dict(self._stats, loaded=len(self._components))
+        """Compile-cache counts and instance slots: ``instances`` alive,
+        ``instance_limit`` (0: no bound) and ``instances_refused`` at the limit."""
+        return dict(
+            self._stats,
+            loaded=len(self._components),
+            instances=self.instances,
+            instance_limit=self.instance_limit or 0,
+            instances_refused=self._refused,
+        )
 
     def __repr__(self) -> str:
         s = self._stats
+        limit = "" if self.instance_limit is None else f"/{self.instance_limit}"
         return (
             f"<Engine wasmtime {WASMTIME_VERSION} components={len(self._components)} "
-            f"compiled={s['compiled']} cache_hits={s['cache_hits']}>"
+            f"compiled={s['compiled']} cache_hits={s['cache_hits']} "
+            f"instances={self.instances}{limit}>"
         )
 
     # -- loading -------------------------------------------------------------

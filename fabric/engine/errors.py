@@ -72,6 +72,30 @@ class GuestExit(EngineError):
         super().__init__(f"guest exited with code {code}")
 
 
+class InstanceLimitReached(EngineError):
+    """No instance slot is free: ``limit`` component instances are alive in this
+    process (every workload's together), the engine's ``pool_instances``.
+
+    Raised before anything is instantiated; the store that asked is left
+    without an instance, and the instances alive go on.  ``detail`` holds
+    wasmtime's message in the rare case the pool ran out of something else
+    first (linear memories, tables of a component that has several)."""
+
+    def __init__(self, limit: int, detail: str = "") -> None:
+        self.limit = limit
+        what = (
+            f"the engine's instance pool ({limit} instances) is full: {detail}"
+            if detail
+            else f"{limit} component instances are alive in this process, "
+            "the most the engine's instance pool holds"
+        )
+        super().__init__(
+            f"instance limit reached: {what}; raise it with "
+            "max_instances in the manifest or fabric run --max-instances N "
+            "(EngineConfig.pool_instances from Python)"
+        )
+
+
 class InstanceDead(EngineError):
     """The instance failed earlier (trap, error, cancellation) and cannot be entered again."""
 

@@ -31,6 +31,7 @@ from .errors import (
     ExportNotFound,
     GuestTrap,
     InstanceDead,
+    InstanceLimitReached,
     TrapError,
 )
 from .linker import Linker
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from .engine import Component, Engine
 
 _ids = itertools.count(1)
+#: how wasmtime's pooling allocator words a slot it has none of left
+_POOL_FULL = "maximum concurrent limit of"
 _byref = ctypes.byref
 
 
@@ -89,6 +92,8 @@ class Store:
         self.calls = 0
         self.host_calls = 0
         self._continuation: bytes | None = None
+        #: the engine's instance slots this store holds (one per instantiation, until close)
+        self._slots = 0
         STORES[self.id] = self
 
     @property
@@ -270,12 +275,22 @@ class Store:
     async def instantiate(
         self, linker: Linker, component: Component, *, timeout: float | None = None
     ) -> Instance:
+        if self.closed:
+            raise InstanceDead("the store is closed")
+        self.engine.take_instance_slot()  # InstanceLimitReached: nothing is instantiated
+        self._slots += 1
         out = c.COMPONENT_INSTANCE()
         err = c.ERROR_P()
         fut = c.linker_instantiate_async(
             linker.ptr(), self._ctx, component.ptr(), _byref(out), _byref(err)
         )
-        await self._run(fut, err, timeout)
+        try:
+            await self._run(fut, err, timeout)
+        except GuestTrap as e:
+            limit = self.engine.instance_limit
+            if limit is not None and e.message.startswith(_POOL_FULL):
+                raise InstanceLimitReached(limit, e.message) from None
+            raise
         return Instance(self, component, out)
 
     # -- lifetime -----------------------------------------------------------------
@@ -286,6 +301,9 @@ class Store:
         self.dead = True
         c.store_delete(self._ptr)
         STORES.pop(self.id, None)
+        if self._slots:
+            self.engine.give_instance_slots(self._slots)
+            self._slots = 0
         # wasmtime runs no destructor for handles still in the guest's table.
         table, self._table = self._table, {}
         for obj in table.values():

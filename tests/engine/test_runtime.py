@@ -14,6 +14,7 @@ from fabric.engine import (
     Engine,
     EngineConfig,
     GuestTrap,
+    InstanceLimitReached,
     MissingImportsError,
 )
 from fabric.runtime import Runtime
@@ -203,7 +204,7 @@ async def test_pooled_instances_are_bounded_and_their_slots_come_back_fresh(
         first = await rt.instantiate(comp, WasiCtx())
         second = await rt.instantiate(comp, WasiCtx())
         assert await first.call("grow", 3) == 1  # 1 page before, 4 after
-        with pytest.raises(GuestTrap, match="limit"):
+        with pytest.raises(InstanceLimitReached, match="limit"):
             await rt.instantiate(comp, WasiCtx())
         first.store.close()
         # the slot the grown memory used serves the next instance, as a fresh memory
@@ -215,12 +216,70 @@ async def test_pooled_instances_are_bounded_and_their_slots_come_back_fresh(
         rt.close()
 
 
+async def test_instances_past_the_limit_are_refused_by_name_and_others_go_on(
+    tmp_path: Path,
+) -> None:
+    rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pool_instances=3))
+    try:
+        comp = rt.load(wat_guest("memory"))
+        tiny = rt.load(wat_guest("tiny"))
+        held = [await rt.instantiate(comp, WasiCtx()) for _ in range(3)]
+        assert rt.statistics()["instances"] == 3
+        assert rt.statistics()["instance_limit"] == 3
+        assert "instances=3/3" in repr(rt.engine)
+        with pytest.raises(InstanceLimitReached) as info:
+            await rt.instantiate(comp, WasiCtx())
+        assert info.value.limit == 3
+        assert not isinstance(info.value, GuestTrap)  # not the guest's fault
+        message = str(info.value)
+        assert "3 component instances" in message
+        assert "max_instances" in message and "--max-instances" in message
+        # a command run is refused the same way, and its store is cleaned up
+        with pytest.raises(InstanceLimitReached):
+            await rt.run_command(tiny, WasiCtx(WasiConfig()))
+        stats = rt.statistics()
+        assert stats["instances"] == 3
+        assert stats["instances_refused"] == 2
+        # the instances alive are untouched by the refusals
+        for inst in held:
+            assert await inst.call("grow", 0) == 1
+        # one closed: the next one gets its slot
+        held.pop().store.close()
+        assert rt.statistics()["instances"] == 2
+        assert await rt.run_command(tiny, WasiCtx(WasiConfig())) == 0
+        held.append(await rt.instantiate(comp, WasiCtx()))
+        for inst in held:
+            inst.store.close()
+        assert rt.statistics()["instances"] == 0
+    finally:
+        rt.close()
+
+
+async def test_failed_instantiations_give_their_slot_back(tmp_path: Path) -> None:
+    rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pool_instances=1))
+    try:
+        comp = rt.load(wat_guest("memory"))
+        # a store that fails to instantiate (limit on memory below the guest's
+        # initial page) is closed by the runtime and frees its slot
+        with pytest.raises(GuestTrap):
+            await rt.instantiate(comp, WasiCtx(), max_memory=1)
+        assert rt.statistics()["instances"] == 0
+        inst = await rt.instantiate(comp, WasiCtx())
+        inst.store.close()
+        inst.store.close()  # a second close gives nothing back twice
+        assert rt.statistics()["instances"] == 0
+    finally:
+        rt.close()
+
+
 async def test_on_demand_allocation_has_no_instance_bound(tmp_path: Path) -> None:
     rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pooling=False, pool_instances=1))
     try:
         assert not rt.engine.pooling
         comp = rt.load(wat_guest("memory"))
         insts = [await rt.instantiate(comp, WasiCtx()) for _ in range(3)]
+        assert rt.statistics()["instances"] == 3
+        assert rt.statistics()["instance_limit"] == 0
         for inst in insts:
             assert await inst.call("grow", 0) == 1
             inst.store.close()
