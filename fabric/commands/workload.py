@@ -31,6 +31,14 @@ def register(sub: Any) -> None:
         help="worker processes, each running every workload on its own core "
         "('auto': one per CPU; default 1: one process, docs/workers.md)",
     )
+    p.add_argument(
+        "--max-instances",
+        type=_max_instances,
+        default=None,
+        metavar="N",
+        help="component instances alive at once in each process, every workload's "
+        "together (overrides the manifest's max_instances; default 2000)",
+    )
     # how the parent of `--workers N` starts worker I of N (docs/workers.md)
     p.add_argument("--worker", type=_worker_slot, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_run)
@@ -78,6 +86,20 @@ def _cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def _max_instances(text: str) -> int:
+    from fabric.workload.manifest import MAX_INSTANCES
+
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_INSTANCES:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 1 to {MAX_INSTANCES}, got {text!r}"
+        )
+    return count
 
 
 def _workers(text: str) -> int:
@@ -132,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     workers = 1 if args.worker is not None else args.workers
     manifest = _load(args.manifest, import_native=True, workers=workers)
+    if args.max_instances is not None:
+        manifest = msgspec.structs.replace(manifest, max_instances=args.max_instances)
     path = _control_path(args.manifest, args.control)
     names = ", ".join(w.name for w in manifest.workloads)
     app: Any
@@ -149,9 +173,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker=slot,
         )
     elif workers > 1:
+        from fabric.workload.shares import WorkerSlot
+        from fabric.workload.worker_process import worker_command
         from fabric.workload.workers import WorkerPool
 
-        app = WorkerPool(manifest, workers, control_path=path)
+        command = None
+        if args.max_instances is not None:
+            limit = ["--max-instances", str(args.max_instances)]
+
+            def command(slot: WorkerSlot, sock: str) -> list[str]:
+                return [*worker_command(manifest.path, slot, sock), *limit]
+
+        app = WorkerPool(manifest, workers, control_path=path, command=command)
         names = f"{names} in {workers} workers"
     else:
         app = Fabric(manifest, control_path=path, emit=default_emit)
@@ -288,6 +321,12 @@ def print_status(report: Any) -> None:
     from rich.table import Table
 
     console = Console()
+    if report.instance_limit:
+        console.print(
+            f"instances: {report.instances} of {report.instance_limit} alive (max_instances)"
+        )
+    elif report.instances:
+        console.print(f"instances: {report.instances} alive (no bound)")
     if report.workers:
         wt = Table(title=f"{len(report.workers)} workers", title_justify="left")
         for col in (

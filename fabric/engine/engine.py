@@ -300,6 +300,13 @@ _POOL_MEMORIES_PER_MODULE = 16
 _POOL_TABLES_PER_MODULE = 16
 _POOL_TABLE_ELEMENTS = 1 << 18
 _POOL_INSTANCE_SIZE = 16 << 20
+#: Slots per component instance, so that ``pool_instances`` instances fit
+#: before any other pool runs out: a memory reserves ~4 GiB of address space,
+#: a table _POOL_TABLE_ELEMENTS pointers (2 MiB), a core instance only counts.
+#: A componentize-py guest takes 1 memory, 2 tables and 14 core instances.
+_POOL_MEMORIES_PER_INSTANCE = 1
+_POOL_TABLES_PER_INSTANCE = 4
+_POOL_CORE_INSTANCES_PER_INSTANCE = 32
 
 
 #: Address space of one linear-memory slot of the pool, with room to spare:
@@ -328,14 +335,12 @@ def _set_pooling(cfg: wasmtime.Config, instances: int) -> bool:
         return False
     pc = _wb.wasmtime_pooling_allocation_config_new()
     try:
-        # A memory slot reserves ~4 GiB of address space, a table slot
-        # _POOL_TABLE_ELEMENTS pointers; a core instance only counts.
         for name, count in (
             ("total_component_instances", instances),
             ("total_stacks", instances),
-            ("total_memories", instances),
-            ("total_tables", 2 * instances),
-            ("total_core_instances", 8 * instances),
+            ("total_memories", _POOL_MEMORIES_PER_INSTANCE * instances),
+            ("total_tables", _POOL_TABLES_PER_INSTANCE * instances),
+            ("total_core_instances", _POOL_CORE_INSTANCES_PER_INSTANCE * instances),
         ):
             getattr(_wb, f"wasmtime_pooling_allocation_config_{name}_set")(pc, count)
         _wb.wasmtime_pooling_allocation_config_max_memories_per_module_set(

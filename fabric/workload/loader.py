@@ -122,6 +122,7 @@ def manifest_from_dict(
         python_path=tuple(resolve_path(p, base) for p in doc.python_path),
         grace=doc.grace,
         metrics=doc.metrics,
+        max_instances=doc.max_instances,
         source_map=lines,
     )
     if check:

@@ -43,6 +43,10 @@ __all__ = [
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Name = Annotated[str, msgspec.Meta(min_length=1)]
+#: bounds of ``max_instances``: the pool reserves ~4 GiB of address space per
+#: instance, and a 47-bit address space holds about 30,000 of them
+MAX_INSTANCES = 30_000
+InstanceCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_INSTANCES)]
 
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -203,6 +207,8 @@ class ManifestFile(_Spec, frozen=True):
     python_path: tuple[str, ...] = ()
     grace: Duration = Duration(10.0)
     metrics: MetricsSpec | None = None
+    #: component instances alive at once in the process (None: the engine's default)
+    max_instances: InstanceCount | None = None
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
@@ -213,6 +219,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     python_path: tuple[str, ...] = ()
     grace: Duration = Duration(10.0)
     metrics: MetricsSpec | None = None
+    max_instances: int | None = None
     source_map: SourceMap = msgspec.field(default_factory=SourceMap)
 
     @property
@@ -233,6 +240,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
             python_path=self.python_path,
             grace=self.grace,
             metrics=self.metrics,
+            max_instances=self.max_instances,
         )
         out = _drop_none(msgspec.to_builtins(doc, enc_hook=units.enc_hook))
         assert isinstance(out, dict)

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from fabric.engine import Component, GuestExit, Linker, Ok
+from fabric.engine import Component, EngineConfig, GuestExit, Linker, Ok
 from fabric.net import EgressRule as NetEgress
 from fabric.net import IngressRule as NetIngress
 from fabric.net import NetworkPolicy, Role, VirtualNetwork
@@ -434,9 +434,7 @@ class WorkloadRuntime:
                 linker=entry.linker,
             )
             try:
-                return await inst.call(
-                    path, *args, timeout=max(deadline - time.monotonic(), 0.0)
-                )
+                return await inst.call(path, *args, timeout=max(deadline - time.monotonic(), 0.0))
             except GuestExit as e:
                 raise WorkloadError(
                     f"{component} exited with code {e.code} during {path}"
@@ -541,11 +539,16 @@ class Fabric:
     ) -> None:
         """``worker``: which worker of ``fabric run --workers N`` this process is
         (ingress listeners then share their host ports, native services get their
-        share of what they hold: ``fabric.workload.shares``)."""
+        share of what they hold: ``fabric.workload.shares``).  Without ``runtime``
+        the fabric makes its own, holding at most the manifest's ``max_instances``
+        component instances at once."""
         self.manifest = manifest
         self.worker = worker if worker is not None else WorkerSlot()
-        self.runtime = runtime or Runtime()
         self._own_runtime = runtime is None
+        if runtime is None:
+            limit = manifest.max_instances
+            runtime = Runtime(None if limit is None else EngineConfig(pool_instances=limit))
+        self.runtime = runtime
         self.emit = emit
         self.workloads = {
             w.name: WorkloadRuntime(
@@ -603,12 +606,15 @@ class Fabric:
 
     # -- ControlTarget ------------------------------------------------------------
     def status(self) -> StatusReport:
+        engine = self.runtime.engine
         return StatusReport(
             manifest=self.manifest.path,
             pid=os.getpid(),
             started_at=self.started_at,
             draining=self.draining,
             workloads=tuple(wl.status() for wl in self.workloads.values()),
+            instances=engine.instances,
+            instance_limit=engine.instance_limit or 0,
         )
 
     async def invoke(

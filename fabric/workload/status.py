@@ -155,6 +155,10 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     draining: bool = False
     workloads: tuple[WorkloadStatus, ...] = ()
     workers: tuple[WorkerStatus, ...] = ()
+    #: component instances alive (every workload's), and the most the engine
+    #: allows at once (``max_instances``; 0: no bound).  Summed over workers.
+    instances: int = 0
+    instance_limit: int = 0
 
 
 class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):

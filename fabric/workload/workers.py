@@ -283,6 +283,8 @@ class WorkerPool:
             draining=self.draining,
             workloads=merge_workloads(reports),
             workers=workers,
+            instances=sum(r.instances for _, r in reports),
+            instance_limit=sum(r.instance_limit for _, r in reports),
         )
 
     def __repr__(self) -> str:

@@ -78,9 +78,7 @@ async def test_spinning_guest_is_stopped_and_loop_stays_responsive(runtime: Runt
     assert beats >= 5  # the loop kept running while the guest spun
 
 
-async def test_run_command_deadline_while_guest_waits(
-    runtime: Runtime, cli_guest: Path
-) -> None:
+async def test_run_command_deadline_while_guest_waits(runtime: Runtime, cli_guest: Path) -> None:
     # The guest sleeps in a host call (no epoch tick can stop it): the one
     # deadline of run_command ends it, the store is closed, the caller gets
     # DeadlineExceeded.

@@ -27,7 +27,7 @@ def fabric(
 
 
 @pytest.fixture
-def running(job_guest: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def running(job_guest: Path, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     manifest = tmp_path / "jobs.toml"
     manifest.write_text(
         f"""
@@ -44,10 +44,11 @@ reuse = {{ max_invocations = 10, pool_size = 2, idle = "1h" }}
 """
     )
     env = dict(os.environ, FABRIC_CONTROL=str(tmp_path / "control.sock"))
+    extra: tuple[str, ...] = getattr(request, "param", ())  # more `fabric run` arguments
     log = tmp_path / "fabric.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fabric.cli", "run", str(manifest)],
+            [sys.executable, "-m", "fabric.cli", "run", str(manifest), *extra],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
@@ -102,6 +103,34 @@ def test_status_shows_the_instance_pool(running) -> None:  # type: ignore[no-unt
     }
     human = fabric("status", env=env).stdout
     assert "warm-job" in human and "0/2" in human and "trap 1" in human
+
+
+@pytest.mark.parametrize("running", [("--max-instances", "1")], indirect=True)
+def test_max_instances_flag_bounds_the_live_instances(running) -> None:  # type: ignore[no-untyped-def]
+    _proc, env = running
+    report = json.loads(fabric("status", "--json", env=env).stdout)
+    assert (report["instances"], report["instance_limit"]) == (0, 1)
+    # a warm instance stays alive after its invocation and holds the one slot
+    p = fabric("invoke", "jobs", "warm-job", "run", '["ok:a"]', env=env)
+    assert p.returncode == 0, p.stderr
+    p = fabric("invoke", "jobs", "job", "run", '["ok:b"]', env=env)
+    assert p.returncode != 0
+    assert "instance limit reached" in p.stderr and "--max-instances" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert "instances: 1 of 1 alive" in fabric("status", env=env).stdout
+    # the warm instance still serves
+    p = fabric("invoke", "jobs", "warm-job", "run", '["ok:c"]', env=env)
+    assert json.loads(p.stdout) == {"ok": "job-ok:c"}
+
+
+def test_bad_max_instances_flag_is_refused(job_guest: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "jobs.toml"
+    manifest.write_text(
+        f'[[workloads]]\nname = "j"\n[[workloads.components]]\nname = "job"\nwasm = "{job_guest}"\n'
+    )
+    p = fabric("run", str(manifest), "--max-instances", "0", env=dict(os.environ))
+    assert p.returncode == 2
+    assert "--max-instances: expected an integer from 1 to 30000, got '0'" in p.stderr
 
 
 def test_sigterm_drains_inflight_invocations(running) -> None:  # type: ignore[no-untyped-def]

@@ -61,6 +61,21 @@ CASES: list[tuple[str, str, str]] = [
         "{file}:1: grace: expected at most 366d, got 400d",
     ),
     (
+        "zero-max-instances",
+        "max_instances = 0\n" + COMPONENT,
+        "{file}:1: max_instances: expected an integer from 1 to 30000, got 0",
+    ),
+    (
+        "huge-max-instances",
+        COMPONENT.replace("[[workloads]]", "max_instances = 100000\n[[workloads]]"),
+        "{file}:1: max_instances: expected an integer from 1 to 30000, got 100000",
+    ),
+    (
+        "text-max-instances",
+        'grace = "1s"\nmax_instances = "many"\n' + COMPONENT,
+        '{file}:2: max_instances: expected an integer from 1 to 30000, got "many"',
+    ),
+    (
         "huge-backoff",
         '[[workloads]]\nname = "a"\n[[workloads.services]]\nname = "s"\nnative = "m:C"\n'
         'restart = { max_backoff = "1000d" }\n',

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.engine import Err, Ok
+from fabric.engine import Err, InstanceLimitReached, Ok
 from fabric.runtime import Runtime
 from fabric.workload import Overloaded, State, UnfilledImports, loads_manifest
 from fabric.workload.runtime import Fabric
@@ -143,6 +143,47 @@ queue = 1
         status = fabric.status().workloads[0].components[0]
         assert status.rejected == 1
         assert status.invocations == 5
+    finally:
+        await fabric.stop()
+
+
+async def test_instances_past_max_instances_are_refused_by_name(
+    job_guest: Path, tmp_path: Path
+) -> None:
+    m = manifest(
+        f"""
+max_instances = 2
+[[workloads]]
+name = "jobs"
+[[workloads.components]]
+name = "job"
+wasm = "{job_guest}"
+concurrency = 8
+""",
+        tmp_path,
+    )
+    fabric = Fabric(m, emit=lambda line: None)  # its own runtime, sized by the manifest
+    await fabric.start()
+    try:
+        assert fabric.runtime.engine.instance_limit == 2
+        wl = fabric.workloads["jobs"]
+        slow = [asyncio.create_task(wl.invoke("job", "run", ["sleep:300"])) for _ in range(2)]
+        for _ in range(100):  # both instantiated, both sleeping
+            await asyncio.sleep(0.01)
+            if fabric.status().instances == 2:
+                break
+        report = fabric.status()
+        assert (report.instances, report.instance_limit) == (2, 2)
+        # the third finds no slot: a named error, not a guest trap, at once
+        with pytest.raises(InstanceLimitReached, match="max_instances"):
+            await wl.invoke("job", "run", ["count"])
+        # the two running are not disturbed, and their slots come back
+        assert [await t for t in slow] == [Ok("slept:300")] * 2
+        assert fabric.status().instances == 0
+        assert await wl.invoke("job", "run", ["count"]) == Ok("count=1")
+        status = fabric.status().workloads[0].components[0]
+        assert status.errors == 1
+        assert status.invocations == 4
     finally:
         await fabric.stop()
 
