@@ -45,7 +45,7 @@ CASES: list[tuple[str, str, str]] = [
         "unknown-top-level-key",
         'version = 2\n[[workloads]]\nname = "a"\n',
         '{file}:1: version: unknown key "version" '
-        "(valid keys: workloads, python_path, grace, metrics)",
+        "(valid keys: workloads, python_path, grace, metrics, max_instances)",
     ),
     (
         "wrong-type-name",
