@@ -322,8 +322,9 @@ def print_status(report: Any) -> None:
 
     console = Console()
     if report.instance_limit:
+        where = f", {len(report.workers)} workers together" if report.workers else ""
         console.print(
-            f"instances: {report.instances} of {report.instance_limit} alive (max_instances)"
+            f"instances: {report.instances} of {report.instance_limit} alive (max_instances{where})"
         )
     elif report.instances:
         console.print(f"instances: {report.instances} alive (no bound)")
