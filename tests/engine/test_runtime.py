@@ -270,6 +270,39 @@ async def test_failed_instantiations_give_their_slot_back(tmp_path: Path) -> Non
         rt.close()
 
 
+TWO_MEMORIES = """
+(component
+  (core module $a (memory 1) (func (export "one") (result i32) (i32.const 1)))
+  (core module $b (memory 1))
+  (core instance $ia (instantiate $a))
+  (core instance $ib (instantiate $b))
+  (func (export "one") (result s32) (canon lift (core func $ia "one")))
+)
+"""
+
+
+async def test_a_pool_running_out_inside_wasmtime_is_the_same_named_error(
+    tmp_path: Path,
+) -> None:
+    # one memory slot per instance: a component with two memories finds the
+    # memory pool empty inside wasmtime, below the instance count
+    from fabric.build import build_wat_guest
+
+    rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pool_instances=1))
+    try:
+        comp = rt.load(build_wat_guest(TWO_MEMORIES))
+        with pytest.raises(InstanceLimitReached, match="maximum concurrent limit of 1") as info:
+            await rt.instantiate(comp, WasiCtx())
+        assert info.value.limit == 1
+        assert rt.statistics()["instances"] == 0
+        # the failed store is gone: a one-memory guest gets the pool
+        inst = await rt.instantiate(rt.load(wat_guest("memory")), WasiCtx())
+        assert await inst.call("grow", 0) == 1
+        inst.store.close()
+    finally:
+        rt.close()
+
+
 async def test_on_demand_allocation_has_no_instance_bound(tmp_path: Path) -> None:
     rt = Runtime(EngineConfig(cache_dir=str(tmp_path), pooling=False, pool_instances=1))
     try:
