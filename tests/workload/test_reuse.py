@@ -230,24 +230,28 @@ async def test_max_invocations(runtime: Runtime, dbbench: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rendezvous(wl: WorkloadRuntime, parties: int) -> AsyncIterator[asyncio.Event]:
-    """A server on the workload's loopback that releases every connection
-    (EOF) once ``parties`` are connected; the event is set at that moment."""
+async def rendezvous(
+    wl: WorkloadRuntime, parties: int
+) -> AsyncIterator[tuple[asyncio.Event, asyncio.Event]]:
+    """A server on the workload's loopback that holds every connection until
+    the caller sets ``release`` (then EOF); ``all_in`` is set once ``parties``
+    are connected. Nothing is released before the caller has looked."""
     writers: list[VirtualStreamWriter] = []
     all_in = asyncio.Event()
+    release = asyncio.Event()
 
     async def handle(reader: VirtualStreamReader, writer: VirtualStreamWriter) -> None:
         writers.append(writer)
         if len(writers) == parties:
             all_in.set()
-            for w in writers:
-                w.close()
-        await all_in.wait()
+        await release.wait()
+        writer.close()
 
     server = await wl.network.start_server(handle, HOLD_PORT)
     try:
-        yield all_in
+        yield all_in, release
     finally:
+        release.set()
         server.close()
 
 
@@ -259,11 +263,12 @@ async def test_concurrent_invocations_never_share_an_instance(
     async with running(runtime, [component("c", dbbench, reuse=reuse)]) as fab:
         wl = fab.workloads["w"]
         warmed = await run(wl, "c", "counter")  # one warm instance to start with
-        async with rendezvous(wl, parties) as all_in:
+        async with rendezvous(wl, parties) as (all_in, release):
             held = [asyncio.create_task(run(wl, "c", "hold", HOLD_PORT)) for _ in range(parties)]
             async with asyncio.timeout(TIMEOUT):
                 await all_in.wait()
             assert pool(fab, "c").busy == parties
+            release.set()
             results = await asyncio.gather(*held)
         # All four ran at the same time: four different instances, one the warm one.
         tokens = [r["token"] for r in results]
