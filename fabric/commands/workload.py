@@ -88,18 +88,21 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _max_instances(text: str) -> int:
-    from fabric.workload.manifest import MAX_INSTANCES
-
+def _count(text: str, limit: int, expected: str) -> int:
+    """``text`` as an integer from 1 to ``limit``, else the argparse error."""
     try:
         count = int(text)
     except ValueError:
         count = 0
-    if not 1 <= count <= MAX_INSTANCES:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer from 1 to {MAX_INSTANCES}, got {text!r}"
-        )
+    if not 1 <= count <= limit:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return count
+
+
+def _max_instances(text: str) -> int:
+    from fabric.workload.manifest import MAX_INSTANCES
+
+    return _count(text, MAX_INSTANCES, f"an integer from 1 to {MAX_INSTANCES}")
 
 
 def _workers(text: str) -> int:
@@ -107,15 +110,7 @@ def _workers(text: str) -> int:
 
     if text == "auto":
         return max(1, min(_cpus(), MAX_WORKERS))
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto' or a number of workers from 1 to {MAX_WORKERS}, got {text!r}"
-        )
-    return count
+    return _count(text, MAX_WORKERS, f"'auto' or a number of workers from 1 to {MAX_WORKERS}")
 
 
 def _worker_slot(text: str) -> Any:
