@@ -622,40 +622,31 @@ class ResourceCodec(Codec):
         return self.lift_at(ctypes.addressof(val), scope)
 
     def lift_at(self, addr: int, scope: ResourceScope) -> Any:
+        rep = self._rep(addr + 8, scope.cx)
+        # An own handle moved to the host: the guest's table no longer holds it.
+        return scope.take(rep) if self.owned else scope.lookup(rep)
+
+    def lift_list(self, data: int, n: int, scope: ResourceScope) -> list[Any]:
+        """The ``n`` handles of a ``list<own|borrow<T>>`` at ``data``."""
+        rep_at, cx = self._rep, scope.cx
+        get = scope.take if self.owned else scope.lookup
+        return [get(rep_at(field, cx)) for field in range(data + 8, data + 32 * n, 32)]
+
+    def _rep(self, field: int, cx: Any) -> int:
+        """The rep of the handle whose pointer is at ``field``; its box is freed."""
         # The pointer field itself as the argument: ctypes passes what it holds.
-        err = _any_to_host(scope.cx, _ptr_at(addr + 8), self._slot_ref)
+        err = _any_to_host(cx, _ptr_at(field), self._slot_ref)
         if err:
             _resource_error(err)
         slot = self._slot
         if _IN_PLACE:
             host = slot.value
             view = _BOX_VIEWS.get(host) or _new_box_view(host)
-            rep = view.rep
+            rep: int = view.rep
         else:
             rep = _host_rep(slot)
         _host_delete(slot)
-        # An own handle moved to the host: the guest's table no longer holds it.
-        return scope.take(rep) if self.owned else scope.lookup(rep)
-
-    def lift_list(self, data: int, n: int, scope: ResourceScope) -> list[Any]:
-        """The ``n`` handles of a ``list<own|borrow<T>>`` at ``data``."""
-        any_to_host, ptr_at, slot, slot_ref = _any_to_host, _ptr_at, self._slot, self._slot_ref
-        cx = scope.cx
-        get = scope.take if self.owned else scope.lookup
-        out = []
-        for field in range(data + 8, data + 32 * n, 32):
-            err = any_to_host(cx, ptr_at(field), slot_ref)
-            if err:
-                _resource_error(err)
-            if _IN_PLACE:
-                host = slot.value
-                view = _BOX_VIEWS.get(host) or _new_box_view(host)
-                rep = view.rep
-            else:
-                rep = _host_rep(slot)
-            _host_delete(slot)
-            out.append(get(rep))
-        return out
+        return rep
 
     def lower(self, value: Any, val: Any, scope: ResourceScope) -> None:
         self.lower_at(value, ctypes.addressof(val), scope)
